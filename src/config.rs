@@ -1,0 +1,195 @@
+//! The init config: `{"provider": <OpenClaw models.providers["amazon-bedrock"]>, "discovery": {...}}`,
+//! read strictly so that a typo is an error naming the field rather than a silent default.
+
+use crate::error::{Error, Kind, Result};
+use crate::json::Obj;
+use crate::model::{Cost, Model};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub const API: &str = "bedrock-converse-stream";
+pub const PROVIDER: &str = "amazon-bedrock";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub provider: ProviderConfig,
+    pub discovery: DiscoveryConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The Bedrock Runtime endpoint (`baseUrl`); the SDK's regional default when absent.
+    pub base_url: Option<String>,
+    pub region: Option<String>,
+    pub models: Vec<Arc<Model>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryConfig {
+    pub enabled: Option<bool>,
+    pub region: Option<String>,
+    pub provider_filter: Vec<String>,
+    pub refresh_interval_secs: u64,
+    pub default_context_window: u64,
+    pub default_max_tokens: u64,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            enabled: None,
+            region: None,
+            provider_filter: Vec::new(),
+            refresh_interval_secs: 3600,
+            default_context_window: 32_000,
+            default_max_tokens: 4096,
+        }
+    }
+}
+
+const MAX_TOKENS_LIMIT: u64 = 100_000_000;
+
+pub fn parse(text: &str) -> Result<Config> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Error::config(format!("config is not valid JSON: {e}")))?;
+    let top = Obj::new(&value, "", Kind::Config)?;
+    top.only(&["provider", "discovery"])?;
+    let provider = top.obj("provider")?.ok_or_else(|| top.err("provider", "is required"))?;
+    let provider = parse_provider(&provider)?;
+    let discovery = match top.obj("discovery")? {
+        Some(d) => parse_discovery(&d)?,
+        None => DiscoveryConfig::default(),
+    };
+    Ok(Config { provider, discovery })
+}
+
+fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
+    p.only(&["baseUrl", "api", "auth", "region", "models"])?;
+    if let Some(api) = p.str("api")? {
+        if api != API {
+            return Err(p.err("api", format!("must be \"{API}\", got \"{api}\"")));
+        }
+    }
+    if let Some(auth) = p.str("auth")? {
+        if auth != "aws-sdk" {
+            return Err(p.err("auth", format!("must be \"aws-sdk\" (credentials come from the AWS SDK chain), got \"{auth}\"")));
+        }
+    }
+    let base_url = p.str("baseUrl")?.map(|u| validate_url(p, "baseUrl", u)).transpose()?;
+    let region = p.str("region")?.map(|r| validate_region(p, "region", r)).transpose()?;
+    let mut models = Vec::new();
+    for (i, item) in p.array("models")?.map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+        let m = Obj::new(item, &format!("{}.models[{i}]", p.path), Kind::Config)?;
+        let model = parse_model(&m, &DiscoveryConfig::default())?;
+        if models.iter().any(|existing: &Arc<Model>| existing.id == model.id) {
+            return Err(m.err("id", format!("duplicate model id \"{}\"", model.id)));
+        }
+        models.push(Arc::new(model));
+    }
+    Ok(ProviderConfig { base_url, region, models })
+}
+
+/// One model entry in OpenClaw's shape; also used for a model object passed in a request.
+pub fn parse_model(m: &Obj<'_>, defaults: &DiscoveryConfig) -> Result<Model> {
+    m.only(&["id", "name", "api", "reasoning", "input", "cost", "contextWindow", "maxTokens"])?;
+    let id = m.req_str("id")?;
+    if id.trim().is_empty() {
+        return Err(m.err("id", "must not be empty"));
+    }
+    if let Some(api) = m.str("api")? {
+        if api != API {
+            return Err(m.err("api", format!("must be \"{API}\", got \"{api}\"")));
+        }
+    }
+    let input = m.str_array("input")?.unwrap_or_else(|| vec!["text".into()]);
+    for (i, kind) in input.iter().enumerate() {
+        if kind != "text" && kind != "image" {
+            return Err(m.err(&format!("input[{i}]"), format!("must be \"text\" or \"image\", got \"{kind}\"")));
+        }
+    }
+    let cost = match m.obj("cost")? {
+        None => Cost::default(),
+        Some(c) => {
+            c.only(&["input", "output", "cacheRead", "cacheWrite"])?;
+            let price = |key: &str| -> Result<f64> {
+                match c.f64(key)? {
+                    Some(v) if v < 0.0 => Err(c.err(key, "must not be negative")),
+                    v => Ok(v.unwrap_or(0.0)),
+                }
+            };
+            Cost { input: price("input")?, output: price("output")?, cache_read: price("cacheRead")?, cache_write: price("cacheWrite")? }
+        }
+    };
+    Ok(Model {
+        id: id.to_string(),
+        name: m.str("name")?.unwrap_or(id).to_string(),
+        reasoning: m.bool("reasoning")?.unwrap_or(false),
+        input,
+        cost,
+        context_window: m.uint("contextWindow", MAX_TOKENS_LIMIT)?.unwrap_or(defaults.default_context_window),
+        max_tokens: m.uint("maxTokens", MAX_TOKENS_LIMIT)?.unwrap_or(defaults.default_max_tokens),
+    })
+}
+
+fn parse_discovery(d: &Obj<'_>) -> Result<DiscoveryConfig> {
+    d.only(&["enabled", "region", "providerFilter", "refreshInterval", "defaultContextWindow", "defaultMaxTokens"])?;
+    let defaults = DiscoveryConfig::default();
+    let provider_filter = match d.get("providerFilter") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(_) => d.str_array("providerFilter")?.unwrap_or_default(),
+    };
+    Ok(DiscoveryConfig {
+        enabled: d.bool("enabled")?,
+        region: d.str("region")?.map(|r| validate_region(d, "region", r)).transpose()?,
+        provider_filter,
+        refresh_interval_secs: d.uint("refreshInterval", 10 * 365 * 86_400)?.unwrap_or(defaults.refresh_interval_secs),
+        default_context_window: d.uint("defaultContextWindow", MAX_TOKENS_LIMIT)?.unwrap_or(defaults.default_context_window),
+        default_max_tokens: d.uint("defaultMaxTokens", MAX_TOKENS_LIMIT)?.unwrap_or(defaults.default_max_tokens),
+    })
+}
+
+fn validate_url(o: &Obj<'_>, key: &str, url: &str) -> Result<String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !url.contains(char::is_whitespace) => {
+            Ok(url.trim_end_matches('/').to_string())
+        }
+        _ => Err(o.err(key, format!("must be an http:// or https:// URL, got \"{url}\""))),
+    }
+}
+
+fn validate_region(o: &Obj<'_>, key: &str, region: &str) -> Result<String> {
+    let ok = !region.is_empty()
+        && region.len() <= 32
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(region.to_string())
+    } else {
+        Err(o.err(key, format!("\"{region}\" is not an AWS region name (like \"us-east-1\")")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse(r#"{"provider":{"models":[{"id":"a","cost":{"input":"x"}}]}}"#).unwrap_err();
+        assert_eq!(e.kind, Kind::Config);
+        assert!(e.message.starts_with("provider.models[0].cost.input:"), "{}", e.message);
+        let e = parse(r#"{"provider":{"bseUrl":"http://x"}}"#).unwrap_err();
+        assert!(e.message.starts_with("provider.bseUrl: unknown field"), "{}", e.message);
+    }
+
+    #[test]
+    fn reads_openclaw_shape() {
+        let c = parse(r#"{"provider":{"baseUrl":"https://bedrock-runtime.eu-west-1.amazonaws.com/","api":"bedrock-converse-stream","auth":"aws-sdk",
+            "models":[{"id":"m","name":"M","reasoning":true,"input":["text","image"],"cost":{"input":3,"output":15,"cacheRead":0.3,"cacheWrite":3.75},"contextWindow":200000,"maxTokens":8192}]},
+            "discovery":{"enabled":true,"providerFilter":"anthropic","refreshInterval":0}}"#).unwrap();
+        assert_eq!(c.provider.base_url.as_deref(), Some("https://bedrock-runtime.eu-west-1.amazonaws.com"));
+        assert_eq!(c.provider.models[0].context_window, 200_000);
+        assert_eq!(c.discovery.provider_filter, vec!["anthropic"]);
+        assert_eq!(c.discovery.refresh_interval_secs, 0);
+    }
+}

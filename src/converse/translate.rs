@@ -1,0 +1,203 @@
+//! Bedrock `ConverseStreamOutput` events → pi-ai events, accumulating the final message.
+
+use crate::error::{Error, Kind, Result};
+use crate::events::{AssistantMessage, Content, Event, StopReason};
+use crate::model::Cost;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlockDelta, ContentBlockStart, ConverseStreamOutput, ReasoningContentBlockDelta, StopReason as BedrockStop,
+};
+
+struct OpenBlock {
+    bedrock_index: i32,
+    content_index: usize,
+    partial_json: String,
+}
+
+pub struct Translator {
+    message: AssistantMessage,
+    cost: Cost,
+    open: Vec<OpenBlock>,
+    stop: Option<BedrockStop>,
+    started: bool,
+}
+
+impl Translator {
+    pub fn new(model_id: &str, cost: Cost) -> Translator {
+        Translator { message: AssistantMessage::new(model_id), cost, open: Vec::new(), stop: None, started: false }
+    }
+
+    /// The message as far as it got, for an `error` event.
+    pub fn partial(&self) -> AssistantMessage {
+        self.message.clone()
+    }
+
+    fn open_block(&mut self, bedrock_index: i32, content: Content) -> usize {
+        self.message.content.push(content);
+        let content_index = self.message.content.len() - 1;
+        self.open.push(OpenBlock { bedrock_index, content_index, partial_json: String::new() });
+        content_index
+    }
+
+    fn find(&self, bedrock_index: i32) -> Option<usize> {
+        self.open.iter().position(|b| b.bedrock_index == bedrock_index)
+    }
+
+    fn ensure_started(&mut self, out: &mut Vec<Event>) {
+        if !self.started {
+            self.started = true;
+            out.push(Event::Start { partial: self.message.clone() });
+        }
+    }
+
+    /// Translates one Bedrock event, appending what the host should see to `out`.
+    pub fn on(&mut self, event: ConverseStreamOutput, out: &mut Vec<Event>) {
+        match event {
+            ConverseStreamOutput::MessageStart(_) => self.ensure_started(out),
+            ConverseStreamOutput::ContentBlockStart(e) => {
+                self.ensure_started(out);
+                if let Some(ContentBlockStart::ToolUse(t)) = e.start {
+                    let (id, name) = (t.tool_use_id, t.name);
+                    let content = Content::ToolCall { id: id.clone(), name: name.clone(), arguments: serde_json::json!({}) };
+                    let content_index = self.open_block(e.content_block_index, content);
+                    out.push(Event::ToolcallStart { content_index, id, name });
+                }
+            }
+            ConverseStreamOutput::ContentBlockDelta(e) => {
+                self.ensure_started(out);
+                if let Some(delta) = e.delta {
+                    self.on_delta(e.content_block_index, delta, out);
+                }
+            }
+            ConverseStreamOutput::ContentBlockStop(e) => {
+                if let Some(pos) = self.find(e.content_block_index) {
+                    let block = self.open.swap_remove(pos);
+                    self.close(block, out);
+                }
+            }
+            ConverseStreamOutput::MessageStop(e) => self.stop = Some(e.stop_reason),
+            ConverseStreamOutput::Metadata(e) => {
+                if let Some(u) = e.usage {
+                    let usage = &mut self.message.usage;
+                    usage.input = u.input_tokens.max(0) as u64;
+                    usage.output = u.output_tokens.max(0) as u64;
+                    usage.cache_read = u.cache_read_input_tokens.unwrap_or(0).max(0) as u64;
+                    usage.cache_write = u.cache_write_input_tokens.unwrap_or(0).max(0) as u64;
+                    usage.total_tokens = if u.total_tokens > 0 {
+                        u.total_tokens as u64
+                    } else {
+                        usage.input + usage.output + usage.cache_read + usage.cache_write
+                    };
+                    let per_token = |price: f64, tokens: u64| price * tokens as f64 / 1_000_000.0;
+                    let c = &mut usage.cost;
+                    c.input = per_token(self.cost.input, usage.input);
+                    c.output = per_token(self.cost.output, usage.output);
+                    c.cache_read = per_token(self.cost.cache_read, usage.cache_read);
+                    c.cache_write = per_token(self.cost.cache_write, usage.cache_write);
+                    c.total = c.input + c.output + c.cache_read + c.cache_write;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_delta(&mut self, index: i32, delta: ContentBlockDelta, out: &mut Vec<Event>) {
+        match delta {
+            ContentBlockDelta::Text(text) => {
+                // Bedrock sends no contentBlockStart for text: the first delta opens the block.
+                let content_index = match self.find(index) {
+                    Some(pos) => self.open[pos].content_index,
+                    None => {
+                        let ci = self.open_block(index, Content::Text { text: String::new() });
+                        out.push(Event::TextStart { content_index: ci });
+                        ci
+                    }
+                };
+                if let Some(Content::Text { text: acc }) = self.message.content.get_mut(content_index) {
+                    acc.push_str(&text);
+                    out.push(Event::TextDelta { content_index, delta: text });
+                }
+            }
+            ContentBlockDelta::ToolUse(t) => {
+                if let Some(pos) = self.find(index) {
+                    let block = &mut self.open[pos];
+                    block.partial_json.push_str(&t.input);
+                    out.push(Event::ToolcallDelta { content_index: block.content_index, delta: t.input });
+                }
+            }
+            ContentBlockDelta::ReasoningContent(r) => {
+                let content_index = match self.find(index) {
+                    Some(pos) => self.open[pos].content_index,
+                    None => {
+                        let ci = self.open_block(index, Content::Thinking { thinking: String::new(), thinking_signature: None, redacted: false });
+                        out.push(Event::ThinkingStart { content_index: ci });
+                        ci
+                    }
+                };
+                let Some(Content::Thinking { thinking, thinking_signature, redacted }) = self.message.content.get_mut(content_index) else {
+                    return;
+                };
+                match r {
+                    ReasoningContentBlockDelta::Text(t) => {
+                        thinking.push_str(&t);
+                        out.push(Event::ThinkingDelta { content_index, delta: t });
+                    }
+                    ReasoningContentBlockDelta::Signature(s) => thinking_signature.get_or_insert_with(String::new).push_str(&s),
+                    ReasoningContentBlockDelta::RedactedContent(blob) => {
+                        *redacted = true;
+                        *thinking_signature = Some(aws_smithy_types::base64::encode(blob.as_ref()));
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn close(&mut self, block: OpenBlock, out: &mut Vec<Event>) {
+        let content_index = block.content_index;
+        match self.message.content.get_mut(content_index) {
+            Some(Content::Text { text }) => out.push(Event::TextEnd { content_index, content: text.clone() }),
+            Some(Content::Thinking { thinking, .. }) => out.push(Event::ThinkingEnd { content_index, content: thinking.clone() }),
+            Some(call @ Content::ToolCall { .. }) => {
+                if let Content::ToolCall { arguments, .. } = call {
+                    *arguments = parse_arguments(&block.partial_json);
+                }
+                out.push(Event::ToolcallEnd { content_index, tool_call: call.clone() });
+            }
+            None => {}
+        }
+    }
+
+    /// Called when Bedrock ends the stream: the `done` event, or why the answer is unusable.
+    pub fn finish(&mut self) -> Result<Event> {
+        let Some(stop) = self.stop.take() else {
+            return Err(Error::new(Kind::Network, "the stream ended before the model finished its answer (no messageStop event)"));
+        };
+        let mut rest = Vec::new();
+        for block in std::mem::take(&mut self.open) {
+            self.close(block, &mut rest);
+        }
+        let reason = match &stop {
+            BedrockStop::EndTurn | BedrockStop::StopSequence => StopReason::Stop,
+            BedrockStop::MaxTokens | BedrockStop::ModelContextWindowExceeded => StopReason::Length,
+            BedrockStop::ToolUse => StopReason::ToolUse,
+            BedrockStop::GuardrailIntervened | BedrockStop::ContentFiltered => {
+                return Err(Error::new(Kind::ContentFiltered, format!("the answer was stopped by Bedrock ({})", stop.as_str())).retryable(false));
+            }
+            other => {
+                return Err(Error::new(Kind::ModelError, format!("the model ended with stop reason \"{}\"", other.as_str())).retryable(false));
+            }
+        };
+        self.message.stop_reason = reason;
+        let model = self.message.model.clone();
+        Ok(Event::Done { reason, message: std::mem::replace(&mut self.message, AssistantMessage::new(&model)) })
+    }
+}
+
+/// Tool arguments as the model sent them; an object even when the model sent nothing usable.
+fn parse_arguments(raw: &str) -> serde_json::Value {
+    if raw.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::json!({}))
+}

@@ -1,0 +1,178 @@
+//! pi-ai's `AssistantMessage` and `AssistantMessageEvent` vocabulary, as the host receives it.
+//! Deltas carry only what is new: no event repeats the growing message, so a long stream stays
+//! linear; `done` and `error` carry the final message once.
+
+use crate::error::Error;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CostBreakdown {
+    pub input: f64,
+    pub output: f64,
+    pub cache_read: f64,
+    pub cache_write: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub total_tokens: u64,
+    pub cost: CostBreakdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Content {
+    Text {
+        text: String,
+    },
+    Thinking {
+        thinking: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thinking_signature: Option<String>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        redacted: bool,
+    },
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: serde_json::Value,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StopReason {
+    Stop,
+    Length,
+    ToolUse,
+    Error,
+    Aborted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssistantMessage {
+    pub role: &'static str,
+    pub content: Vec<Content>,
+    pub api: &'static str,
+    pub provider: &'static str,
+    pub model: String,
+    pub usage: Usage,
+    pub stop_reason: StopReason,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub timestamp: u64,
+}
+
+impl AssistantMessage {
+    pub fn new(model: &str) -> AssistantMessage {
+        AssistantMessage {
+            role: "assistant",
+            content: Vec::new(),
+            api: crate::config::API,
+            provider: crate::config::PROVIDER,
+            model: model.to_string(),
+            usage: Usage::default(),
+            stop_reason: StopReason::Stop,
+            error_message: None,
+            timestamp: now_millis(),
+        }
+    }
+}
+
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The `error` member of an `error` event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorInfo {
+    pub message: String,
+    pub code: &'static str,
+    pub retryable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_error_type: Option<String>,
+}
+
+impl From<&Error> for ErrorInfo {
+    fn from(e: &Error) -> ErrorInfo {
+        ErrorInfo {
+            message: e.message.clone(),
+            code: e.kind.code(),
+            retryable: e.retryable,
+            http_status: e.http_status,
+            request_id: e.request_id.clone(),
+            aws_error_type: e.aws_error_type.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
+pub enum Event {
+    /// The stream started; `partial` is the (empty) message every later event builds on.
+    Start { partial: AssistantMessage },
+    TextStart { content_index: usize },
+    TextDelta { content_index: usize, delta: String },
+    TextEnd { content_index: usize, content: String },
+    ThinkingStart { content_index: usize },
+    ThinkingDelta { content_index: usize, delta: String },
+    ThinkingEnd { content_index: usize, content: String },
+    ToolcallStart { content_index: usize, id: String, name: String },
+    ToolcallDelta { content_index: usize, delta: String },
+    ToolcallEnd { content_index: usize, tool_call: Content },
+    Done { reason: StopReason, message: AssistantMessage },
+    Error { reason: StopReason, error: ErrorInfo, message: AssistantMessage },
+}
+
+impl Event {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Event::Done { .. } | Event::Error { .. })
+    }
+
+    /// The terminal event for a stream that failed or was aborted, with what had arrived so far.
+    pub fn failure(mut message: AssistantMessage, error: &Error) -> Event {
+        let reason = if error.kind == crate::error::Kind::Cancelled { StopReason::Aborted } else { StopReason::Error };
+        message.stop_reason = reason;
+        message.error_message = Some(error.message.clone());
+        Event::Error { reason, error: ErrorInfo::from(error), message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_in_pi_ai_vocabulary() {
+        let e = Event::TextDelta { content_index: 2, delta: "hi".into() };
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"type":"text_delta","contentIndex":2,"delta":"hi"}"#);
+        let e = Event::ToolcallEnd {
+            content_index: 0,
+            tool_call: Content::ToolCall { id: "t".into(), name: "n".into(), arguments: serde_json::json!({"a":1}) },
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"toolcall_end","contentIndex":0,"toolCall":{"type":"toolCall","id":"t","name":"n","arguments":{"a":1}}}"#
+        );
+        let mut m = AssistantMessage::new("m");
+        m.timestamp = 5;
+        let v = serde_json::to_value(Event::Done { reason: StopReason::ToolUse, message: m }).unwrap();
+        assert_eq!(v["reason"], "toolUse");
+        assert_eq!(v["message"]["stopReason"], "stop");
+        assert_eq!(v["message"]["usage"]["totalTokens"], 0);
+        assert_eq!(v["message"]["usage"]["cost"]["cacheRead"], 0.0);
+    }
+}

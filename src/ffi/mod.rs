@@ -1,0 +1,168 @@
+//! The C ABI (version 1). Thin by design: check arguments, call inward, map the result once.
+//! `include/bedrock_plugin.h` is the contract; `tests/header.rs` checks it against this file.
+//!
+//! Ownership: `bp_provider_new` → `bp_provider_free`; `bp_stream_start` → `bp_stream_release`;
+//! every `char *` the plugin hands out → `bp_string_free`. No function keeps state on the calling
+//! thread, so any host thread may call any function.
+
+mod boundary;
+pub mod status;
+mod strings;
+
+use crate::config;
+use crate::error::{Error, Result};
+use crate::provider::{Callback, EventFn, FreeOutcome, Provider, StreamHandle};
+use boundary::{guard, guard_void};
+use status::Status;
+use std::os::raw::{c_char, c_void};
+use std::time::Duration;
+
+pub const ABI_MAJOR: u32 = 1;
+pub const ABI_MINOR: u32 = 0;
+/// Largest `config_json` accepted.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
+/// Largest `request_json` accepted (images travel base64-encoded inside it).
+pub const MAX_REQUEST_BYTES: usize = 32 << 20;
+
+/// Opaque provider handle.
+pub struct BpProvider(Provider);
+/// Opaque stream handle.
+pub struct BpStream(StreamHandle);
+
+static PLUGIN_INFO: &str = concat!(
+    "{\"name\":\"bedrock-plugin\",\"version\":\"",
+    env!("CARGO_PKG_VERSION"),
+    "\",\"abiVersion\":\"1.0\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
+);
+
+/// `(major << 16) | minor`.
+#[no_mangle]
+pub extern "C" fn bp_abi_version() -> u32 {
+    (ABI_MAJOR << 16) | ABI_MINOR
+}
+
+/// Static JSON describing the plugin; never freed.
+#[no_mangle]
+pub extern "C" fn bp_plugin_info() -> *const c_char {
+    PLUGIN_INFO.as_ptr().cast()
+}
+
+fn out_param<T>(out: *mut *mut T, what: &str) -> Result<()> {
+    if out.is_null() {
+        return Err(Error::invalid(format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL `T **` from the host.
+    unsafe { *out = std::ptr::null_mut() };
+    Ok(())
+}
+
+/// Parses the config, starts the runtime thread and builds the AWS client.
+///
+/// # Safety
+/// `config_json` is a NUL-terminated string; `out` and `err_json` are writable (`err_json` may be NULL).
+#[no_mangle]
+pub unsafe extern "C" fn bp_provider_new(config_json: *const c_char, out: *mut *mut BpProvider, err_json: *mut *mut c_char) -> i32 {
+    guard(err_json, || {
+        out_param(out, "out")?;
+        let text = strings::borrow(config_json, "config_json", MAX_CONFIG_BYTES)?;
+        let provider = Provider::new(config::parse(text)?)?;
+        *out = Box::into_raw(Box::new(BpProvider(provider)));
+        Ok(Status::Ok)
+    })
+}
+
+/// Starts one ConverseStream call and returns at once. On success the callback receives every
+/// event, in order, on a plugin thread, ending with exactly one `done` or `error` event; after
+/// that the plugin never uses `user_data` again. On failure the callback is never called.
+/// `out` may be NULL when the host will never cancel or release the stream.
+///
+/// # Safety
+/// `provider` is live; `request_json` is NUL-terminated; `on_event` and `user_data` stay valid
+/// until the terminal event.
+#[no_mangle]
+pub unsafe extern "C" fn bp_stream_start(
+    provider: *mut BpProvider,
+    request_json: *const c_char,
+    on_event: Option<EventFn>,
+    user_data: *mut c_void,
+    out: *mut *mut BpStream,
+    err_json: *mut *mut c_char,
+) -> i32 {
+    guard(err_json, || {
+        if !out.is_null() {
+            *out = std::ptr::null_mut();
+        }
+        let provider = provider.as_ref().ok_or_else(|| Error::invalid("provider is NULL"))?;
+        let f = on_event.ok_or_else(|| Error::invalid("on_event is NULL"))?;
+        let text = strings::borrow(request_json, "request_json", MAX_REQUEST_BYTES)?;
+        let request = provider.0.parse_request(text)?;
+        let handle = provider.0.start(request, Callback { f, user_data })?;
+        if !out.is_null() {
+            *out = Box::into_raw(Box::new(BpStream(handle)));
+        }
+        Ok(Status::Ok)
+    })
+}
+
+/// Asks the stream to stop; it ends with `error` / `aborted`. Idempotent, callable from any
+/// thread (including inside the callback) and after the stream ended.
+///
+/// # Safety
+/// `stream` is NULL or a handle not yet released.
+#[no_mangle]
+pub unsafe extern "C" fn bp_stream_cancel(stream: *mut BpStream) {
+    guard_void(|| {
+        if let Some(s) = stream.as_ref() {
+            s.0.cancel();
+        }
+    })
+}
+
+/// Releases the host's handle; the stream itself runs on to its terminal event. Valid also
+/// after `bp_provider_free`.
+///
+/// # Safety
+/// `stream` is NULL or a handle not yet released.
+#[no_mangle]
+pub unsafe extern "C" fn bp_stream_release(stream: *mut BpStream) {
+    guard_void(|| {
+        if !stream.is_null() {
+            drop(Box::from_raw(stream));
+        }
+    })
+}
+
+/// Stops accepting streams, waits up to `drain_timeout_ms` for in-flight ones, cancels the rest
+/// (each still gets its terminal event), stops the runtime and joins every plugin thread.
+/// Returns `BP_OK` (all finished on their own), `BP_ERR_CANCELLED` (some were cancelled; all
+/// released), or `BP_ERR_BUSY` (a callback never returned; the plugin pinned itself in memory
+/// so that `dlclose` is safe). Must not be called from inside an event callback.
+///
+/// # Safety
+/// `provider` is NULL or a live provider; it is invalid after this call.
+#[no_mangle]
+pub unsafe extern "C" fn bp_provider_free(provider: *mut BpProvider, drain_timeout_ms: u32) -> i32 {
+    guard(std::ptr::null_mut(), || {
+        if provider.is_null() {
+            return Err(Error::invalid("provider is NULL"));
+        }
+        if crate::provider::in_callback() {
+            return Err(Error::invalid("bp_provider_free must not be called from inside an event callback"));
+        }
+        let provider = Box::from_raw(provider);
+        Ok(match provider.0.free(Duration::from_millis(drain_timeout_ms.into())) {
+            FreeOutcome::Drained => Status::Ok,
+            FreeOutcome::CancelledSome => Status::Cancelled,
+            FreeOutcome::Pinned => Status::Busy,
+        })
+    })
+}
+
+/// Frees a string the plugin returned. NULL is ignored.
+///
+/// # Safety
+/// `s` is NULL or a plugin string not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn bp_string_free(s: *mut c_char) {
+    guard_void(|| strings::free(s))
+}

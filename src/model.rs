@@ -1,0 +1,31 @@
+//! A model the provider can serve, in OpenClaw's model-definition terms.
+
+use serde::Serialize;
+
+/// Prices in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cost {
+    pub input: f64,
+    pub output: f64,
+    pub cache_read: f64,
+    pub cache_write: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Model {
+    pub id: String,
+    pub name: String,
+    pub reasoning: bool,
+    pub input: Vec<String>,
+    pub cost: Cost,
+    pub context_window: u64,
+    pub max_tokens: u64,
+}
+
+impl Model {
+    pub fn accepts_images(&self) -> bool {
+        self.input.iter().any(|i| i == "image")
+    }
+}

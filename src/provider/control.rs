@@ -1,0 +1,166 @@
+//! What host threads share with the plugin's control thread: a command queue, the in-flight
+//! registry that `free` drains, and the per-stream state a host handle may see. Only std
+//! `Mutex`/`Condvar` and atomics here: they are safe on host threads.
+
+use crate::converse::request::StreamRequest;
+use crate::error::Result;
+use std::collections::VecDeque;
+use std::os::raw::{c_char, c_void};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub type EventFn = unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char, len: usize) -> i32;
+
+/// The host's callback and its `user_data`, moved to the delivery thread of one stream.
+pub struct Callback {
+    pub f: EventFn,
+    pub user_data: *mut c_void,
+}
+
+// SAFETY: the ABI contract makes the host responsible for `user_data` being usable from the
+// plugin's delivery thread; the plugin calls `f` from one thread at a time per stream.
+unsafe impl Send for Callback {}
+
+pub struct StreamShared {
+    pub id: u64,
+    cancel_requested: AtomicBool,
+    finished: AtomicBool,
+}
+
+impl StreamShared {
+    pub fn new(id: u64) -> StreamShared {
+        StreamShared { id, cancel_requested: AtomicBool::new(false), finished: AtomicBool::new(false) }
+    }
+
+    /// Marks the stream cancelled; false when it had already finished or been cancelled.
+    pub fn request_cancel(&self) -> bool {
+        !self.finished.load(Ordering::Acquire) && !self.cancel_requested.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::Acquire)
+    }
+
+    pub fn mark_finished(&self) {
+        self.finished.store(true, Ordering::Release);
+    }
+}
+
+pub enum Command {
+    Start { shared: std::sync::Arc<StreamShared>, request: StreamRequest, callback: Callback },
+    Cancel(u64),
+    CancelAll,
+    Shutdown,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Default)]
+pub struct Control {
+    queue: Mutex<VecDeque<Command>>,
+    wake: Condvar,
+    ready: Mutex<Option<Result<()>>>,
+    ready_cv: Condvar,
+    /// Runtime threads alive (worker and blocking), counted by the runtime's start/stop hooks.
+    pub live_threads: AtomicUsize,
+}
+
+impl Control {
+    pub fn push(&self, command: Command) {
+        lock(&self.queue).push_back(command);
+        self.wake.notify_one();
+    }
+
+    /// Blocks the control thread until a command arrives.
+    pub fn next(&self) -> Command {
+        let mut q = lock(&self.queue);
+        loop {
+            if let Some(c) = q.pop_front() {
+                return c;
+            }
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn set_ready(&self, result: Result<()>) {
+        let mut r = lock(&self.ready);
+        if r.is_none() {
+            *r = Some(result);
+        }
+        self.ready_cv.notify_all();
+    }
+
+    pub fn wait_ready(&self) -> Result<()> {
+        let mut r = lock(&self.ready);
+        loop {
+            if let Some(result) = r.as_ref() {
+                return result.clone();
+            }
+            r = self.ready_cv.wait(r).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn threads_left(&self) -> usize {
+        self.live_threads.load(Ordering::Acquire)
+    }
+}
+
+struct Admission {
+    accepting: bool,
+    in_flight: usize,
+}
+
+/// Counts streams from admission until their terminal event was delivered.
+pub struct Registry {
+    state: Mutex<Admission>,
+    idle: Condvar,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry { state: Mutex::new(Admission { accepting: true, in_flight: 0 }), idle: Condvar::new() }
+    }
+}
+
+impl Registry {
+    /// Admits a stream and queues its start under one lock, so a concurrent `close` + drain can
+    /// never miss it and `Shutdown` is always queued after it.
+    pub fn admit(&self, control: &Control, start: Command) -> Result<()> {
+        let mut s = lock(&self.state);
+        if !s.accepting {
+            return Err(super::shutting_down());
+        }
+        s.in_flight += 1;
+        control.push(start);
+        Ok(())
+    }
+
+    pub fn close(&self) {
+        lock(&self.state).accepting = false;
+    }
+
+    pub fn finished(&self) {
+        let mut s = lock(&self.state);
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if s.in_flight == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// True when no stream is in flight within `timeout`.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = lock(&self.state);
+        while s.in_flight > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            s = self.idle.wait_timeout(s, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+}

@@ -1,0 +1,115 @@
+//! The provider's lifecycle. Exported functions run on host threads, where the plugin must not
+//! touch tokio, spawn std threads or leave thread-exit destructors (they would keep the image
+//! mapped, or crash the host after `dlclose`; see shared/PLUGIN-NOTES.md). So the host side only
+//! parses input and hands commands to a plugin-owned pthread through a `Mutex` + `Condvar`; that
+//! thread owns the runtime and the AWS clients, and `free` joins it.
+
+mod control;
+mod delivery;
+mod pin;
+mod runtime_thread;
+
+use crate::config::Config;
+use crate::converse::request::{self, StreamRequest};
+use crate::error::{Error, Kind, Result};
+use crate::model::Model;
+pub use control::{Callback, EventFn, StreamShared};
+pub use delivery::in_callback;
+use control::{Command, Control, Registry};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long cancelled streams get to deliver their `error/aborted` event during `free`.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Provider {
+    control: Arc<Control>,
+    registry: Arc<Registry>,
+    models: Vec<Arc<Model>>,
+    thread: Option<libc::pthread_t>,
+    next_id: AtomicU64,
+}
+
+/// How `free` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeOutcome {
+    /// Every stream finished on its own; everything is released.
+    Drained,
+    /// Some streams were still running at the deadline and were cancelled; everything is released.
+    CancelledSome,
+    /// A plugin thread could not be stopped (a host callback did not return): the image pinned itself.
+    Pinned,
+}
+
+impl Provider {
+    pub fn new(config: Config) -> Result<Provider> {
+        let control = Arc::new(Control::default());
+        let registry = Arc::new(Registry::default());
+        let thread = runtime_thread::spawn(&config, control.clone(), registry.clone())?;
+        if let Err(e) = control.wait_ready() {
+            control.push(Command::Shutdown);
+            // SAFETY: `thread` was created joinable by `runtime_thread::spawn` and is joined once.
+            unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+            return Err(e);
+        }
+        Ok(Provider { control, registry, models: config.provider.models, thread: Some(thread), next_id: AtomicU64::new(1) })
+    }
+
+    pub fn lookup(&self, id: &str) -> Option<Arc<Model>> {
+        self.models.iter().find(|m| m.id == id).cloned()
+    }
+
+    pub fn parse_request(&self, text: &str) -> Result<StreamRequest> {
+        request::parse(text, |id| self.lookup(id))
+    }
+
+    /// Queues the stream and returns at once; events arrive on a plugin thread.
+    pub fn start(&self, request: StreamRequest, callback: Callback) -> Result<StreamHandle> {
+        let shared = Arc::new(StreamShared::new(self.next_id.fetch_add(1, Ordering::Relaxed)));
+        self.registry.admit(&self.control, Command::Start { shared: shared.clone(), request, callback })?;
+        Ok(StreamHandle { shared, control: self.control.clone() })
+    }
+
+    /// Stops accepting streams, waits up to `drain` for in-flight ones, cancels the rest, then
+    /// stops the runtime and joins every plugin thread.
+    pub fn free(mut self, drain: Duration) -> FreeOutcome {
+        self.registry.close();
+        let mut outcome = FreeOutcome::Drained;
+        if !self.registry.wait_idle(drain) {
+            outcome = FreeOutcome::CancelledSome;
+            self.control.push(Command::CancelAll);
+            self.registry.wait_idle(CANCEL_GRACE);
+        }
+        self.control.push(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            // SAFETY: joinable thread created by `runtime_thread::spawn`, joined exactly once.
+            unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+        }
+        if self.control.threads_left() > 0 || !self.registry.wait_idle(Duration::ZERO) {
+            pin::pin_image();
+            return FreeOutcome::Pinned;
+        }
+        outcome
+    }
+}
+
+/// Rejects the calls a provider cannot take once `free` has begun.
+pub fn shutting_down() -> Error {
+    Error::new(Kind::ShuttingDown, "the provider is shutting down and accepts no new streams")
+}
+
+/// The host's handle on one stream; holds no tokio object, so it may be dropped on any thread.
+pub struct StreamHandle {
+    shared: Arc<StreamShared>,
+    control: Arc<Control>,
+}
+
+impl StreamHandle {
+    /// Idempotent; a no-op once the terminal event was delivered.
+    pub fn cancel(&self) {
+        if self.shared.request_cancel() {
+            self.control.push(Command::Cancel(self.shared.id));
+        }
+    }
+}

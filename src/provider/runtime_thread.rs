@@ -1,0 +1,128 @@
+//! The control thread: a pthread created with libc (not `std::thread`, which would touch
+//! thread-locals on the host thread) that builds the runtime and the AWS client, runs the
+//! command loop, and on `Shutdown` stops the runtime and waits for its threads.
+
+use super::control::{Command, Control, Registry, StreamShared};
+use super::delivery::Delivery;
+use crate::auth;
+use crate::config::Config;
+use crate::converse::stream::{self, TerminalSlot};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// Events buffered per stream between the decoding task and the delivery thread.
+const STREAM_QUEUE: usize = 256;
+/// How long `shutdown_timeout` waits for runtime threads.
+const RUNTIME_STOP: Duration = Duration::from_secs(5);
+
+struct Args {
+    region: String,
+    base_url: Option<String>,
+    control: Arc<Control>,
+    registry: Arc<Registry>,
+}
+
+pub fn spawn(config: &Config, control: Arc<Control>, registry: Arc<Registry>) -> Result<libc::pthread_t> {
+    let (region, _) = auth::resolve_region(
+        config.provider.region.as_deref(),
+        config.provider.base_url.as_deref(),
+        |name| std::env::var(name).ok(),
+    );
+    let args = Box::new(Args { region, base_url: config.provider.base_url.clone(), control, registry });
+    let raw = Box::into_raw(args);
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `entry` takes ownership of `raw` exactly once; on failure we take it back.
+    let rc = unsafe { libc::pthread_create(&mut thread, std::ptr::null(), entry, raw.cast()) };
+    if rc != 0 {
+        drop(unsafe { Box::from_raw(raw) });
+        return Err(Error::internal(format!("could not create the plugin's control thread (pthread_create: {rc})")));
+    }
+    Ok(thread)
+}
+
+extern "C" fn entry(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `arg` is the `Box<Args>` leaked by `spawn`.
+    let args = unsafe { Box::from_raw(arg.cast::<Args>()) };
+    let control = args.control.clone();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(*args)));
+    if outcome.is_err() {
+        control.set_ready(Err(Error::internal("the plugin's control thread panicked during start-up")));
+    }
+    std::ptr::null_mut()
+}
+
+struct Live {
+    shared: Arc<StreamShared>,
+    cancel: Arc<Notify>,
+}
+
+fn run(args: Args) {
+    let Args { region, base_url, control, registry } = args;
+    // SAFETY: naming the calling thread; the name is a NUL-terminated literal under 16 bytes.
+    unsafe { libc::pthread_setname_np(libc::pthread_self(), c"bp-control".as_ptr()) };
+    let (started, stopped) = (control.clone(), control.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1024)
+        .thread_name("bp-runtime")
+        .enable_all()
+        .on_thread_start(move || {
+            started.live_threads.fetch_add(1, Ordering::AcqRel);
+        })
+        .on_thread_stop(move || {
+            stopped.live_threads.fetch_sub(1, Ordering::AcqRel);
+        })
+        .build();
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => return control.set_ready(Err(Error::internal(format!("could not start the plugin's runtime: {e}")))),
+    };
+    let sdk_config = runtime.block_on(auth::load_sdk_config(&region));
+    let mut builder = aws_sdk_bedrockruntime::config::Builder::from(&sdk_config);
+    if let Some(url) = &base_url {
+        builder = builder.endpoint_url(url);
+    }
+    let client = aws_sdk_bedrockruntime::Client::from_conf(builder.build());
+    control.set_ready(Ok(()));
+
+    let live: Arc<std::sync::Mutex<HashMap<u64, Live>>> = Arc::default();
+    loop {
+        match control.next() {
+            Command::Start { shared, request, callback } => {
+                let cancel = Arc::new(Notify::new());
+                let slot = Arc::new(TerminalSlot::default());
+                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                let id = shared.id;
+                live.lock().unwrap().insert(id, Live { shared: shared.clone(), cancel: cancel.clone() });
+                let (live_done, registry_done) = (live.clone(), registry.clone());
+                let delivery = Delivery::new(rx, slot.clone(), callback, shared.clone(), cancel.clone(), request.model.id.clone());
+                runtime.spawn(stream::run(client.clone(), request, tx, slot, cancel));
+                runtime.spawn_blocking(move || {
+                    delivery.run();
+                    live_done.lock().unwrap().remove(&id);
+                    registry_done.finished();
+                });
+            }
+            Command::Cancel(id) => {
+                if let Some(l) = live.lock().unwrap().get(&id) {
+                    l.cancel.notify_one();
+                }
+            }
+            Command::CancelAll => {
+                for l in live.lock().unwrap().values() {
+                    l.shared.request_cancel();
+                    l.cancel.notify_one();
+                }
+            }
+            Command::Shutdown => break,
+        }
+    }
+    drop(client);
+    drop(sdk_config);
+    runtime.shutdown_timeout(RUNTIME_STOP);
+}

@@ -1,0 +1,229 @@
+//! Scripted responses. A test picks one by putting a directive line in the last user message:
+//! `emulator: chunks=5 delay_ms=10 stop=max_tokens`. Without one, the model echoes the prompt.
+//!
+//! Keys: `chunks=N` (text as N deltas "w0 ", "w1 ", …), `reply=<rest of line>` (text split into
+//! words), `echo=request` (the received request body as the text), `stop=<bedrock stop reason>`,
+//! `tool=<name>` (a tool call with `{"city":"Paris","days":3}` input in two deltas),
+//! `reasoning=1` (a reasoning block with a signature before the text), `error=<type>` with
+//! `at=before|mid` and `after=N` (events before a mid-stream exception), `drop=N` (close the
+//! connection after N events), `delay_ms=N` (between events), `first_delay_ms=N` (before the first
+//! event, after the response headers), `input_tokens=N`, `cache_read=N`, `cache_write=N`.
+
+use serde_json::{json, Value};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct Scenario {
+    pub reply: Vec<String>,
+    pub stop: String,
+    pub tool: Option<String>,
+    pub reasoning: bool,
+    pub error: Option<(String, bool, usize)>, // (type, mid-stream, events before it)
+    pub drop_after: Option<usize>,
+    pub delay: Duration,
+    pub first_delay: Duration,
+    pub input_tokens: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+/// What the HTTP layer does for one request.
+pub enum Step {
+    /// A modelled error before the stream: status code, error type, message.
+    Fail(u16, &'static str, String),
+    /// A 200 response whose body carries these frames (with pauses, and possibly a cut).
+    Stream(Vec<Frame>),
+}
+
+pub enum Frame {
+    Bytes(Vec<u8>),
+    Pause(Duration),
+    /// Close the connection abruptly, mid-body.
+    Cut,
+}
+
+fn last_user_text(request: &Value) -> String {
+    let messages = request.get("messages").and_then(Value::as_array);
+    let last_user = messages.and_then(|m| m.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")));
+    let mut text = String::new();
+    if let Some(blocks) = last_user.and_then(|m| m.get("content")).and_then(Value::as_array) {
+        for b in blocks {
+            if let Some(t) = b.get("text").and_then(Value::as_str) {
+                text.push_str(t);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+fn words(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text.split_inclusive(' ').map(str::to_string).collect();
+    if out.is_empty() {
+        out.push(String::new());
+    }
+    out
+}
+
+pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
+    let prompt = last_user_text(request);
+    let mut s = Scenario { stop: "end_turn".into(), input_tokens: 11, ..Default::default() };
+    let directive = prompt.lines().find_map(|l| l.trim().strip_prefix("emulator:").map(str::trim));
+    let Some(directive) = directive else {
+        s.reply = words(&format!("You said: {}", prompt.trim()));
+        return s;
+    };
+    s.reply = words("Hello from the Bedrock emulator.");
+    let (directive, reply_rest) = match directive.find("reply=") {
+        Some(i) => (&directive[..i], Some(&directive[i + 6..])),
+        None => (directive, None),
+    };
+    if let Some(rest) = reply_rest {
+        s.reply = words(rest);
+    }
+    let mut error_at_before = true;
+    let mut after = 2usize;
+    let mut error_type = None;
+    for kv in directive.split_whitespace() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let n = v.parse::<u64>().unwrap_or(0);
+        match k {
+            "chunks" => s.reply = (0..n).map(|i| format!("w{i} ")).collect(),
+            "echo" => s.reply = vec![String::from_utf8_lossy(raw_body).into_owned()],
+            "stop" => s.stop = v.to_string(),
+            "tool" => s.tool = Some(v.to_string()),
+            "reasoning" => s.reasoning = n > 0,
+            "error" => error_type = Some(v.to_string()),
+            "at" => error_at_before = v != "mid",
+            "after" => after = n as usize,
+            "drop" => s.drop_after = Some(n as usize),
+            "delay_ms" => s.delay = Duration::from_millis(n),
+            "first_delay_ms" => s.first_delay = Duration::from_millis(n),
+            "input_tokens" => s.input_tokens = n,
+            "cache_read" => s.cache_read = n,
+            "cache_write" => s.cache_write = n,
+            _ => {}
+        }
+    }
+    if s.tool.is_some() && s.stop == "end_turn" {
+        s.stop = "tool_use".into();
+    }
+    s.error = error_type.map(|t| (t, !error_at_before, after));
+    s
+}
+
+/// Status code and AWS error type of each modelled Bedrock Runtime error.
+pub fn error_shape(kind: &str) -> (u16, &'static str) {
+    match kind {
+        "throttling" => (429, "ThrottlingException"),
+        "validation" => (400, "ValidationException"),
+        "accessDenied" => (403, "AccessDeniedException"),
+        "resourceNotFound" => (404, "ResourceNotFoundException"),
+        "serviceUnavailable" => (503, "ServiceUnavailableException"),
+        "internalServer" => (500, "InternalServerException"),
+        "modelTimeout" => (408, "ModelTimeoutException"),
+        "modelNotReady" => (429, "ModelNotReadyException"),
+        "modelError" => (424, "ModelErrorException"),
+        "serviceQuotaExceeded" => (400, "ServiceQuotaExceededException"),
+        "modelStreamError" => (424, "ModelStreamErrorException"),
+        _ => (500, "InternalServerException"),
+    }
+}
+
+fn stream_exception_type(kind: &str) -> &'static str {
+    match kind {
+        "throttling" => "throttlingException",
+        "validation" => "validationException",
+        "serviceUnavailable" => "serviceUnavailableException",
+        "modelStreamError" => "modelStreamErrorException",
+        _ => "internalServerException",
+    }
+}
+
+pub fn error_message(kind: &str) -> String {
+    match kind {
+        "throttling" => "Too many requests, please wait before trying again.".into(),
+        "validation" => "The provided request is not valid".into(),
+        "accessDenied" => "You don't have access to the model with the specified model ID.".into(),
+        "resourceNotFound" => "The requested resource could not be found.".into(),
+        "serviceUnavailable" => "Bedrock is unable to process your request.".into(),
+        "modelStreamError" => "Model produced invalid sequence as part of ToolUse.".into(),
+        "modelTimeout" => "Model has timed out in processing the request.".into(),
+        other => format!("The emulator raised {other}."),
+    }
+}
+
+fn padded(mut v: Value) -> Value {
+    // Bedrock pads event payloads with a "p" field to hide token lengths; clients must ignore it.
+    v["p"] = json!("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ");
+    v
+}
+
+/// Turns a scenario into the frames of one ConverseStream response.
+pub fn script(s: &Scenario) -> Step {
+    if let Some((kind, false, _)) = &s.error {
+        let (status, error_type) = error_shape(kind);
+        return Step::Fail(status, error_type, error_message(kind));
+    }
+    use crate::eventstream::{event, exception};
+    let mut events: Vec<Vec<u8>> = vec![event("messageStart", &padded(json!({"role": "assistant"})))];
+    let mut index = 0;
+    if s.reasoning {
+        for part in ["Let me think. ", "The user wants a greeting."] {
+            events.push(event("contentBlockDelta", &padded(json!({"contentBlockIndex": index, "delta": {"reasoningContent": {"text": part}}}))));
+        }
+        events.push(event("contentBlockDelta", &padded(json!({"contentBlockIndex": index, "delta": {"reasoningContent": {"signature": "sig-emulator-1"}}}))));
+        events.push(event("contentBlockStop", &padded(json!({"contentBlockIndex": index}))));
+        index += 1;
+    }
+    let text_blocks = !(s.tool.is_some() && s.reply.iter().all(|r| r.is_empty()));
+    if text_blocks {
+        for delta in &s.reply {
+            events.push(event("contentBlockDelta", &padded(json!({"contentBlockIndex": index, "delta": {"text": delta}}))));
+        }
+        events.push(event("contentBlockStop", &padded(json!({"contentBlockIndex": index}))));
+        index += 1;
+    }
+    if let Some(name) = &s.tool {
+        events.push(event("contentBlockStart", &padded(json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": "tooluse_emulator_1", "name": name}}}))));
+        for part in ["{\"city\": \"Par", "is\", \"days\": 3}"] {
+            events.push(event("contentBlockDelta", &padded(json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": part}}}))));
+        }
+        events.push(event("contentBlockStop", &padded(json!({"contentBlockIndex": index}))));
+    }
+    events.push(event("messageStop", &padded(json!({"stopReason": s.stop}))));
+    let output_tokens = s.reply.len() as u64 + if s.tool.is_some() { 2 } else { 0 };
+    events.push(event(
+        "metadata",
+        &padded(json!({
+            "usage": {
+                "inputTokens": s.input_tokens, "outputTokens": output_tokens,
+                "totalTokens": s.input_tokens + output_tokens + s.cache_read + s.cache_write,
+                "cacheReadInputTokens": s.cache_read, "cacheWriteInputTokens": s.cache_write
+            },
+            "metrics": {"latencyMs": 42}
+        })),
+    ));
+
+    let mut frames = Vec::new();
+    if !s.first_delay.is_zero() {
+        frames.push(Frame::Pause(s.first_delay));
+    }
+    for (i, e) in events.into_iter().enumerate() {
+        if let Some((kind, true, after)) = &s.error {
+            if i == *after {
+                frames.push(Frame::Bytes(exception(stream_exception_type(kind), &error_message(kind))));
+                return Step::Stream(frames);
+            }
+        }
+        if s.drop_after == Some(i) {
+            frames.push(Frame::Cut);
+            return Step::Stream(frames);
+        }
+        if i > 0 && !s.delay.is_zero() {
+            frames.push(Frame::Pause(s.delay));
+        }
+        frames.push(Frame::Bytes(e));
+    }
+    Step::Stream(frames)
+}
