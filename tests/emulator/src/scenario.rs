@@ -217,6 +217,8 @@ pub fn script(s: &Scenario) -> Step {
             }
         }
         if s.drop_after == Some(i) {
+            // Let the frames already written reach the client before the connection dies.
+            frames.push(Frame::Pause(Duration::from_millis(100)));
             frames.push(Frame::Cut);
             return Step::Stream(frames);
         }

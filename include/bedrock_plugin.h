@@ -1,0 +1,105 @@
+/*
+ * bedrock_plugin.h — the C ABI of bedrock-plugin, the Amazon Bedrock model provider.
+ *
+ * This header is the whole contract (ABI version 1.0). Load the plugin with dlopen, check
+ * bp_abi_version() before anything else, and refuse a plugin whose major version differs.
+ * Minor versions only add functions.
+ *
+ * Ownership: bp_provider_new -> bp_provider_free; bp_stream_start -> bp_stream_release; every
+ * char * the plugin returns -> bp_string_free. Strings are UTF-8 and NUL-terminated. No function
+ * keeps state on the calling thread: any host thread may call any function.
+ *
+ * Errors: functions return a bp_status; on failure *err_json (when err_json is not NULL) receives
+ * {"code": "...", "message": "...", "retryable": bool, ...}, to be freed with bp_string_free.
+ */
+#ifndef BEDROCK_PLUGIN_H
+#define BEDROCK_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BP_ABI_VERSION_MAJOR 1
+#define BP_ABI_VERSION_MINOR 0
+/* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
+#define BP_MAX_CONFIG_BYTES (4u << 20)
+#define BP_MAX_REQUEST_BYTES (32u << 20)
+
+typedef enum bp_status {
+    BP_OK = 0,
+    BP_ERR_INVALID_ARGUMENT = 1,  /* NULL pointer, malformed JSON, invalid UTF-8, bad field   */
+    BP_ERR_CONFIG = 2,            /* the init config is invalid (the message names the field) */
+    BP_ERR_AUTH = 3,              /* credentials missing, invalid or not permitted             */
+    BP_ERR_NOT_FOUND = 4,         /* unknown model                                             */
+    BP_ERR_THROTTLED = 5,
+    BP_ERR_UNAVAILABLE = 6,
+    BP_ERR_CANCELLED = 7,         /* bp_provider_free: some streams had to be cancelled        */
+    BP_ERR_SHUTTING_DOWN = 8,     /* the provider is being freed                               */
+    BP_ERR_INTERNAL = 9,          /* a bug in the plugin                                       */
+    BP_ERR_TIMEOUT = 10,
+    BP_ERR_INVALID_REQUEST = 11,  /* Bedrock refused the request (ValidationException)         */
+    BP_ERR_MODEL = 12,
+    BP_ERR_NETWORK = 13,
+    BP_ERR_CONTENT_FILTERED = 14,
+    BP_ERR_TOO_LARGE = 15,
+    BP_ERR_BUSY = 16              /* bp_provider_free: a callback never returned; plugin pinned */
+} bp_status;
+
+typedef struct bp_provider bp_provider;
+typedef struct bp_stream bp_stream;
+
+/*
+ * Receives one event: a JSON object in pi-ai's AssistantMessageEvent vocabulary ("start",
+ * "text_start", "text_delta", "text_end", "thinking_*", "toolcall_*", then exactly one "done"
+ * or "error"). event_json is NUL-terminated, len excludes the NUL, and it is valid only during
+ * the call. Called on a plugin thread, in order, never twice at once for one stream. Return 0
+ * to continue; non-zero cancels the stream (it then ends with error/aborted).
+ */
+typedef int32_t (*bp_event_fn)(void *user_data, const char *event_json, size_t len);
+
+/* (major << 16) | minor. */
+uint32_t bp_abi_version(void);
+
+/* Static JSON: name, version, abiVersion, provider, api. Never freed. */
+const char *bp_plugin_info(void);
+
+/*
+ * Init. config_json: {"provider": <models.providers["amazon-bedrock"]>, "discovery": {...}}.
+ * On success *out owns a provider until bp_provider_free.
+ */
+int32_t bp_provider_new(const char *config_json, bp_provider **out, char **err_json);
+
+/*
+ * Starts a Bedrock ConverseStream call and returns at once. request_json:
+ * {"model": "<id>" | {model}, "context": <pi-ai Context>, "options": {...}}.
+ * On BP_OK the callback will be called (ending with one terminal event, after which user_data
+ * is never touched again); on any other status it is never called. out may be NULL.
+ */
+int32_t bp_stream_start(bp_provider *provider, const char *request_json, bp_event_fn on_event,
+                        void *user_data, bp_stream **out, char **err_json);
+
+/* Cancels a stream: idempotent, any thread, also after the end. NULL is ignored. */
+void bp_stream_cancel(bp_stream *stream);
+
+/* Releases the host's handle (the stream runs on to its end). Valid after bp_provider_free. */
+void bp_stream_release(bp_stream *stream);
+
+/*
+ * Stops accepting streams, waits up to drain_timeout_ms for in-flight ones, cancels the rest,
+ * stops and joins all plugin threads. Returns BP_OK, BP_ERR_CANCELLED (some streams were
+ * cancelled; all released) or BP_ERR_BUSY (a callback never returned; the plugin pinned itself
+ * so dlclose stays safe). Must not be called from inside an event callback.
+ */
+int32_t bp_provider_free(bp_provider *provider, uint32_t drain_timeout_ms);
+
+/* Frees a string returned by the plugin. NULL is ignored. */
+void bp_string_free(char *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BEDROCK_PLUGIN_H */

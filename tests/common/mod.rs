@@ -1,0 +1,263 @@
+//! Shared by the integration tests: the plugin loaded with dlopen (the way a gateway loads it),
+//! a hermetic AWS environment, and an event collector per stream.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_void};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
+
+pub use bedrock_emulator::{Config as EmulatorConfig, Emulator, TEST_ACCESS_KEY, TEST_SECRET_KEY};
+
+pub type EventFn = unsafe extern "C" fn(*mut c_void, *const c_char, usize) -> i32;
+
+/// The ABI, resolved once from one handle.
+pub struct Api {
+    pub abi_version: unsafe extern "C" fn() -> u32,
+    pub plugin_info: unsafe extern "C" fn() -> *const c_char,
+    pub provider_new: unsafe extern "C" fn(*const c_char, *mut *mut c_void, *mut *mut c_char) -> i32,
+    pub stream_start: unsafe extern "C" fn(*mut c_void, *const c_char, Option<EventFn>, *mut c_void, *mut *mut c_void, *mut *mut c_char) -> i32,
+    pub stream_cancel: unsafe extern "C" fn(*mut c_void),
+    pub stream_release: unsafe extern "C" fn(*mut c_void),
+    pub provider_free: unsafe extern "C" fn(*mut c_void, u32) -> i32,
+    pub string_free: unsafe extern "C" fn(*mut c_char),
+}
+
+pub fn target_dir() -> PathBuf {
+    // tests run from target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+}
+
+pub fn plugin_path() -> PathBuf {
+    target_dir().join("libbedrock_plugin.so")
+}
+
+/// Sets the AWS environment every test process uses: explicit keys and region, no IMDS, no
+/// shared config, no retries (tests drive each error path once).
+pub fn hermetic_env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for (k, v) in [
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+            ("AWS_CONFIG_FILE", "/nonexistent/bedrock-plugin-tests/config"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/bedrock-plugin-tests/credentials"),
+        ] {
+            std::env::set_var(k, v);
+        }
+        for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+            std::env::remove_var(k);
+        }
+    });
+}
+
+pub fn api() -> &'static Api {
+    static API: once_cell::sync::OnceCell<Api> = once_cell::sync::OnceCell::new();
+    API.get_or_init(|| {
+        hermetic_env();
+        let path = CString::new(plugin_path().to_str().unwrap()).unwrap();
+        unsafe {
+            let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+            assert!(!handle.is_null(), "dlopen {:?}: {:?}", plugin_path(), CStr::from_ptr(libc::dlerror()));
+            let sym = |name: &str| {
+                let c = CString::new(name).unwrap();
+                let p = libc::dlsym(handle, c.as_ptr());
+                assert!(!p.is_null(), "missing export {name}");
+                p
+            };
+            Api {
+                abi_version: std::mem::transmute(sym("bp_abi_version")),
+                plugin_info: std::mem::transmute(sym("bp_plugin_info")),
+                provider_new: std::mem::transmute(sym("bp_provider_new")),
+                stream_start: std::mem::transmute(sym("bp_stream_start")),
+                stream_cancel: std::mem::transmute(sym("bp_stream_cancel")),
+                stream_release: std::mem::transmute(sym("bp_stream_release")),
+                provider_free: std::mem::transmute(sym("bp_provider_free")),
+                string_free: std::mem::transmute(sym("bp_string_free")),
+            }
+        }
+    })
+}
+
+/// Takes a plugin string, parses it as JSON and frees it.
+pub fn take_json(s: *mut c_char) -> Value {
+    assert!(!s.is_null(), "expected an error string");
+    let text = unsafe { CStr::from_ptr(s) }.to_str().unwrap().to_string();
+    unsafe { (api().string_free)(s) };
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+pub fn models() -> Value {
+    json!([
+        {"id": "anthropic.claude-sonnet-4-5-20250929-v1:0", "name": "Claude Sonnet 4.5", "reasoning": true, "input": ["text", "image"],
+         "cost": {"input": 3.0, "output": 15.0, "cacheRead": 0.3, "cacheWrite": 3.75}, "contextWindow": 200000, "maxTokens": 8192},
+        {"id": "emulator.echo", "name": "Echo", "reasoning": false, "input": ["text"],
+         "cost": {"input": 1.0, "output": 2.0, "cacheRead": 0.5, "cacheWrite": 4.0}, "contextWindow": 32000, "maxTokens": 1024}
+    ])
+}
+
+pub fn config_for(endpoint: &str) -> Value {
+    json!({"provider": {"baseUrl": endpoint, "api": "bedrock-converse-stream", "auth": "aws-sdk", "models": models()}})
+}
+
+pub struct Provider(pub *mut c_void);
+unsafe impl Send for Provider {}
+unsafe impl Sync for Provider {}
+
+impl Provider {
+    pub fn try_new(config: &str) -> Result<Provider, (i32, Value)> {
+        let c = CString::new(config).unwrap();
+        let mut out = std::ptr::null_mut();
+        let mut err = std::ptr::null_mut();
+        let rc = unsafe { (api().provider_new)(c.as_ptr(), &mut out, &mut err) };
+        if rc == 0 {
+            assert!(err.is_null());
+            Ok(Provider(out))
+        } else {
+            assert!(out.is_null());
+            Err((rc, take_json(err)))
+        }
+    }
+
+    pub fn new(emulator: &Emulator) -> Provider {
+        Provider::try_new(&config_for(&emulator.endpoint()).to_string()).expect("provider")
+    }
+
+    pub fn free(self, drain_ms: u32) -> i32 {
+        let p = self.0;
+        std::mem::forget(self);
+        unsafe { (api().provider_free)(p, drain_ms) }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        unsafe { (api().provider_free)(self.0, 10_000) };
+    }
+}
+
+/// Events of one stream, as the callback received them.
+#[derive(Default)]
+pub struct Collector {
+    pub events: Mutex<Vec<Value>>,
+    pub cv: Condvar,
+    /// Return a non-zero verdict on the event with this index (cancel through the callback).
+    pub stop_at: Option<usize>,
+    /// Sleep this long in every callback (a slow consumer).
+    pub delay: Duration,
+    /// Set when the callback saw two calls at once or anything after the terminal event.
+    pub violations: Mutex<Vec<String>>,
+    pub busy: std::sync::atomic::AtomicBool,
+}
+
+pub unsafe extern "C" fn collect(user: *mut c_void, json: *const c_char, len: usize) -> i32 {
+    let c = &*(user as *const Collector);
+    if c.busy.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        c.violations.lock().unwrap().push("two callbacks at once".into());
+    }
+    let bytes = std::slice::from_raw_parts(json as *const u8, len);
+    assert_eq!(*json.add(len), 0, "event JSON is NUL-terminated");
+    let v: Value = serde_json::from_slice(bytes).expect("event is JSON");
+    if !c.delay.is_zero() {
+        std::thread::sleep(c.delay);
+    }
+    let mut events = c.events.lock().unwrap();
+    if events.iter().any(is_terminal) {
+        c.violations.lock().unwrap().push(format!("event after the terminal one: {v}"));
+    }
+    let index = events.len();
+    events.push(v);
+    c.busy.store(false, std::sync::atomic::Ordering::SeqCst);
+    c.cv.notify_all();
+    i32::from(c.stop_at == Some(index))
+}
+
+pub fn is_terminal(v: &Value) -> bool {
+    matches!(v["type"].as_str(), Some("done" | "error"))
+}
+
+impl Collector {
+    pub fn wait_terminal(&self, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut events = self.events.lock().unwrap();
+        while !events.iter().any(is_terminal) {
+            let now = Instant::now();
+            assert!(now < deadline, "no terminal event within {timeout:?}; got {} events: {:?}", events.len(), events.last());
+            events = self.cv.wait_timeout(events, deadline - now).unwrap().0;
+        }
+        drop(events);
+        // Let a stray late event (a bug) show up before checking.
+        std::thread::sleep(Duration::from_millis(20));
+        let events = self.events.lock().unwrap().clone();
+        assert!(self.violations.lock().unwrap().is_empty(), "{:?}", self.violations.lock().unwrap());
+        assert_eq!(events.iter().filter(|e| is_terminal(e)).count(), 1, "exactly one terminal event");
+        assert!(is_terminal(events.last().unwrap()), "terminal event is last");
+        events
+    }
+
+    pub fn count(&self) -> usize {
+        self.events.lock().unwrap().len()
+    }
+}
+
+pub struct Stream {
+    pub handle: *mut c_void,
+    pub collector: Arc<Collector>,
+}
+unsafe impl Send for Stream {}
+unsafe impl Sync for Stream {}
+
+impl Stream {
+    pub fn cancel(&self) {
+        unsafe { (api().stream_cancel)(self.handle) };
+    }
+    pub fn finish(&self) -> Vec<Value> {
+        self.collector.wait_terminal(Duration::from_secs(60))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        unsafe { (api().stream_release)(self.handle) };
+    }
+}
+
+pub fn request(model: &str, prompt: &str, options: Value) -> Value {
+    json!({"model": model, "context": {"messages": [{"role": "user", "content": prompt, "timestamp": 0}]}, "options": options})
+}
+
+pub fn try_start(p: &Provider, request: &Value, collector: Collector) -> Result<Stream, (i32, Value)> {
+    let collector = Arc::new(collector);
+    let body = CString::new(request.to_string()).unwrap();
+    let mut handle = std::ptr::null_mut();
+    let mut err = std::ptr::null_mut();
+    let user = Arc::as_ptr(&collector) as *mut c_void;
+    let rc = unsafe { (api().stream_start)(p.0, body.as_ptr(), Some(collect), user, &mut handle, &mut err) };
+    if rc != 0 {
+        return Err((rc, take_json(err)));
+    }
+    Ok(Stream { handle, collector })
+}
+
+pub fn start(p: &Provider, request: &Value) -> Stream {
+    try_start(p, request, Collector::default()).unwrap_or_else(|(rc, e)| panic!("stream_start failed: {rc} {e}"))
+}
+
+/// Streams one prompt to the echo model and returns all events.
+pub fn chat(p: &Provider, prompt: &str, options: Value) -> Vec<Value> {
+    start(p, &request("emulator.echo", prompt, options)).finish()
+}
+
+pub fn text_of(events: &[Value]) -> String {
+    events.iter().filter(|e| e["type"] == "text_delta").map(|e| e["delta"].as_str().unwrap()).collect()
+}
+
+pub fn terminal(events: &[Value]) -> &Value {
+    events.last().unwrap()
+}

@@ -1,0 +1,333 @@
+//! End-to-end through the C ABI (dlopen) and the real AWS SDK against the local emulator.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn setup() -> (Emulator, Provider) {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let provider = Provider::new(&emulator);
+    (emulator, provider)
+}
+
+#[test]
+fn streamed_chat_has_exact_text_usage_and_cost() {
+    let (emulator, p) = setup();
+    let events = chat(&p, "emulator: chunks=5 input_tokens=1000000 cache_read=2000000 cache_write=1000000", json!({}));
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["start", "text_start", "text_delta", "text_delta", "text_delta", "text_delta", "text_delta", "text_end", "done"]);
+    assert_eq!(text_of(&events), "w0 w1 w2 w3 w4 ");
+    assert_eq!(events[7]["content"], "w0 w1 w2 w3 w4 ");
+    assert_eq!(events[0]["partial"]["model"], "emulator.echo");
+    let done = terminal(&events);
+    assert_eq!(done["reason"], "stop");
+    let m = &done["message"];
+    assert_eq!(m["role"], "assistant");
+    assert_eq!(m["content"], json!([{"type": "text", "text": "w0 w1 w2 w3 w4 "}]));
+    assert_eq!((m["provider"].as_str(), m["api"].as_str(), m["stopReason"].as_str()), (Some("amazon-bedrock"), Some("bedrock-converse-stream"), Some("stop")));
+    assert!(m["timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+    let u = &m["usage"];
+    assert_eq!((u["input"].as_u64(), u["output"].as_u64(), u["cacheRead"].as_u64(), u["cacheWrite"].as_u64(), u["totalTokens"].as_u64()),
+        (Some(1_000_000), Some(5), Some(2_000_000), Some(1_000_000), Some(4_000_005)));
+    // Echo model prices: input 1, output 2, cacheRead 0.5, cacheWrite 4 ($ per million).
+    assert_eq!(u["cost"], json!({"input": 1.0, "output": 0.00001, "cacheRead": 1.0, "cacheWrite": 4.0, "total": 6.00001}));
+    let stats = emulator.stats();
+    assert_eq!(stats.sigv4_ok, 1, "the request carried a SigV4 signature the emulator verified");
+    assert_eq!(stats.last_access_key.as_deref(), Some(TEST_ACCESS_KEY));
+    assert_eq!(stats.last_region.as_deref(), Some("us-east-1"));
+    assert_eq!(stats.last_model_id.as_deref(), Some("emulator.echo"));
+}
+
+#[test]
+fn default_reply_echoes_the_prompt() {
+    let (_e, p) = setup();
+    assert_eq!(text_of(&chat(&p, "hello there", json!({}))), "You said: hello there");
+}
+
+#[test]
+fn each_stop_reason_maps_to_pi_ai() {
+    let (_e, p) = setup();
+    for (bedrock, ours) in [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("model_context_window_exceeded", "length")] {
+        let events = chat(&p, &format!("emulator: chunks=2 stop={bedrock}"), json!({}));
+        let done = terminal(&events);
+        assert_eq!((done["type"].as_str(), done["reason"].as_str()), (Some("done"), Some(ours)), "{bedrock}");
+        assert_eq!(done["message"]["stopReason"], ours);
+    }
+    for (bedrock, code) in [("guardrail_intervened", "content_filtered"), ("content_filtered", "content_filtered"), ("malformed_model_output", "model_error")] {
+        let events = chat(&p, &format!("emulator: chunks=2 stop={bedrock}"), json!({}));
+        let e = terminal(&events);
+        assert_eq!((e["type"].as_str(), e["reason"].as_str(), e["error"]["code"].as_str()), (Some("error"), Some("error"), Some(code)), "{bedrock}");
+        assert_eq!(e["message"]["content"][0]["text"], "w0 w1 ", "the partial answer is kept");
+    }
+}
+
+#[test]
+fn tool_use_streams_a_tool_call() {
+    let (_e, p) = setup();
+    let events = chat(&p, "emulator: tool=get_weather reply=Checking.", json!({}));
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["start", "text_start", "text_delta", "text_end", "toolcall_start", "toolcall_delta", "toolcall_delta", "toolcall_end", "done"]);
+    assert_eq!(events[4]["name"], "get_weather");
+    assert_eq!(events[4]["contentIndex"], 1);
+    let call = json!({"type": "toolCall", "id": "tooluse_emulator_1", "name": "get_weather", "arguments": {"city": "Paris", "days": 3}});
+    assert_eq!(events[7]["toolCall"], call);
+    let done = terminal(&events);
+    assert_eq!(done["reason"], "toolUse");
+    assert_eq!(done["message"]["content"][1], call);
+}
+
+#[test]
+fn reasoning_streams_thinking_with_signature() {
+    let (_e, p) = setup();
+    let events = chat(&p, "emulator: reasoning=1 chunks=1", json!({}));
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["start", "thinking_start", "thinking_delta", "thinking_delta", "thinking_end", "text_start", "text_delta", "text_end", "done"]);
+    assert_eq!(events[4]["content"], "Let me think. The user wants a greeting.");
+    let thinking = &terminal(&events)["message"]["content"][0];
+    assert_eq!(*thinking, json!({"type": "thinking", "thinking": "Let me think. The user wants a greeting.", "thinkingSignature": "sig-emulator-1"}));
+}
+
+#[test]
+fn request_is_mapped_to_converse() {
+    let (emulator, p) = setup();
+    let req = json!({
+        "model": "anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "context": {
+            "systemPrompt": "Be brief.",
+            "messages": [
+                {"role": "user", "content": "What is the weather?", "timestamp": 1},
+                {"role": "assistant", "content": [{"type": "text", "text": "Let me check."}, {"type": "toolCall", "id": "call|1", "name": "get_weather", "arguments": {"city": "Paris"}}], "stopReason": "toolUse"},
+                {"role": "toolResult", "toolCallId": "call|1", "toolName": "get_weather", "content": [{"type": "text", "text": "Sunny"}], "isError": false, "timestamp": 2},
+                {"role": "user", "content": [{"type": "text", "text": "emulator: echo=request"}], "timestamp": 3}
+            ],
+            "tools": [{"name": "get_weather", "description": "Weather by city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+        },
+        "options": {"maxTokens": 321, "temperature": 0.25, "topP": 0.5, "stopSequences": ["END"], "toolChoice": "auto", "cacheRetention": "none"}
+    });
+    let events = start(&p, &req).finish();
+    assert_eq!(terminal(&events)["type"], "done", "{}", terminal(&events));
+    let sent: Value = serde_json::from_str(&text_of(&events)).expect("echo of the request body");
+    assert_eq!(sent["system"], json!([{"text": "Be brief."}]));
+    assert_eq!(sent["inferenceConfig"], json!({"maxTokens": 321, "temperature": 0.25, "topP": 0.5, "stopSequences": ["END"]}));
+    assert_eq!(sent["toolConfig"]["tools"][0]["toolSpec"]["name"], "get_weather");
+    assert_eq!(sent["toolConfig"]["toolChoice"], json!({"auto": {}}));
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "the tool result and the next user text share one user turn: {messages:?}");
+    assert_eq!(messages[1]["content"][1]["toolUse"], json!({"toolUseId": "call_1", "name": "get_weather", "input": {"city": "Paris"}}));
+    assert_eq!(messages[2]["content"][0]["toolResult"]["toolUseId"], "call_1");
+    assert_eq!(messages[2]["content"][0]["toolResult"]["status"], "success");
+    assert_eq!(emulator.stats().last_model_id.as_deref(), Some("anthropic.claude-sonnet-4-5-20250929-v1:0"));
+}
+
+#[test]
+fn errors_before_the_stream_have_the_right_code() {
+    let (_e, p) = setup();
+    let cases = [
+        ("throttling", "throttled", true, 429, "ThrottlingException"),
+        ("validation", "invalid_request", false, 400, "ValidationException"),
+        ("accessDenied", "auth", false, 403, "AccessDeniedException"),
+        ("resourceNotFound", "not_found", false, 404, "ResourceNotFoundException"),
+        ("serviceUnavailable", "unavailable", true, 503, "ServiceUnavailableException"),
+        ("internalServer", "unavailable", true, 500, "InternalServerException"),
+        ("modelTimeout", "timeout", true, 408, "ModelTimeoutException"),
+        ("modelNotReady", "unavailable", true, 429, "ModelNotReadyException"),
+        ("modelError", "model_error", false, 424, "ModelErrorException"),
+        ("serviceQuotaExceeded", "throttled", false, 400, "ServiceQuotaExceededException"),
+    ];
+    for (kind, code, retryable, status, aws) in cases {
+        let events = chat(&p, &format!("emulator: error={kind}"), json!({}));
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["error"], "{kind}");
+        let e = &events[0];
+        assert_eq!(e["reason"], "error");
+        let err = &e["error"];
+        assert_eq!((err["code"].as_str(), err["retryable"].as_bool(), err["httpStatus"].as_u64(), err["awsErrorType"].as_str()),
+            (Some(code), Some(retryable), Some(status), Some(aws)), "{kind}: {err}");
+        assert!(err["requestId"].as_str().is_some_and(|id| !id.is_empty()), "{kind}: request id");
+        assert!(err["message"].as_str().unwrap().starts_with(aws), "{err}");
+        assert_eq!(e["message"]["stopReason"], "error");
+        assert_eq!(e["message"]["errorMessage"], err["message"]);
+    }
+}
+
+#[test]
+fn errors_mid_stream_keep_the_partial_answer() {
+    let (_e, p) = setup();
+    let cases = [
+        ("throttling", "throttled", true, "ThrottlingException"),
+        ("validation", "invalid_request", false, "ValidationException"),
+        ("serviceUnavailable", "unavailable", true, "ServiceUnavailableException"),
+        ("internalServer", "unavailable", true, "InternalServerException"),
+        ("modelStreamError", "model_error", true, "ModelStreamErrorException"),
+    ];
+    for (kind, code, retryable, aws) in cases {
+        // messageStart + 2 deltas, then the exception frame
+        let events = chat(&p, &format!("emulator: chunks=5 error={kind} at=mid after=3"), json!({}));
+        assert_eq!(text_of(&events), "w0 w1 ", "{kind}");
+        let e = terminal(&events);
+        let err = &e["error"];
+        assert_eq!((e["type"].as_str(), err["code"].as_str(), err["retryable"].as_bool(), err["awsErrorType"].as_str()),
+            (Some("error"), Some(code), Some(retryable), Some(aws)), "{kind}: {e}");
+        assert_eq!(e["message"]["content"], json!([{"type": "text", "text": "w0 w1 "}]), "{kind}");
+    }
+}
+
+#[test]
+fn dropped_connection_is_a_retryable_network_error() {
+    let (_e, p) = setup();
+    let events = chat(&p, "emulator: chunks=5 drop=3", json!({}));
+    assert_eq!(text_of(&events), "w0 w1 ");
+    let err = &terminal(&events)["error"];
+    assert_eq!((err["code"].as_str(), err["retryable"].as_bool()), (Some("network"), Some(true)), "{err}");
+}
+
+#[test]
+fn cancel_through_the_callback_return_value() {
+    let (_e, p) = setup();
+    let c = Collector { stop_at: Some(3), ..Default::default() };
+    let s = try_start(&p, &request("emulator.echo", "emulator: chunks=200 delay_ms=20", json!({})), c).unwrap();
+    let events = s.finish();
+    let e = terminal(&events);
+    assert_eq!((e["type"].as_str(), e["reason"].as_str(), e["error"]["code"].as_str()), (Some("error"), Some("aborted"), Some("cancelled")));
+    assert_eq!(events.len(), 5, "no event after the one that said stop, except the terminal one: {events:?}");
+    assert_eq!(e["message"]["stopReason"], "aborted");
+}
+
+#[test]
+fn cancel_through_bp_stream_cancel_from_another_thread() {
+    let (emulator, p) = setup();
+    let s = start(&p, &request("emulator.echo", "emulator: chunks=200 delay_ms=20", json!({})));
+    while s.collector.count() < 3 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(|| s.cancel());
+    });
+    s.cancel(); // idempotent
+    let events = s.finish();
+    let e = terminal(&events);
+    assert_eq!((e["reason"].as_str(), e["error"]["code"].as_str()), (Some("aborted"), Some("cancelled")));
+    assert!(events.len() < 50, "the stream stopped early ({} events)", events.len());
+    s.cancel(); // after the end: a no-op
+    // The HTTP stream was closed rather than read to the end.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(emulator.stats().open_streams, 0);
+}
+
+#[test]
+fn cancel_during_a_long_silence_is_prompt() {
+    let (_e, p) = setup();
+    let s = start(&p, &request("emulator.echo", "emulator: chunks=2 first_delay_ms=30000", json!({})));
+    std::thread::sleep(Duration::from_millis(200));
+    s.cancel();
+    let events = s.collector.wait_terminal(Duration::from_secs(5));
+    assert_eq!(terminal(&events)["reason"], "aborted");
+}
+
+#[test]
+fn two_hundred_concurrent_streams_all_finish_correctly() {
+    let (emulator, p) = setup();
+    let streams: Vec<Stream> = (0..200)
+        .map(|i| start(&p, &request("emulator.echo", &format!("emulator: chunks={} delay_ms=10", 10 + i % 7), json!({}))))
+        .collect();
+    for (i, s) in streams.iter().enumerate() {
+        let events = s.finish();
+        let expected: String = (0..10 + i % 7).map(|k| format!("w{k} ")).collect();
+        assert_eq!(text_of(&events), expected, "stream {i}");
+        assert_eq!(terminal(&events)["reason"], "stop", "stream {i}");
+    }
+    let stats = emulator.stats();
+    assert_eq!(stats.converse_streams, 200);
+    assert!(stats.max_open_streams >= 100, "streams really ran concurrently (peak {})", stats.max_open_streams);
+}
+
+#[test]
+fn a_slow_consumer_does_not_delay_other_streams() {
+    let (_e, p) = setup();
+    let slow = try_start(&p, &request("emulator.echo", "emulator: chunks=30", json!({})),
+        Collector { delay: Duration::from_millis(200), ..Default::default() }).unwrap();
+    let fast: Vec<Stream> = (0..10).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=30", json!({})))).collect();
+    for f in &fast {
+        assert_eq!(terminal(&f.finish())["reason"], "stop");
+    }
+    let slow_seen = slow.collector.count();
+    assert!(slow_seen < 10, "ten fast streams finished while the slow one had {slow_seen} of 34 events");
+    assert_eq!(terminal(&slow.finish())["reason"], "stop");
+}
+
+#[test]
+fn a_ten_second_think_before_the_first_token_succeeds() {
+    let (_e, p) = setup();
+    let events = chat(&p, "emulator: chunks=3 first_delay_ms=10000", json!({}));
+    assert_eq!(terminal(&events)["type"], "done", "{}", terminal(&events));
+    assert_eq!(text_of(&events), "w0 w1 w2 ");
+}
+
+#[test]
+fn silence_beyond_the_idle_timeout_is_a_timeout_error() {
+    let (_e, p) = setup();
+    let events = chat(&p, "emulator: chunks=3 delay_ms=1500", json!({"idleTimeoutMs": 500}));
+    let err = &terminal(&events)["error"];
+    assert_eq!((err["code"].as_str(), err["retryable"].as_bool()), (Some("timeout"), Some(true)), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("500 ms"), "{err}");
+}
+
+#[test]
+fn wrong_secret_key_is_rejected_by_signature_check() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig { secret_key: "a-different-secret".into(), ..Default::default() });
+    let p = Provider::new(&emulator);
+    let events = chat(&p, "hi", json!({}));
+    let err = &terminal(&events)["error"];
+    assert_eq!((err["code"].as_str(), err["awsErrorType"].as_str(), err["httpStatus"].as_u64()), (Some("auth"), Some("InvalidSignatureException"), Some(403)), "{err}");
+    assert_eq!(emulator.stats().auth_failures, 1);
+    assert!(!err.to_string().contains(TEST_SECRET_KEY) && !err.to_string().contains("a-different-secret"), "no secret in errors");
+}
+
+#[test]
+fn unknown_access_key_is_rejected() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig { access_key: "AKIAOTHERKEY00000000".into(), ..Default::default() });
+    let p = Provider::new(&emulator);
+    let err = terminal(&chat(&p, "hi", json!({})))["error"].clone();
+    assert_eq!((err["code"].as_str(), err["awsErrorType"].as_str()), (Some("auth"), Some("UnrecognizedClientException")));
+}
+
+#[test]
+fn unreachable_endpoint_is_a_network_error() {
+    hermetic_env();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // closed again at once
+    let p = Provider::try_new(&config_for(&format!("http://127.0.0.1:{port}")).to_string()).unwrap();
+    let err = terminal(&chat(&p, "hi", json!({})))["error"].clone();
+    assert_eq!((err["code"].as_str(), err["retryable"].as_bool()), (Some("network"), Some(true)), "{err}");
+}
+
+#[test]
+fn free_with_streams_in_flight_cancels_them_after_the_drain_timeout() {
+    let (_e, p) = setup();
+    let streams: Vec<Stream> = (0..5).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=100 delay_ms=100", json!({})))).collect();
+    let quick = start(&p, &request("emulator.echo", "emulator: chunks=2", json!({})));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    assert_eq!(p.free(500), 7, "BP_ERR_CANCELLED: some streams had to be cancelled");
+    assert!(t.elapsed() < Duration::from_secs(8), "free took {:?}", t.elapsed());
+    assert_eq!(terminal(&quick.finish())["type"], "done");
+    for s in &streams {
+        let events = s.collector.wait_terminal(Duration::ZERO + Duration::from_millis(1));
+        assert_eq!(terminal(&events)["reason"], "aborted");
+    }
+    // handles stay valid after free
+    streams[0].cancel();
+}
+
+#[test]
+fn free_waits_for_streams_that_finish_within_the_drain_timeout() {
+    let (_e, p) = setup();
+    let streams: Vec<Stream> = (0..5).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=10 delay_ms=50", json!({})))).collect();
+    assert_eq!(p.free(20_000), 0, "BP_OK");
+    for s in &streams {
+        assert_eq!(terminal(&s.collector.wait_terminal(Duration::from_millis(1)))["type"], "done");
+    }
+}
