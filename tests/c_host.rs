@@ -1,0 +1,37 @@
+//! The plugin from a C host compiled by the test: load, stream, free, dlclose and unload, 20
+//! times in a row, with every export called from a short-lived thread.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn compile_c(source: &str, out: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let exe = target_dir().join(out);
+    let status = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join(source))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-ldl")
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "compiling {source}");
+    exe
+}
+
+#[test]
+fn unloads_cleanly_twenty_times_in_a_row() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let exe = compile_c("tests/c/unload_host.c", "unload_host");
+    let out = Command::new(&exe).arg(plugin_path()).arg(emulator.endpoint()).arg("20").output().expect("run unload_host");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "unload host failed (signal or error): {:?}", out.status);
+    assert!(stdout.contains("20 passed, 0 failed"));
+    assert_eq!(emulator.stats().converse_streams, 40);
+}
