@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use bedrock_emulator::{Config as EmulatorConfig, Emulator, TEST_ACCESS_KEY, TEST_SECRET_KEY};
 
 pub type EventFn = unsafe extern "C" fn(*mut c_void, *const c_char, usize) -> i32;

@@ -1,0 +1,324 @@
+/*
+ * bp-host — the example gateway host for bedrock-plugin.
+ *
+ *   bp-host [--plugin PATH] [--config FILE] models
+ *   bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT
+ *
+ * Loads the plugin with dlopen (default: ../target/release/libbedrock_plugin.so next to this
+ * program, or $BP_PLUGIN), refuses a different ABI major version, and streams text to stdout as
+ * it arrives. The config file is the plugin's init JSON ({"provider": {...}}); without one the
+ * host uses real Amazon Bedrock with a few well-known models.
+ */
+#define _GNU_SOURCE
+#include "bedrock_plugin.h"
+#include <dlfcn.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char DEFAULT_CONFIG[] =
+    "{\"provider\":{\"api\":\"bedrock-converse-stream\",\"auth\":\"aws-sdk\",\"models\":["
+    "{\"id\":\"us.anthropic.claude-sonnet-4-5-20250929-v1:0\",\"name\":\"Claude Sonnet 4.5\",\"reasoning\":true,"
+    "\"input\":[\"text\",\"image\"],\"cost\":{\"input\":3,\"output\":15,\"cacheRead\":0.3,\"cacheWrite\":3.75},"
+    "\"contextWindow\":200000,\"maxTokens\":8192},"
+    "{\"id\":\"us.amazon.nova-pro-v1:0\",\"name\":\"Nova Pro\",\"input\":[\"text\",\"image\"],"
+    "\"cost\":{\"input\":0.8,\"output\":3.2},\"contextWindow\":300000,\"maxTokens\":5000}]}}";
+
+struct api {
+    uint32_t (*abi_version)(void);
+    int32_t (*provider_new)(const char *, bp_provider **, char **);
+    int32_t (*stream_start)(bp_provider *, const char *, bp_event_fn, void *, bp_stream **, char **);
+    void (*stream_release)(bp_stream *);
+    int32_t (*provider_free)(bp_provider *, uint32_t);
+    void (*string_free)(char *);
+};
+
+/* ---- a minimal JSON reader: enough for the config's models and the event fields we print ---- */
+
+static const char *skip_ws(const char *p) {
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+    return p;
+}
+
+/* End of the JSON value starting at p (string, number, literal, object or array). */
+static const char *value_end(const char *p) {
+    p = skip_ws(p);
+    if (*p == '"') {
+        for (p++; *p && *p != '"'; p++) if (*p == '\\' && p[1]) p++;
+        return *p ? p + 1 : p;
+    }
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        for (; *p; p++) {
+            if (*p == '"') { p = value_end(p) - 1; continue; }
+            if (*p == '{' || *p == '[') depth++;
+            if (*p == '}' || *p == ']') { if (--depth == 0) return p + 1; }
+        }
+        return p;
+    }
+    while (*p && *p != ',' && *p != '}' && *p != ']') p++;
+    return p;
+}
+
+/* The value of `key` among the direct members of the object at obj, or NULL. */
+static const char *member(const char *obj, const char *key) {
+    const char *p = skip_ws(obj);
+    if (*p != '{') return NULL;
+    p = skip_ws(p + 1);
+    size_t klen = strlen(key);
+    while (*p == '"') {
+        const char *kend = value_end(p);
+        int match = (size_t)(kend - p - 2) == klen && strncmp(p + 1, key, klen) == 0;
+        p = skip_ws(kend);
+        if (*p != ':') return NULL;
+        p = skip_ws(p + 1);
+        if (match) return p;
+        p = skip_ws(value_end(p));
+        if (*p == ',') p = skip_ws(p + 1);
+    }
+    return NULL;
+}
+
+/* Decodes the JSON string at p into out (UTF-8), returning the length written. */
+static size_t read_string(const char *p, char *out, size_t cap) {
+    size_t n = 0;
+    if (!p || *p != '"') { if (cap) out[0] = 0; return 0; }
+    for (p++; *p && *p != '"' && n + 4 < cap; p++) {
+        if (*p != '\\') { out[n++] = *p; continue; }
+        p++;
+        switch (*p) {
+        case 'n': out[n++] = '\n'; break;
+        case 't': out[n++] = '\t'; break;
+        case 'r': out[n++] = '\r'; break;
+        case 'b': out[n++] = '\b'; break;
+        case 'f': out[n++] = '\f'; break;
+        case 'u': {
+            unsigned cp = (unsigned)strtoul((char[5]){p[1], p[2], p[3], p[4], 0}, NULL, 16);
+            p += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && p[1] == '\\' && p[2] == 'u') {
+                unsigned lo = (unsigned)strtoul((char[5]){p[3], p[4], p[5], p[6], 0}, NULL, 16);
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            }
+            if (cp < 0x80) out[n++] = (char)cp;
+            else if (cp < 0x800) { out[n++] = (char)(0xC0 | cp >> 6); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+            else if (cp < 0x10000) { out[n++] = (char)(0xE0 | cp >> 12); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+            else { out[n++] = (char)(0xF0 | cp >> 18); out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F)); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+            break;
+        }
+        default: out[n++] = *p; break;
+        }
+    }
+    out[n] = 0;
+    return n;
+}
+
+static double number(const char *p) { return p ? strtod(p, NULL) : 0; }
+
+/* ---- commands ---- */
+
+static int cmd_models(const char *config) {
+    const char *provider = member(config, "provider");
+    const char *models = provider ? member(provider, "models") : NULL;
+    printf("%-48s %-24s %-11s %8s %8s %s\n", "ID", "NAME", "INPUT", "CONTEXT", "MAX OUT", "REASONING");
+    if (!models || *models != '[') return 0;
+    const char *p = skip_ws(models + 1);
+    while (*p == '{') {
+        char id[256], name[256], input[64] = "";
+        read_string(member(p, "id"), id, sizeof id);
+        const char *n = member(p, "name");
+        if (n) read_string(n, name, sizeof name); else snprintf(name, sizeof name, "%s", id);
+        const char *in = member(p, "input");
+        if (!in) snprintf(input, sizeof input, "text");
+        else {
+            if (strstr(in, "\"text\"") && strstr(in, "\"text\"") < value_end(in)) strcat(input, "text");
+            if (strstr(in, "\"image\"") && strstr(in, "\"image\"") < value_end(in)) strcat(input, input[0] ? "+image" : "image");
+        }
+        const char *r = member(p, "reasoning");
+        printf("%-48s %-24s %-11s %8.0f %8.0f %s\n", id, name, input, number(member(p, "contextWindow")),
+               number(member(p, "maxTokens")), r && strncmp(r, "true", 4) == 0 ? "yes" : "no");
+        p = skip_ws(value_end(p));
+        if (*p == ',') p = skip_ws(p + 1);
+    }
+    return 0;
+}
+
+struct chat {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int finished;
+    int failed;
+    char *buf; /* decoding buffer, reused */
+    size_t cap;
+};
+
+static int32_t on_event(void *user, const char *json, size_t len) {
+    struct chat *c = user;
+    if (len + 8 > c->cap) {
+        char *bigger = realloc(c->buf, len + 8);
+        if (!bigger) return 1;
+        c->buf = bigger;
+        c->cap = len + 8;
+    }
+    char type[32];
+    read_string(member(json, "type"), type, sizeof type);
+    if (strcmp(type, "text_delta") == 0) {
+        size_t n = read_string(member(json, "delta"), c->buf, c->cap);
+        fwrite(c->buf, 1, n, stdout);
+        fflush(stdout);
+    } else if (strcmp(type, "done") == 0 || strcmp(type, "error") == 0) {
+        const char *message = member(json, "message");
+        const char *usage = message ? member(message, "usage") : NULL;
+        char reason[32];
+        read_string(member(json, "reason"), reason, sizeof reason);
+        printf("\n\n");
+        if (strcmp(type, "error") == 0) {
+            const char *err = member(json, "error");
+            char code[64];
+            read_string(member(err, "code"), code, sizeof code);
+            read_string(member(err, "message"), c->buf, c->cap);
+            fprintf(stderr, "error (%s, %s): %s\n", reason, code, c->buf);
+            c->failed = 1;
+        }
+        printf("stop reason: %s\n", reason);
+        if (usage) {
+            printf("tokens: %.0f in, %.0f out, %.0f cache read, %.0f cache write (%.0f total)\n",
+                   number(member(usage, "input")), number(member(usage, "output")), number(member(usage, "cacheRead")),
+                   number(member(usage, "cacheWrite")), number(member(usage, "totalTokens")));
+            printf("cost: $%.6f\n", number(member(member(usage, "cost"), "total")));
+        }
+        pthread_mutex_lock(&c->mu);
+        c->finished = 1;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return 0;
+}
+
+/* Appends s to out as a JSON string literal. */
+static void json_string(char *out, size_t cap, const char *s) {
+    size_t n = strlen(out);
+    out[n++] = '"';
+    for (; *s && n + 8 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') { out[n++] = '\\'; out[n++] = (char)ch; }
+        else if (ch < 0x20) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
+        else out[n++] = (char)ch;
+    }
+    out[n++] = '"';
+    out[n] = 0;
+}
+
+static int cmd_chat(struct api *api, bp_provider *provider, const char *model, long max_tokens, const char *prompt) {
+    size_t cap = strlen(prompt) * 6 + strlen(model) * 6 + 256;
+    char *req = malloc(cap);
+    if (!req) return 1;
+    snprintf(req, cap, "{\"model\":");
+    json_string(req, cap, model);
+    strcat(req, ",\"context\":{\"messages\":[{\"role\":\"user\",\"content\":");
+    json_string(req, cap, prompt);
+    snprintf(req + strlen(req), cap - strlen(req), "}]},\"options\":{\"maxTokens\":%ld}}", max_tokens);
+
+    struct chat c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, 0};
+    char *err = NULL;
+    bp_stream *stream = NULL;
+    int32_t rc = api->stream_start(provider, req, on_event, &c, &stream, &err);
+    free(req);
+    if (rc != BP_OK) {
+        fprintf(stderr, "chat: %s\n", err ? err : "failed");
+        api->string_free(err);
+        return 1;
+    }
+    pthread_mutex_lock(&c.mu);
+    while (!c.finished) pthread_cond_wait(&c.cv, &c.mu);
+    pthread_mutex_unlock(&c.mu);
+    api->stream_release(stream);
+    free(c.buf);
+    return c.failed;
+}
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)size + 1);
+    if (text && fread(text, 1, (size_t)size, f) != (size_t)size) { free(text); text = NULL; }
+    if (text) text[size] = 0;
+    fclose(f);
+    return text;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bp-host [--plugin PATH] [--config FILE] models\n"
+                    "       bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT\n");
+}
+
+int main(int argc, char **argv) {
+    char default_plugin[PATH_MAX + 64] = "";
+    const char *plugin = getenv("BP_PLUGIN"), *config_path = getenv("BP_CONFIG"), *model = NULL, *prompt = NULL, *command = NULL;
+    long max_tokens = 1024;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) plugin = argv[++i];
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config_path = argv[++i];
+        else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) model = argv[++i];
+        else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) max_tokens = atol(argv[++i]);
+        else if (!command) command = argv[i];
+        else if (!prompt) prompt = argv[i];
+        else { usage(); return 2; }
+    }
+    if (!command || (strcmp(command, "chat") == 0 && (!model || !prompt)) || (strcmp(command, "chat") && strcmp(command, "models"))) {
+        usage();
+        return 2;
+    }
+    if (!plugin) {
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        exe[n > 0 ? n : 0] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(default_plugin, sizeof default_plugin, "%s/../target/release/libbedrock_plugin.so", exe);
+        plugin = default_plugin;
+    }
+    char *config = config_path ? read_file(config_path) : NULL;
+    if (config_path && !config) { fprintf(stderr, "cannot read config %s\n", config_path); return 1; }
+
+    void *handle = dlopen(plugin, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) { fprintf(stderr, "cannot load plugin: %s\n", dlerror()); free(config); return 1; }
+    struct api api;
+    *(void **)&api.abi_version = dlsym(handle, "bp_abi_version");
+    *(void **)&api.provider_new = dlsym(handle, "bp_provider_new");
+    *(void **)&api.stream_start = dlsym(handle, "bp_stream_start");
+    *(void **)&api.stream_release = dlsym(handle, "bp_stream_release");
+    *(void **)&api.provider_free = dlsym(handle, "bp_provider_free");
+    *(void **)&api.string_free = dlsym(handle, "bp_string_free");
+    int status = 1;
+    if (!api.abi_version || !api.provider_new || !api.stream_start || !api.stream_release || !api.provider_free || !api.string_free) {
+        fprintf(stderr, "%s is not a bedrock-plugin (missing exports)\n", plugin);
+    } else if (api.abi_version() >> 16 != BP_ABI_VERSION_MAJOR) {
+        fprintf(stderr, "plugin ABI %u.%u is not compatible with this host (ABI %d.x)\n", api.abi_version() >> 16,
+                api.abi_version() & 0xFFFF, BP_ABI_VERSION_MAJOR);
+    } else if (strcmp(command, "models") == 0) {
+        status = cmd_models(config ? config : DEFAULT_CONFIG);
+    } else {
+        char *err = NULL;
+        bp_provider *provider = NULL;
+        if (api.provider_new(config ? config : DEFAULT_CONFIG, &provider, &err) != BP_OK) {
+            fprintf(stderr, "init: %s\n", err ? err : "failed");
+            api.string_free(err);
+        } else {
+            status = cmd_chat(&api, provider, model, max_tokens, prompt);
+            api.provider_free(provider, 10000);
+        }
+    }
+    /* BP_HOST_KEEP_LOADED=1 keeps the image mapped at exit, so a leak checker can tell the
+     * plugin's process statics (still reachable) from real leaks; unloaded, they look lost. */
+    const char *keep = getenv("BP_HOST_KEEP_LOADED");
+    if (!keep || strcmp(keep, "1") != 0) dlclose(handle);
+    free(config);
+    return status;
+}
