@@ -33,5 +33,7 @@ fn unloads_cleanly_twenty_times_in_a_row() {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "unload host failed (signal or error): {:?}", out.status);
     assert!(stdout.contains("20 passed, 0 failed"));
-    assert_eq!(emulator.stats().converse_streams, 40);
+    // Every chat reached Bedrock; a cancelled second stream may stop before its request is sent.
+    let calls = emulator.stats().converse_streams;
+    assert!((20..=40).contains(&calls), "{calls} ConverseStream calls");
 }
