@@ -112,24 +112,6 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, mut sto
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 enum Caller {
     SigV4(sigv4::Verified),
     Bearer,
@@ -232,7 +214,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
     let Some(raw_model) = (if method == "POST" { converse_model } else { None }) else {
         return Ok(aws_error(404, "UnknownOperationException", &format!("No operation matches {method} {path}")));
     };
-    let model_id = percent_decode(raw_model);
+    let model_id = sigv4::percent_decode(raw_model);
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return Ok(aws_error(400, "ValidationException", "Malformed input request, please reformat your input and try again.")),

@@ -70,7 +70,7 @@ fn uri_encode(input: &str, keep_slash: bool) -> String {
     out
 }
 
-fn percent_decode(input: &str) -> String {
+pub fn percent_decode(input: &str) -> String {
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
