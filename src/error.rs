@@ -96,24 +96,6 @@ impl Error {
         self.retryable = retryable;
         self
     }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "code": self.kind.code(),
-            "message": self.message,
-            "retryable": self.retryable,
-        });
-        if let Some(s) = self.http_status {
-            v["httpStatus"] = s.into();
-        }
-        if let Some(id) = &self.request_id {
-            v["requestId"] = id.as_str().into();
-        }
-        if let Some(t) = &self.aws_error_type {
-            v["awsErrorType"] = t.as_str().into();
-        }
-        v
-    }
 }
 
 impl fmt::Display for Error {

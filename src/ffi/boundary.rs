@@ -4,6 +4,7 @@
 use super::status::Status;
 use super::strings::to_c_string;
 use crate::error::{Error, Result};
+use crate::events::ErrorInfo;
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -19,7 +20,9 @@ pub fn guard(err_json: *mut *mut c_char, body: impl FnOnce() -> Result<Status>) 
         Err(e) => {
             if !err_json.is_null() {
                 // SAFETY: as above.
-                unsafe { *err_json = to_c_string(e.to_json().to_string()) };
+                // The same shape as an `error` event's `error` member, from the same type.
+                let info = serde_json::to_string(&ErrorInfo::from(&e)).unwrap_or_default();
+                unsafe { *err_json = to_c_string(info) };
             }
             Status::from(e.kind) as i32
         }
