@@ -40,7 +40,7 @@ fn status_values_match_the_rust_side() {
     let text = std::fs::read_to_string(header()).unwrap();
     for (status, name) in ALL {
         let line = text.lines().find(|l| l.trim_start().starts_with(&format!("{name} ="))).unwrap_or_else(|| panic!("{name} missing"));
-        let value: i32 = line.split('=').nth(1).unwrap().trim().trim_end_matches(|c: char| !c.is_ascii_digit()).split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+        let value: i32 = line.split('=').nth(1).unwrap().trim().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
         assert_eq!(value, status as i32, "{name}");
     }
 }
