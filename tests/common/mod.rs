@@ -32,8 +32,12 @@ pub fn target_dir() -> PathBuf {
     exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
 }
 
+/// `cargo test` builds the cdylib into target/<profile>/deps beside the test binaries and copies it
+/// up to target/<profile> only on `cargo build`, so the copy next to this binary is the one this
+/// run built (and the only one on a clean clone).
 pub fn plugin_path() -> PathBuf {
-    target_dir().join("libbedrock_plugin.so")
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent().expect("deps dir").join("libbedrock_plugin.so")
 }
 
 /// Sets the AWS environment every test process uses: explicit keys and region, no IMDS, no
