@@ -21,20 +21,33 @@ pub fn default_foundation_models() -> Vec<Value> {
 }
 
 pub fn default_inference_profiles() -> Vec<Value> {
-    vec![json!({
-        "inferenceProfileName": "US Claude Sonnet 4.5",
-        "inferenceProfileId": "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
-        "inferenceProfileArn": "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    let claude = "anthropic.claude-sonnet-4-5-20250929-v1:0";
+    vec![
+        system_profile("us", "US Claude Sonnet 4.5", claude, &["us-east-1", "us-east-2", "us-west-2"]),
+        system_profile("global", "Global Claude Sonnet 4.5", claude, &["us-east-1", "eu-west-1", "ap-northeast-1"]),
+    ]
+}
+
+/// A system-defined (cross-region) inference profile `<prefix>.<model>` routing to `regions`.
+pub fn system_profile(prefix: &str, name: &str, model: &str, regions: &[&str]) -> Value {
+    let id = format!("{prefix}.{model}");
+    json!({
+        "inferenceProfileName": name,
+        "inferenceProfileId": id,
+        "inferenceProfileArn": format!("arn:aws:bedrock:us-east-1:123456789012:inference-profile/{id}"),
         "status": "ACTIVE", "type": "SYSTEM_DEFINED",
-        "models": [{"modelArn": "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0"}]
-    })]
+        "description": format!("Routes requests to {model} across regions"),
+        "models": regions.iter().map(|r| json!({"modelArn": format!("arn:aws:bedrock:{r}::foundation-model/{model}")})).collect::<Vec<_>>()
+    })
+}
+
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')).map(crate::sigv4::percent_decode))
 }
 
 /// One page of `items` starting at the `nextToken` offset, in the response member `member`.
 pub fn page(member: &str, items: &[Value], query: &str, page_size: usize) -> Value {
-    let param = |name: &str| {
-        query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')).map(str::to_string))
-    };
+    let param = |name: &str| query_param(query, name);
     let start: usize = param("nextToken").and_then(|t| t.strip_prefix("page-").and_then(|n| n.parse().ok())).unwrap_or(0);
     let size = param("maxResults").and_then(|m| m.parse().ok()).unwrap_or(page_size).min(page_size).max(1);
     let end = (start + size).min(items.len());

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod eventstream;
+pub mod identity;
 pub mod scenario;
 pub mod sigv4;
 mod server;
@@ -26,6 +27,19 @@ pub struct Config {
     pub inference_profiles: Vec<Value>,
     /// Items per page of the list operations (Bedrock pages them; tests shrink this).
     pub page_size: usize,
+    /// Access keys refused with `ExpiredTokenException` (rotated or expired credentials).
+    pub expired_access_keys: Vec<String>,
+    /// IAM actions the caller lacks, like `bedrock:ListInferenceProfiles` (AccessDeniedException).
+    pub denied_actions: Vec<String>,
+    /// Foundation-model ids Bedrock serves only through an inference profile: invoking them by
+    /// bare id fails with the on-demand-throughput ValidationException.
+    pub profile_only_models: Vec<String>,
+    /// The instance role IMDS reports; `None` makes the credential paths answer 404.
+    pub imds_role: Option<String>,
+    /// How long each list call takes to answer (lets tests overlap concurrent discoveries).
+    pub list_delay: std::time::Duration,
+    /// Lifetime of credentials handed out by IMDS and STS.
+    pub temporary_credentials_ttl: std::time::Duration,
 }
 
 pub const TEST_ACCESS_KEY: &str = "AKIAEMULATOR0000TEST";
@@ -41,6 +55,12 @@ impl Default for Config {
             foundation_models: catalog::default_foundation_models(),
             inference_profiles: catalog::default_inference_profiles(),
             page_size: 100,
+            expired_access_keys: Vec::new(),
+            denied_actions: Vec::new(),
+            profile_only_models: Vec::new(),
+            imds_role: None,
+            list_delay: std::time::Duration::ZERO,
+            temporary_credentials_ttl: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -59,7 +79,7 @@ impl Emulator {
     }
 
     pub fn start_on(config: Config, port: u16) -> Emulator {
-        let state = Arc::new(server::State { config: Mutex::new(config), stats: Mutex::new(Stats::default()) });
+        let state = Arc::new(server::State { config: Mutex::new(config), stats: Mutex::new(Stats::default()), identity: Default::default() });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let thread_state = state.clone();

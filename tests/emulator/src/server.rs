@@ -1,5 +1,6 @@
 //! HTTP/1.1 front: routing, authentication and Bedrock-shaped errors.
 
+use crate::identity;
 use crate::scenario::{self, Frame, Step};
 use crate::sigv4;
 use crate::{catalog, Config};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 pub struct State {
     pub config: Mutex<Config>,
     pub stats: Mutex<Stats>,
+    pub identity: identity::Store,
 }
 
 /// Counters and last-seen values that tests assert on.
@@ -37,6 +39,18 @@ pub struct Stats {
     pub last_access_key: Option<String>,
     pub last_auth_error: Option<String>,
     pub last_body: Option<Value>,
+    /// `sigv4` or `bearer`: how the last authenticated call proved who it was.
+    pub last_auth: Option<String>,
+    /// SigV4 service of the last signed call (`bedrock`, `sts`).
+    pub last_service: Option<String>,
+    /// Every ConverseStream model id, decoded, in arrival order.
+    pub model_ids: Vec<String>,
+    pub expired_token_rejections: u64,
+    pub access_denied: u64,
+    pub sts_assume_role: u64,
+    pub last_role_arn: Option<String>,
+    pub imds_tokens: u64,
+    pub imds_credentials: u64,
 }
 
 impl Stats {
@@ -48,6 +62,10 @@ impl Stats {
             "openStreams": self.open_streams, "maxOpenStreams": self.max_open_streams,
             "lastModelId": self.last_model_id, "lastRawPath": self.last_raw_path, "lastRegion": self.last_region,
             "lastAccessKey": self.last_access_key, "lastAuthError": self.last_auth_error,
+            "lastAuth": self.last_auth, "lastService": self.last_service, "modelIds": self.model_ids,
+            "expiredTokenRejections": self.expired_token_rejections, "accessDenied": self.access_denied,
+            "stsAssumeRole": self.sts_assume_role, "lastRoleArn": self.last_role_arn,
+            "imdsTokens": self.imds_tokens, "imdsCredentials": self.imds_credentials,
         })
     }
 }
@@ -87,6 +105,15 @@ fn aws_error(status: u16, error_type: &str, message: &str) -> Response<BoxedBody
         .expect("valid response")
 }
 
+fn text(status: u16, content_type: &str, body: String) -> Response<BoxedBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("x-amzn-requestid", request_id())
+        .body(full(body))
+        .expect("valid response")
+}
+
 fn json_ok(body: Value) -> Response<BoxedBody> {
     Response::builder()
         .status(200)
@@ -117,7 +144,7 @@ enum Caller {
     Bearer,
 }
 
-fn authenticate(config: &Config, method: &str, path: &str, query: &str, headers: &[(String, String)], body: &[u8]) -> Result<Caller, sigv4::Rejection> {
+fn authenticate(state: &State, config: &Config, method: &str, path: &str, query: &str, headers: &[(String, String)], body: &[u8]) -> Result<Caller, sigv4::Rejection> {
     let auth = headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).unwrap_or("");
     if let Some(token) = auth.strip_prefix("Bearer ") {
         return match &config.bearer_token {
@@ -128,13 +155,57 @@ fn authenticate(config: &Config, method: &str, path: &str, query: &str, headers:
             }),
         };
     }
-    let creds = sigv4::Credentials {
-        access_key: &config.access_key,
-        secret_key: &config.secret_key,
-        session_token: config.session_token.as_deref(),
-    };
     let req = sigv4::SignedRequest { method, raw_path: path, raw_query: query, headers, body };
-    sigv4::verify(&req, &creds).map(Caller::SigV4)
+    sigv4::verify(&req, |key| state.identity.lookup(config, key)).map(Caller::SigV4)
+}
+
+/// The IAM action an operation needs, for `denied_actions`.
+fn denied(config: &Config, action: &str) -> Option<Response<BoxedBody>> {
+    config.denied_actions.iter().any(|a| a == action).then(|| {
+        aws_error(
+            403,
+            "AccessDeniedException",
+            &format!("User: arn:aws:iam::123456789012:user/emulator is not authorized to perform: {action} because no identity-based policy allows the {action} action"),
+        )
+    })
+}
+
+/// IMDSv2: a PUT for a session token, then role name and role credentials with that token.
+fn imds(state: &State, config: &Config, method: &str, path: &str, headers: &[(String, String)]) -> Response<BoxedBody> {
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    if path == "/latest/api/token" {
+        if method != "PUT" || header("x-aws-ec2-metadata-token-ttl-seconds").is_none() {
+            return text(400, "text/plain", "token requests are PUT with x-aws-ec2-metadata-token-ttl-seconds".into());
+        }
+        state.stats.lock().unwrap().imds_tokens += 1;
+        return text(200, "text/plain", state.identity.new_imds_token());
+    }
+    if !state.identity.imds_token_valid(header("x-aws-ec2-metadata-token")) {
+        return text(401, "text/plain", "Unauthorized".into());
+    }
+    let Some(role) = &config.imds_role else { return text(404, "text/plain", "Not Found".into()) };
+    match path.strip_prefix("/latest/meta-data/iam/security-credentials/") {
+        Some("") => text(200, "text/plain", role.clone()),
+        Some(name) if name == role => {
+            state.stats.lock().unwrap().imds_credentials += 1;
+            let (creds, expires) = state.identity.issue("imds", config.temporary_credentials_ttl);
+            text(200, "text/plain", identity::imds_credentials_json(&creds, expires))
+        }
+        _ => text(404, "text/plain", "Not Found".into()),
+    }
+}
+
+fn assume_role(state: &State, config: &Config, form: &str) -> Response<BoxedBody> {
+    let (Some(role_arn), Some(session)) = (identity::form_param(form, "RoleArn"), identity::form_param(form, "RoleSessionName")) else {
+        return aws_error(400, "ValidationError", "RoleArn and RoleSessionName are required");
+    };
+    {
+        let mut stats = state.stats.lock().unwrap();
+        stats.sts_assume_role += 1;
+        stats.last_role_arn = Some(role_arn.clone());
+    }
+    let (creds, expires) = state.identity.issue("sts", config.temporary_credentials_ttl);
+    text(200, "text/xml", identity::assume_role_xml(&role_arn, &session, &creds, expires, &request_id()))
 }
 
 /// Bedrock's own checks on a Converse body, so that mapping mistakes fail as they would on AWS.
@@ -182,7 +253,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
     }
 
     let config = state.config.lock().unwrap().clone();
-    match authenticate(&config, &method, &path, &query, &headers, &body) {
+    if path.starts_with("/latest/") {
+        return Ok(imds(&state, &config, &method, &path, &headers));
+    }
+    match authenticate(&state, &config, &method, &path, &query, &headers, &body) {
         Ok(caller) => {
             let mut stats = state.stats.lock().unwrap();
             match caller {
@@ -190,25 +264,55 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
                     stats.sigv4_ok += 1;
                     stats.last_region = Some(v.region);
                     stats.last_access_key = Some(v.access_key);
+                    stats.last_service = Some(v.service);
+                    stats.last_auth = Some("sigv4".into());
                 }
-                Caller::Bearer => stats.bearer_ok += 1,
+                Caller::Bearer => {
+                    stats.bearer_ok += 1;
+                    stats.last_auth = Some("bearer".into());
+                }
             }
         }
         Err(rejection) => {
             let mut stats = state.stats.lock().unwrap();
             stats.auth_failures += 1;
+            if rejection.error_type == "ExpiredTokenException" {
+                stats.expired_token_rejections += 1;
+            }
             stats.last_auth_error = Some(rejection.error_type.to_string());
             return Ok(aws_error(403, rejection.error_type, &rejection.message));
         }
     }
 
+    let form = String::from_utf8_lossy(&body);
+    if method == "POST" && path == "/" && identity::form_param(&form, "Action").as_deref() == Some("AssumeRole") {
+        return Ok(assume_role(&state, &config, &form));
+    }
+    if method == "GET" && (path == "/foundation-models" || path == "/inference-profiles") && !config.list_delay.is_zero() {
+        tokio::time::sleep(config.list_delay).await;
+    }
     if method == "GET" && path == "/foundation-models" {
         state.stats.lock().unwrap().list_foundation_models += 1;
+        if let Some(refused) = denied(&config, "bedrock:ListFoundationModels") {
+            state.stats.lock().unwrap().access_denied += 1;
+            return Ok(refused);
+        }
         return Ok(json_ok(json!({ "modelSummaries": config.foundation_models })));
     }
     if method == "GET" && path == "/inference-profiles" {
         state.stats.lock().unwrap().list_inference_profiles += 1;
-        return Ok(json_ok(catalog::page("inferenceProfileSummaries", &config.inference_profiles, &query, config.page_size)));
+        if let Some(refused) = denied(&config, "bedrock:ListInferenceProfiles") {
+            state.stats.lock().unwrap().access_denied += 1;
+            return Ok(refused);
+        }
+        let wanted = catalog::query_param(&query, "type");
+        let profiles: Vec<Value> = config
+            .inference_profiles
+            .iter()
+            .filter(|p| wanted.as_deref().is_none_or(|t| p["type"].as_str() == Some(t)))
+            .cloned()
+            .collect();
+        return Ok(json_ok(catalog::page("inferenceProfileSummaries", &profiles, &query, config.page_size)));
     }
     let converse_model = path.strip_prefix("/model/").and_then(|rest| rest.strip_suffix("/converse-stream"));
     let Some(raw_model) = (if method == "POST" { converse_model } else { None }) else {
@@ -223,11 +327,19 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         let mut stats = state.stats.lock().unwrap();
         stats.converse_streams += 1;
         stats.last_model_id = Some(model_id.clone());
+        stats.model_ids.push(model_id.clone());
         stats.last_raw_path = Some(path.clone());
         stats.last_body = Some(request.clone());
     }
     if let Err(message) = validate_converse(&request) {
         return Ok(aws_error(400, "ValidationException", &message));
+    }
+    if config.profile_only_models.contains(&model_id) {
+        return Ok(aws_error(
+            400,
+            "ValidationException",
+            &format!("Invocation of model ID {model_id} with on-demand throughput isn\u{2019}t supported. Retry your request with the ID or ARN of an inference profile that contains this model."),
+        ));
     }
     let scenario = scenario::parse(&request, &body);
     let frames = match scenario::script(&scenario) {

@@ -4,10 +4,12 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-pub struct Credentials<'a> {
-    pub access_key: &'a str,
-    pub secret_key: &'a str,
-    pub session_token: Option<&'a str>,
+/// The secret side of one access key, as the verifier needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key: String,
+    pub secret_key: String,
+    pub session_token: Option<String>,
 }
 
 /// What a verified signature tells about the caller.
@@ -41,6 +43,10 @@ impl SignedRequest<'_> {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+}
+
+pub fn invalid_token() -> Rejection {
+    reject("UnrecognizedClientException", "The security token included in the request is invalid.")
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -103,7 +109,8 @@ fn canonical_query(raw_query: &str) -> String {
 
 /// Checks the request's SigV4 signature against `creds`. Services other than S3 sign the path
 /// encoded a second time, which is what `uri_encode` of the raw (already encoded) path gives.
-pub fn verify(req: &SignedRequest<'_>, creds: &Credentials<'_>) -> Result<Verified, Rejection> {
+/// `lookup` finds the credentials of the access key the request names (or refuses it).
+pub fn verify(req: &SignedRequest<'_>, lookup: impl FnOnce(&str) -> Result<Credentials, Rejection>) -> Result<Verified, Rejection> {
     let auth = req
         .header("authorization")
         .ok_or_else(|| reject("MissingAuthenticationTokenException", "Missing Authentication Token"))?;
@@ -132,10 +139,8 @@ pub fn verify(req: &SignedRequest<'_>, creds: &Credentials<'_>) -> Result<Verifi
         return Err(reject("IncompleteSignatureException", format!("Credential should be scoped to a valid region, not '{credential}'.")));
     }
     let (access_key, date, region, service) = (scope[0], scope[1], scope[2], scope[3]);
-    if access_key != creds.access_key {
-        return Err(reject("UnrecognizedClientException", "The security token included in the request is invalid."));
-    }
-    match (creds.session_token, req.header("x-amz-security-token")) {
+    let creds = lookup(access_key)?;
+    match (creds.session_token.as_deref(), req.header("x-amz-security-token")) {
         (Some(expected), Some(got)) if expected == got => {}
         (None, None) => {}
         _ => return Err(reject("UnrecognizedClientException", "The security token included in the request is invalid.")),
@@ -200,11 +205,12 @@ mod tests {
                 "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7".to_string(),
             ),
         ];
-        let creds = Credentials { access_key: "AKIDEXAMPLE", secret_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", session_token: None };
+        let creds = Credentials { access_key: "AKIDEXAMPLE".into(), secret_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(), session_token: None };
+        let lookup = |key: &str| if key == creds.access_key { Ok(creds.clone()) } else { Err(invalid_token()) };
         let req = SignedRequest { method: "GET", raw_path: "/", raw_query: "Action=ListUsers&Version=2010-05-08", headers: &headers, body: b"" };
-        let ok = verify(&req, &creds).expect("documented example verifies");
+        let ok = verify(&req, lookup).expect("documented example verifies");
         assert_eq!(ok.region, "us-east-1");
         let tampered = SignedRequest { raw_query: "Action=ListUsers&Version=2010-05-09", ..req };
-        assert_eq!(verify(&tampered, &creds).unwrap_err().error_type, "InvalidSignatureException");
+        assert_eq!(verify(&tampered, lookup).unwrap_err().error_type, "InvalidSignatureException");
     }
 }
