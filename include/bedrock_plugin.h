@@ -1,7 +1,7 @@
 /*
  * bedrock_plugin.h — the C ABI of bedrock-plugin, the Amazon Bedrock model provider.
  *
- * This header is the whole contract (ABI version 1.0). Load the plugin with dlopen, check
+ * This header is the whole contract (ABI version 1.1; 1.1 added bp_discover). Load the plugin with dlopen, check
  * bp_abi_version() before anything else, and refuse a plugin whose major version differs.
  * Minor versions only add functions.
  *
@@ -23,7 +23,7 @@ extern "C" {
 #endif
 
 #define BP_ABI_VERSION_MAJOR 1
-#define BP_ABI_VERSION_MINOR 0
+#define BP_ABI_VERSION_MINOR 1
 /* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
 #define BP_MAX_CONFIG_BYTES (4u << 20)
 #define BP_MAX_REQUEST_BYTES (32u << 20)
@@ -80,6 +80,19 @@ int32_t bp_provider_new(const char *config_json, bp_provider **out, char **err_j
  */
 int32_t bp_stream_start(bp_provider *provider, const char *request_json, bp_event_fn on_event,
                         void *user_data, bp_stream **out, char **err_json);
+
+/*
+ * Lists the models this provider can stream (ABI 1.1): the configured models first, then those
+ * found through Bedrock's ListFoundationModels / ListInferenceProfiles, cached for
+ * discovery.refreshInterval seconds. Blocks until answered; safe from any thread and
+ * concurrently with streams. options_json: NULL or {"refresh": true} to bypass the cache.
+ * On BP_OK, *out_json (free with bp_string_free) is the implicit provider config:
+ * {"baseUrl", "api": "bedrock-converse-stream", "auth": "aws-sdk", "models": [...],
+ *  "discovery": {"status": "discovered" | "cached" | "disabled", "region", "regionSource",
+ *                "authSource": {"kind", "origin", "ignored"}, ...}}.
+ * Models it returns can be streamed by id right away.
+ */
+int32_t bp_discover(bp_provider *provider, const char *options_json, char **out_json, char **err_json);
 
 /* Cancels a stream: idempotent, any thread, also after the end. NULL is ignored. */
 void bp_stream_cancel(bp_stream *stream);

@@ -1,6 +1,7 @@
 //! The init config: `{"provider": <OpenClaw models.providers["amazon-bedrock"]>, "discovery": {...}}`,
 //! read strictly so that a typo is an error naming the field rather than a silent default.
 
+use crate::auth::Secret;
 use crate::error::{Error, Kind, Result};
 use crate::json::Obj;
 use crate::model::{Cost, Model};
@@ -21,6 +22,8 @@ pub struct ProviderConfig {
     /// The Bedrock Runtime endpoint (`baseUrl`); the SDK's regional default when absent.
     pub base_url: Option<String>,
     pub region: Option<String>,
+    /// A Bedrock API key (`apiKey`); wins over every other credential source.
+    pub api_key: Option<Secret>,
     pub models: Vec<Arc<Model>>,
 }
 
@@ -63,15 +66,19 @@ pub fn parse(text: &str) -> Result<Config> {
 }
 
 fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
-    p.only(&["baseUrl", "api", "auth", "region", "models"])?;
+    p.only(&["baseUrl", "api", "auth", "apiKey", "region", "models"])?;
     if let Some(api) = p.str("api")? {
         if api != API {
             return Err(p.err("api", format!("must be \"{API}\", got \"{api}\"")));
         }
     }
-    if let Some(auth) = p.str("auth")? {
-        if auth != "aws-sdk" {
-            return Err(p.err("auth", format!("must be \"aws-sdk\" (credentials come from the AWS SDK chain), got \"{auth}\"")));
+    let api_key = p.str("apiKey")?.map(|k| k.trim()).filter(|k| !k.is_empty()).map(Secret::new);
+    match p.str("auth")? {
+        None | Some("aws-sdk") => {}
+        Some("api-key") if api_key.is_some() => {}
+        Some("api-key") => return Err(p.err("auth", "is \"api-key\" but provider.apiKey is missing or empty")),
+        Some(auth) => {
+            return Err(p.err("auth", format!("must be \"aws-sdk\" (the AWS SDK chain or AWS_BEARER_TOKEN_BEDROCK) or \"api-key\" (provider.apiKey), got \"{auth}\"")));
         }
     }
     let base_url = p.str("baseUrl")?.map(|u| validate_url(p, "baseUrl", u)).transpose()?;
@@ -85,7 +92,7 @@ fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
         }
         models.push(Arc::new(model));
     }
-    Ok(ProviderConfig { base_url, region, models })
+    Ok(ProviderConfig { base_url, region, api_key, models })
 }
 
 /// One model entry in OpenClaw's shape; also used for a model object passed in a request.

@@ -64,6 +64,10 @@ pub struct AssistantMessage {
     pub api: &'static str,
     pub provider: &'static str,
     pub model: String,
+    /// The id Bedrock actually served, when it differs from `model` (an inference profile the
+    /// plugin retried with because the model is not offered on demand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_model: Option<String>,
     pub usage: Usage,
     pub stop_reason: StopReason,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +83,7 @@ impl AssistantMessage {
             api: crate::config::API,
             provider: crate::config::PROVIDER,
             model: model.to_string(),
+            served_model: None,
             usage: Usage::default(),
             stop_reason: StopReason::Stop,
             error_message: None,

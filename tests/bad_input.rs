@@ -9,12 +9,12 @@ use std::os::raw::c_char;
 #[test]
 fn abi_version_and_plugin_info() {
     let api = api();
-    assert_eq!(unsafe { (api.abi_version)() }, 1 << 16);
+    assert_eq!(unsafe { (api.abi_version)() }, (1 << 16) | 1);
     let info = unsafe { std::ffi::CStr::from_ptr((api.plugin_info)()) }.to_str().unwrap();
     let info: serde_json::Value = serde_json::from_str(info).unwrap();
     assert_eq!(info["provider"], "amazon-bedrock");
     assert_eq!(info["api"], "bedrock-converse-stream");
-    assert_eq!(info["abiVersion"], "1.0");
+    assert_eq!(info["abiVersion"], "1.1");
     assert_eq!(info["name"], "bedrock-plugin");
 }
 
@@ -35,7 +35,9 @@ fn invalid_config_names_the_field() {
         (r#"{"provider":{},"extra":1}"#, "extra: unknown field"),
         (r#"{"provider":{"baseUrl":"ftp://x"}}"#, "provider.baseUrl: must be an http:// or https:// URL"),
         (r#"{"provider":{"api":"openai-completions"}}"#, "provider.api: must be \"bedrock-converse-stream\""),
-        (r#"{"provider":{"auth":"api-key"}}"#, "provider.auth: must be \"aws-sdk\""),
+        (r#"{"provider":{"auth":"oauth"}}"#, "provider.auth: must be \"aws-sdk\""),
+        (r#"{"provider":{"auth":"api-key"}}"#, "provider.auth: is \"api-key\" but provider.apiKey is missing"),
+        (r#"{"provider":{"apiKey":42}}"#, "provider.apiKey: expected a string"),
         (r#"{"provider":{"region":"Not A Region"}}"#, "provider.region: \"Not A Region\" is not an AWS region name"),
         (r#"{"provider":{"models":[{"id":"a","contextWindow":"big"}]}}"#, "provider.models[0].contextWindow: expected an integer, got a string"),
         (r#"{"provider":{"models":[{"id":"a","input":["text","audio"]}]}}"#, "provider.models[0].input[1]: must be \"text\" or \"image\""),

@@ -67,5 +67,5 @@ fn declares_exactly_the_exported_functions() {
         .collect();
     exported.sort();
     assert_eq!(declared, exported);
-    assert_eq!(declared.len(), 8);
+    assert_eq!(declared.len(), 9);
 }

@@ -29,6 +29,8 @@ pub struct StreamRequest {
     pub additional_fields: Option<Document>,
     /// Longest silence allowed between two stream events (and before the response starts).
     pub idle_timeout: Duration,
+    /// The inference profile to retry with if Bedrock serves this model only through one.
+    pub fallback_model_id: Option<String>,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -101,7 +103,7 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         .set_top_p(options.top_p.map(|t| t as f32))
         .set_stop_sequences(options.stop_sequences.clone())
         .build();
-    Ok(StreamRequest { model, messages, system, tool_config, inference, additional_fields, idle_timeout: options.idle_timeout })
+    Ok(StreamRequest { model, messages, system, tool_config, inference, additional_fields, idle_timeout: options.idle_timeout, fallback_model_id: None })
 }
 
 #[derive(Debug, Clone)]

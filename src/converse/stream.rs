@@ -7,6 +7,8 @@ use super::request::StreamRequest;
 use super::translate::Translator;
 use crate::error::{Error, Kind, Result};
 use crate::events::Event;
+use crate::provider::clients::Clients;
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamOutput;
 use aws_sdk_bedrockruntime::operation::RequestId;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
@@ -63,7 +65,7 @@ fn idle_timeout(ms: u128) -> Error {
 }
 
 pub async fn run(
-    client: aws_sdk_bedrockruntime::Client,
+    clients: Arc<Clients>,
     request: StreamRequest,
     tx: mpsc::Sender<Event>,
     slot: Arc<TerminalSlot>,
@@ -71,7 +73,7 @@ pub async fn run(
 ) {
     let translator = Translator::new(&request.model.id, request.model.cost);
     let mut run = Run { translator, slot, tx: Some(tx) };
-    let outcome = drive(&client, request, &mut run, &cancel).await;
+    let outcome = drive(&clients, request, &mut run, &cancel).await;
     let terminal = match outcome.and_then(|()| run.translator.finish()) {
         Ok(done) => done,
         Err(e) => Event::failure(run.translator.partial(), &e),
@@ -79,23 +81,63 @@ pub async fn run(
     run.finish(terminal);
 }
 
-async fn drive(client: &aws_sdk_bedrockruntime::Client, request: StreamRequest, run: &mut Run, cancel: &Notify) -> Result<()> {
+/// Bedrock's answer when a model is offered only through inference profiles.
+fn needs_profile(e: &Error) -> bool {
+    e.aws_error_type.as_deref() == Some("ValidationException") && e.message.to_ascii_lowercase().contains("on-demand throughput")
+}
+
+/// Sends the request, retrying once with fresh credentials when Bedrock calls them expired or
+/// unknown, and once with the inference profile when the model is not offered on demand.
+async fn open(clients: &Clients, request: &StreamRequest, run: &mut Run) -> Result<ConverseStreamOutput> {
+    let mut built = clients.current();
+    let mut model_id = request.model.id.clone();
+    let mut fallback = request.fallback_model_id.clone();
+    let mut refreshed = false;
+    loop {
+        let sent = built
+            .runtime
+            .converse_stream()
+            .model_id(model_id.as_str())
+            .set_messages(Some(request.messages.clone()))
+            .set_system(Some(request.system.clone()).filter(|s| !s.is_empty()))
+            .set_tool_config(request.tool_config.clone())
+            .inference_config(request.inference.clone())
+            .set_additional_model_request_fields(request.additional_fields.clone())
+            .send()
+            .await;
+        let e = match sent {
+            Ok(output) => {
+                if model_id != request.model.id {
+                    run.translator.served_by(&model_id);
+                }
+                return Ok(output);
+            }
+            Err(e) => clients.explain(errors::from_send_error(e)),
+        };
+        if !refreshed && crate::sdk_error::is_stale_identity(&e) {
+            refreshed = true;
+            built = clients.refresh(built.generation).await;
+        } else if let Some(profile) = fallback.take().filter(|_| needs_profile(&e)) {
+            crate::log::info(&format!("{model_id} is not offered on demand here; retrying with inference profile {profile}"));
+            model_id = profile;
+        } else if model_id != request.model.id {
+            let mut e = e;
+            e.message = format!("{} (after retrying {} with inference profile {model_id})", e.message, request.model.id);
+            return Err(e);
+        } else {
+            return Err(e);
+        }
+    }
+}
+
+async fn drive(clients: &Clients, request: StreamRequest, run: &mut Run, cancel: &Notify) -> Result<()> {
     let idle = request.idle_timeout;
-    let send = client
-        .converse_stream()
-        .model_id(request.model.id.as_str())
-        .set_messages(Some(request.messages))
-        .set_system(Some(request.system).filter(|s| !s.is_empty()))
-        .set_tool_config(request.tool_config)
-        .inference_config(request.inference)
-        .set_additional_model_request_fields(request.additional_fields)
-        .send();
     let output = tokio::select! {
         biased;
         _ = cancel.notified() => return Err(cancelled()),
-        r = tokio::time::timeout(idle, send) => match r {
+        r = tokio::time::timeout(idle, open(clients, &request, run)) => match r {
             Err(_) => return Err(idle_timeout(idle.as_millis())),
-            Ok(r) => r.map_err(errors::from_send_error)?,
+            Ok(r) => r?,
         },
     };
     let request_id = output.request_id().map(str::to_string);

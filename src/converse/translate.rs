@@ -192,6 +192,11 @@ impl Translator {
         let model = self.message.model.clone();
         Ok(Event::Done { reason, message: std::mem::replace(&mut self.message, AssistantMessage::new(&model)) })
     }
+
+    /// Records that Bedrock served the request under another id (an inference profile).
+    pub fn served_by(&mut self, id: &str) {
+        self.message.served_model = Some(id.to_string());
+    }
 }
 
 /// Tool arguments as the model sent them; an object even when the model sent nothing usable.

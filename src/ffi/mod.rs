@@ -1,4 +1,4 @@
-//! The C ABI (version 1). Thin by design: check arguments, call inward, map the result once.
+//! The C ABI (version 1.1). Thin by design: check arguments, call inward, map the result once.
 //! `include/bedrock_plugin.h` is the contract; `tests/header.rs` checks it against this file.
 //!
 //! Ownership: `bp_provider_new` → `bp_provider_free`; `bp_stream_start` → `bp_stream_release`;
@@ -18,7 +18,7 @@ use std::os::raw::{c_char, c_void};
 use std::time::Duration;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// Largest `config_json` accepted.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// Largest `request_json` accepted (images travel base64-encoded inside it).
@@ -32,7 +32,7 @@ pub struct BpStream(StreamHandle);
 static PLUGIN_INFO: &str = concat!(
     "{\"name\":\"bedrock-plugin\",\"version\":\"",
     env!("CARGO_PKG_VERSION"),
-    "\",\"abiVersion\":\"1.0\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
+    "\",\"abiVersion\":\"1.1\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
 );
 
 /// `(major << 16) | minor`.
@@ -102,6 +102,37 @@ pub unsafe extern "C" fn bp_stream_start(
         }
         Ok(Status::Ok)
     })
+}
+
+/// Lists the models this provider can stream: the configured ones first, then those Bedrock's
+/// `ListFoundationModels` / `ListInferenceProfiles` report (cached per `discovery.refreshInterval`).
+/// Blocks until the answer is ready; any thread, concurrently with streams. `options_json` may be
+/// NULL or `{"refresh": true}` to bypass the cache. On `BP_OK`, `*out_json` is the implicit
+/// provider config `{"baseUrl", "api", "auth", "models", "discovery": {report}}`.
+///
+/// # Safety
+/// `provider` is live; `options_json` is NULL or NUL-terminated; `out_json` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn bp_discover(provider: *mut BpProvider, options_json: *const c_char, out_json: *mut *mut c_char, err_json: *mut *mut c_char) -> i32 {
+    guard(err_json, || {
+        out_param(out_json, "out_json")?;
+        let provider = provider.as_ref().ok_or_else(|| Error::invalid("provider is NULL"))?;
+        let refresh = if options_json.is_null() {
+            false
+        } else {
+            parse_discover_options(strings::borrow(options_json, "options_json", MAX_CONFIG_BYTES)?)?
+        };
+        let answer = provider.0.discover(refresh)?;
+        *out_json = strings::to_c_string(answer);
+        Ok(Status::Ok)
+    })
+}
+
+fn parse_discover_options(text: &str) -> Result<bool> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::invalid(format!("options_json is not valid JSON: {e}")))?;
+    let options = crate::json::Obj::new(&value, "options", crate::error::Kind::InvalidArgument)?;
+    options.only(&["refresh"])?;
+    Ok(options.bool("refresh")?.unwrap_or(false))
 }
 
 /// Asks the stream to stop; it ends with `error` / `aborted`. Idempotent, callable from any

@@ -47,8 +47,37 @@ impl StreamShared {
     }
 }
 
+/// Where a `bp_discover` caller waits for the answer computed on the runtime.
+#[derive(Default)]
+pub struct Reply {
+    value: Mutex<Option<Result<String>>>,
+    ready: Condvar,
+}
+
+impl Reply {
+    /// The first answer wins (a late shutdown notice never replaces a real answer).
+    pub fn set(&self, value: Result<String>) {
+        let mut v = lock(&self.value);
+        if v.is_none() {
+            *v = Some(value);
+        }
+        self.ready.notify_all();
+    }
+
+    pub fn wait(&self) -> Result<String> {
+        let mut v = lock(&self.value);
+        loop {
+            if let Some(value) = v.take() {
+                return value;
+            }
+            v = self.ready.wait(v).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 pub enum Command {
     Start { shared: std::sync::Arc<StreamShared>, request: StreamRequest, callback: Callback },
+    Discover { refresh: bool, reply: std::sync::Arc<Reply> },
     Cancel(u64),
     CancelAll,
     Shutdown,
@@ -113,7 +142,8 @@ struct Admission {
     in_flight: usize,
 }
 
-/// Counts streams from admission until their terminal event was delivered.
+/// Counts streams from admission until their terminal event was delivered, and discoveries
+/// until they answered.
 pub struct Registry {
     state: Mutex<Admission>,
     idle: Condvar,
@@ -126,8 +156,8 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// Admits a stream and queues its start under one lock, so a concurrent `close` + drain can
-    /// never miss it and `Shutdown` is always queued after it.
+    /// Admits a stream or a discovery and queues it under one lock, so a concurrent `close` +
+    /// drain can never miss it and `Shutdown` is always queued after it.
     pub fn admit(&self, control: &Control, start: Command) -> Result<()> {
         let mut s = lock(&self.state);
         if !s.accepting {

@@ -4,18 +4,22 @@
 //! parses input and hands commands to a plugin-owned pthread through a `Mutex` + `Condvar`; that
 //! thread owns the runtime and the AWS clients, and `free` joins it.
 
+pub mod clients;
 mod control;
 mod delivery;
 mod pin;
 mod runtime_thread;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::converse::request::{self, StreamRequest};
+use crate::discovery::{self, select, Discovery};
 use crate::error::{Error, Kind, Result};
 use crate::model::Model;
+use crate::region::{self, RegionSource};
 pub use control::{Callback, EventFn, StreamShared};
 pub use delivery::in_callback;
-use control::{Command, Control, Registry};
+use control::{Command, Control, Registry, Reply};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +31,8 @@ pub struct Provider {
     control: Arc<Control>,
     registry: Arc<Registry>,
     models: Vec<Arc<Model>>,
+    discovery: Arc<Discovery>,
+    region: String,
     thread: Option<libc::pthread_t>,
     next_id: AtomicU64,
 }
@@ -44,24 +50,73 @@ pub enum FreeOutcome {
 
 impl Provider {
     pub fn new(config: Config) -> Result<Provider> {
+        let env = |name: &str| std::env::var(name).ok();
+        let auth = Auth::detect(config.provider.api_key.as_ref(), env);
+        let base_url = config.provider.base_url.clone();
+        let url_region = base_url.as_deref().and_then(region::from_base_url);
+        let (runtime_region, region_source) = region::resolve(
+            &[
+                (config.provider.region.as_deref(), RegionSource::ProviderRegion),
+                (url_region.as_deref(), RegionSource::BaseUrl),
+                (config.discovery.region.as_deref(), RegionSource::DiscoveryRegion),
+            ],
+            env,
+        );
+        let discovery_region = discovery::region(&config, env);
+        // AWS serves the control plane at its own hostname; anything else (an emulator, a proxy)
+        // is taken to serve both APIs at the one address.
+        let control_endpoint = base_url.clone().filter(|u| !region::is_aws_endpoint(u));
+        crate::log::info(&format!(
+            "provider starting: region {runtime_region} (from {}); discovery region {} (from {}); auth: {}",
+            region_source.label(),
+            discovery_region.0,
+            discovery_region.1.label(),
+            auth.describe()
+        ));
+        let discovery = Arc::new(Discovery::new(&config, &auth, discovery_region.clone(), control_endpoint.clone()));
+        let settings = clients::Settings {
+            runtime_region: runtime_region.clone(),
+            discovery_region: discovery_region.0,
+            runtime_endpoint: base_url,
+            control_endpoint,
+            auth,
+        };
         let control = Arc::new(Control::default());
         let registry = Arc::new(Registry::default());
-        let thread = runtime_thread::spawn(&config, control.clone(), registry.clone())?;
+        let thread = runtime_thread::spawn(settings, discovery.clone(), control.clone(), registry.clone())?;
         if let Err(e) = control.wait_ready() {
             control.push(Command::Shutdown);
             // SAFETY: `thread` was created joinable by `runtime_thread::spawn` and is joined once.
             unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
             return Err(e);
         }
-        Ok(Provider { control, registry, models: config.provider.models, thread: Some(thread), next_id: AtomicU64::new(1) })
+        Ok(Provider {
+            control,
+            registry,
+            models: config.provider.models,
+            discovery,
+            region: runtime_region,
+            thread: Some(thread),
+            next_id: AtomicU64::new(1),
+        })
     }
 
+    /// A configured model, else one found by the last discovery.
     pub fn lookup(&self, id: &str) -> Option<Arc<Model>> {
-        self.models.iter().find(|m| m.id == id).cloned()
+        self.models.iter().find(|m| m.id == id).cloned().or_else(|| self.discovery.lookup(id))
     }
 
     pub fn parse_request(&self, text: &str) -> Result<StreamRequest> {
-        request::parse(text, |id| self.lookup(id))
+        let mut request = request::parse(text, |id| self.lookup(id))?;
+        request.fallback_model_id = select::fallback_profile(&request.model.id, &self.region, self.discovery.latest().as_deref());
+        Ok(request)
+    }
+
+    /// Blocks the calling host thread until the runtime has the answer (`bp_discover`).
+    pub fn discover(&self, refresh: bool) -> Result<String> {
+        let reply = Arc::new(Reply::default());
+        self.registry.admit(&self.control, Command::Discover { refresh, reply: reply.clone() })?;
+        reply.wait()
     }
 
     /// Queues the stream and returns at once; events arrive on a plugin thread.

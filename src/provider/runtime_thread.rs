@@ -2,11 +2,11 @@
 //! thread-locals on the host thread) that builds the runtime and the AWS client, runs the
 //! command loop, and on `Shutdown` stops the runtime and waits for its threads.
 
-use super::control::{Command, Control, Registry, StreamShared};
+use super::clients::{Clients, Settings};
+use super::control::{Command, Control, Registry, Reply, StreamShared};
 use super::delivery::Delivery;
-use crate::auth;
-use crate::config::Config;
 use crate::converse::stream::{self, TerminalSlot};
+use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -21,19 +21,14 @@ const STREAM_QUEUE: usize = 256;
 const RUNTIME_STOP: Duration = Duration::from_secs(5);
 
 struct Args {
-    region: String,
-    base_url: Option<String>,
+    settings: Settings,
+    discovery: Arc<Discovery>,
     control: Arc<Control>,
     registry: Arc<Registry>,
 }
 
-pub fn spawn(config: &Config, control: Arc<Control>, registry: Arc<Registry>) -> Result<libc::pthread_t> {
-    let (region, _) = auth::resolve_region(
-        config.provider.region.as_deref(),
-        config.provider.base_url.as_deref(),
-        |name| std::env::var(name).ok(),
-    );
-    let args = Box::new(Args { region, base_url: config.provider.base_url.clone(), control, registry });
+pub fn spawn(settings: Settings, discovery: Arc<Discovery>, control: Arc<Control>, registry: Arc<Registry>) -> Result<libc::pthread_t> {
+    let args = Box::new(Args { settings, discovery, control, registry });
     let raw = Box::into_raw(args);
     let mut thread: libc::pthread_t = 0;
     // SAFETY: `entry` takes ownership of `raw` exactly once; on failure we take it back.
@@ -61,8 +56,22 @@ struct Live {
     cancel: Arc<Notify>,
 }
 
+/// Answers a `bp_discover` caller exactly once: with the result, or, if the runtime shuts down
+/// before the discovery finished, with "shutting down" from `Drop`.
+struct Answer {
+    reply: Arc<Reply>,
+    registry: Arc<Registry>,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.reply.set(Err(super::shutting_down()));
+        self.registry.finished();
+    }
+}
+
 fn run(args: Args) {
-    let Args { region, base_url, control, registry } = args;
+    let Args { settings, discovery, control, registry } = args;
     // SAFETY: naming the calling thread; the name is a NUL-terminated literal under 16 bytes.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), c"bp-control".as_ptr()) };
     let (started, stopped) = (control.clone(), control.clone());
@@ -82,12 +91,7 @@ fn run(args: Args) {
         Ok(rt) => rt,
         Err(e) => return control.set_ready(Err(Error::internal(format!("could not start the plugin's runtime: {e}")))),
     };
-    let sdk_config = runtime.block_on(auth::load_sdk_config(&region));
-    let mut builder = aws_sdk_bedrockruntime::config::Builder::from(&sdk_config);
-    if let Some(url) = &base_url {
-        builder = builder.endpoint_url(url);
-    }
-    let client = aws_sdk_bedrockruntime::Client::from_conf(builder.build());
+    let clients = Arc::new(runtime.block_on(Clients::new(settings)));
     control.set_ready(Ok(()));
 
     let live: Arc<std::sync::Mutex<HashMap<u64, Live>>> = Arc::default();
@@ -101,11 +105,20 @@ fn run(args: Args) {
                 live.lock().unwrap().insert(id, Live { shared: shared.clone(), cancel: cancel.clone() });
                 let (live_done, registry_done) = (live.clone(), registry.clone());
                 let delivery = Delivery::new(rx, slot.clone(), callback, shared.clone(), cancel.clone(), request.model.id.clone());
-                runtime.spawn(stream::run(client.clone(), request, tx, slot, cancel));
+                runtime.spawn(stream::run(clients.clone(), request, tx, slot, cancel));
                 runtime.spawn_blocking(move || {
                     delivery.run();
                     live_done.lock().unwrap().remove(&id);
                     registry_done.finished();
+                });
+            }
+            Command::Discover { refresh, reply } => {
+                let answer = Answer { reply, registry: registry.clone() };
+                let (discovery, clients) = (discovery.clone(), clients.clone());
+                runtime.spawn(async move {
+                    let result = discovery.run(&clients, refresh).await.map(|v| v.to_string());
+                    answer.reply.set(result);
+                    drop(answer);
                 });
             }
             Command::Cancel(id) => {
@@ -122,7 +135,7 @@ fn run(args: Args) {
             Command::Shutdown => break,
         }
     }
-    drop(client);
-    drop(sdk_config);
+    drop(clients);
+    drop(discovery);
     runtime.shutdown_timeout(RUNTIME_STOP);
 }

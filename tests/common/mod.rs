@@ -24,6 +24,7 @@ pub struct Api {
     pub stream_release: unsafe extern "C" fn(*mut c_void),
     pub provider_free: unsafe extern "C" fn(*mut c_void, u32) -> i32,
     pub string_free: unsafe extern "C" fn(*mut c_char),
+    pub discover: unsafe extern "C" fn(*mut c_void, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
 }
 
 pub fn target_dir() -> PathBuf {
@@ -53,10 +54,11 @@ pub fn hermetic_env() {
             ("AWS_MAX_ATTEMPTS", "1"),
             ("AWS_CONFIG_FILE", "/nonexistent/bedrock-plugin-tests/config"),
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/bedrock-plugin-tests/credentials"),
+            ("BEDROCK_PLUGIN_LOG", "off"),
         ] {
             std::env::set_var(k, v);
         }
-        for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+        for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL_BEDROCK", "AWS_ENDPOINT_URL_STS", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"] {
             std::env::remove_var(k);
         }
     });
@@ -85,6 +87,7 @@ pub fn api() -> &'static Api {
                 stream_release: std::mem::transmute(sym("bp_stream_release")),
                 provider_free: std::mem::transmute(sym("bp_provider_free")),
                 string_free: std::mem::transmute(sym("bp_string_free")),
+                discover: std::mem::transmute(sym("bp_discover")),
             }
         }
     })
@@ -132,6 +135,21 @@ impl Provider {
 
     pub fn new(emulator: &Emulator) -> Provider {
         Provider::try_new(&config_for(&emulator.endpoint()).to_string()).expect("provider")
+    }
+
+    /// `bp_discover`; `options` is passed as is (None → NULL).
+    pub fn discover(&self, options: Option<&str>) -> Result<Value, (i32, Value)> {
+        let options = options.map(|o| CString::new(o).unwrap());
+        let mut out = std::ptr::null_mut();
+        let mut err = std::ptr::null_mut();
+        let rc = unsafe { (api().discover)(self.0, options.as_ref().map_or(std::ptr::null(), |o| o.as_ptr()), &mut out, &mut err) };
+        if rc == 0 {
+            assert!(err.is_null());
+            Ok(take_json(out))
+        } else {
+            assert!(out.is_null());
+            Err((rc, take_json(err)))
+        }
     }
 
     pub fn free(self, drain_ms: u32) -> i32 {

@@ -1,0 +1,113 @@
+//! Which AWS region the provider talks to, and where that answer came from (for the discovery
+//! report and logs): explicit settings in a caller-given order, then `AWS_REGION`,
+//! `AWS_DEFAULT_REGION`, then `us-east-1`.
+
+/// Where the region came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionSource {
+    ProviderRegion,
+    BaseUrl,
+    DiscoveryRegion,
+    AwsRegion,
+    AwsDefaultRegion,
+    Default,
+}
+
+impl RegionSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            RegionSource::ProviderRegion => "provider.region",
+            RegionSource::BaseUrl => "provider.baseUrl",
+            RegionSource::DiscoveryRegion => "discovery.region",
+            RegionSource::AwsRegion => "AWS_REGION",
+            RegionSource::AwsDefaultRegion => "AWS_DEFAULT_REGION",
+            RegionSource::Default => "default",
+        }
+    }
+}
+
+/// The first configured candidate, else the environment, else `us-east-1`.
+pub fn resolve(
+    configured: &[(Option<&str>, RegionSource)],
+    env: impl Fn(&str) -> Option<String>,
+) -> (String, RegionSource) {
+    if let Some((Some(r), source)) = configured.iter().find(|(r, _)| r.is_some()) {
+        return (r.to_string(), *source);
+    }
+    let nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    if let Some(r) = nonempty("AWS_REGION") {
+        return (r, RegionSource::AwsRegion);
+    }
+    if let Some(r) = nonempty("AWS_DEFAULT_REGION") {
+        return (r, RegionSource::AwsDefaultRegion);
+    }
+    ("us-east-1".to_string(), RegionSource::Default)
+}
+
+/// The region named by an AWS Bedrock Runtime hostname (`bedrock-runtime[-fips].<region>.amazonaws.com[.cn]`).
+pub fn from_base_url(url: &str) -> Option<String> {
+    let host = host_of(url)?;
+    let mut labels = host.split('.');
+    let service = labels.next()?;
+    let region = labels.next()?;
+    let is_runtime = service == "bedrock-runtime" || service == "bedrock-runtime-fips";
+    (is_runtime && is_aws_host(host) && !region.is_empty()).then(|| region.to_string())
+}
+
+fn host_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', ':']).next().filter(|h| !h.is_empty())
+}
+
+/// True for AWS's own hostnames, where each Bedrock API has its own endpoint; false for a local
+/// emulator or a proxy that serves both the runtime and the control plane at one address.
+pub fn is_aws_endpoint(url: &str) -> bool {
+    host_of(url).is_some_and(is_aws_host)
+}
+
+fn is_aws_host(host: &str) -> bool {
+    host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")
+}
+
+/// The geography prefix of Bedrock's system inference profiles for a region (`us`, `eu`, `apac`).
+pub fn geography(region: &str) -> Option<&'static str> {
+    Some(match region.split('-').next()? {
+        _ if region.starts_with("us-gov-") => "us-gov",
+        "us" | "ca" => "us",
+        "eu" => "eu",
+        "ap" => "apac",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let both: &[(&str, &str)] = &[("AWS_REGION", "ap-south-1"), ("AWS_DEFAULT_REGION", "ca-central-1")];
+        let configured = [(None, RegionSource::ProviderRegion), (Some("eu-central-1"), RegionSource::BaseUrl)];
+        assert_eq!(resolve(&configured, env(both)), ("eu-central-1".into(), RegionSource::BaseUrl));
+        assert_eq!(resolve(&[(None, RegionSource::DiscoveryRegion)], env(both)), ("ap-south-1".into(), RegionSource::AwsRegion));
+        assert_eq!(resolve(&[], env(&[("AWS_REGION", " "), ("AWS_DEFAULT_REGION", "ca-central-1")])).1, RegionSource::AwsDefaultRegion);
+        assert_eq!(resolve(&[], env(&[])), ("us-east-1".into(), RegionSource::Default));
+    }
+
+    #[test]
+    fn hostnames() {
+        assert_eq!(from_base_url("https://bedrock-runtime-fips.us-gov-west-1.amazonaws.com/x").as_deref(), Some("us-gov-west-1"));
+        assert_eq!(from_base_url("https://bedrock-runtime.eu-west-3.amazonaws.com").as_deref(), Some("eu-west-3"));
+        assert_eq!(from_base_url("https://bedrock.us-east-1.amazonaws.com"), None);
+        assert_eq!(from_base_url("http://127.0.0.1:8080"), None);
+        assert!(is_aws_endpoint("https://bedrock-runtime.us-east-1.amazonaws.com"));
+        assert!(!is_aws_endpoint("http://127.0.0.1:8080"));
+        assert_eq!(geography("eu-central-1"), Some("eu"));
+        assert_eq!(geography("ap-northeast-1"), Some("apac"));
+        assert_eq!(geography("us-gov-west-1"), Some("us-gov"));
+        assert_eq!(geography("me-central-1"), None);
+    }
+}

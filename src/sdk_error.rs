@@ -1,0 +1,88 @@
+//! AWS SDK errors → the plugin's typed `Error`, shared by every Bedrock operation. Classification
+//! goes by the AWS error type, then the HTTP status; errors raised before any answer (no identity,
+//! no connection, timeouts) are told apart by the SDK's error variant.
+
+use crate::error::{Error, Kind};
+use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+pub type HttpResponse = aws_smithy_runtime_api::http::Response;
+
+/// Kind and retryability of a Bedrock error type.
+pub fn classify(aws_type: &str, status: Option<u16>) -> (Kind, bool) {
+    match aws_type {
+        "ThrottlingException" | "TooManyRequestsException" => (Kind::Throttled, true),
+        "ServiceQuotaExceededException" => (Kind::Throttled, false),
+        "ModelNotReadyException" => (Kind::Unavailable, true),
+        "ServiceUnavailableException" | "InternalServerException" | "InternalFailure" => (Kind::Unavailable, true),
+        "ValidationException" | "ConflictException" | "SerializationException" => (Kind::InvalidRequest, false),
+        "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "IncompleteSignatureException"
+        | "MissingAuthenticationTokenException"
+        | "ExpiredTokenException"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch" => (Kind::Auth, false),
+        "ResourceNotFoundException" => (Kind::NotFound, false),
+        "ModelErrorException" => (Kind::ModelError, false),
+        "ModelStreamErrorException" => (Kind::ModelError, true),
+        "ModelTimeoutException" => (Kind::Timeout, true),
+        _ => match status {
+            Some(401 | 403) => (Kind::Auth, false),
+            Some(404) => (Kind::NotFound, false),
+            Some(408) => (Kind::Timeout, true),
+            Some(429) => (Kind::Throttled, true),
+            Some(s) if s >= 500 => (Kind::Unavailable, true),
+            Some(s) if s >= 400 => (Kind::InvalidRequest, false),
+            _ => (Kind::Internal, false),
+        },
+    }
+}
+
+/// Credentials that were valid once and may be replaced by now (rotated keys, an expired
+/// session): worth resolving the identity again and retrying once.
+pub fn is_stale_identity(e: &Error) -> bool {
+    matches!(e.aws_error_type.as_deref(), Some("ExpiredTokenException" | "ExpiredToken" | "UnrecognizedClientException" | "InvalidClientTokenId"))
+}
+
+pub fn service_error(aws_type: &str, message: Option<&str>, status: Option<u16>, request_id: Option<String>) -> Error {
+    let (kind, retryable) = classify(aws_type, status);
+    let mut e = Error::new(kind, format!("{aws_type}: {}", message.unwrap_or("(no message)"))).retryable(retryable);
+    e.http_status = status;
+    e.request_id = request_id;
+    e.aws_error_type = Some(aws_type.to_string());
+    e
+}
+
+/// Errors the SDK raises before any HTTP answer, or when the answer cannot be read.
+pub fn transport_error<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> Error {
+    let detail = DisplayErrorContext(e).to_string();
+    let lowered = detail.to_lowercase();
+    let about_identity = lowered.contains("credential") || lowered.contains("identity") || lowered.contains("no token") || lowered.contains("bearer");
+    match e {
+        SdkError::TimeoutError(_) => Error::new(Kind::Timeout, format!("Bedrock did not answer in time: {detail}")),
+        _ if about_identity => Error::new(Kind::Auth, format!("no usable AWS credentials: {detail}")),
+        SdkError::DispatchFailure(d) if d.is_timeout() => Error::new(Kind::Timeout, format!("connecting to Bedrock timed out: {detail}")),
+        SdkError::DispatchFailure(_) => Error::new(Kind::Network, format!("could not reach Bedrock: {detail}")),
+        SdkError::ResponseError(_) => Error::new(Kind::Network, format!("the connection to Bedrock broke off: {detail}")),
+        SdkError::ConstructionFailure(_) => Error::new(Kind::InvalidArgument, format!("the request could not be built: {detail}")),
+        _ => Error::internal(format!("unexpected SDK error: {detail}")),
+    }
+}
+
+/// Any operation's error; `variant` is the modelled error type when the operation's enum names it.
+pub fn from_operation_error<E>(e: &SdkError<E, HttpResponse>, variant: impl Fn(&E) -> Option<&'static str>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e {
+        SdkError::ServiceError(ctx) => {
+            let status = Some(ctx.raw().status().as_u16());
+            let request_id = ctx.raw().headers().get("x-amzn-requestid").map(str::to_string);
+            let err = ctx.err();
+            let aws_type = variant(err).or(err.code()).unwrap_or("UnknownError");
+            service_error(aws_type, err.message(), status, request_id)
+        }
+        _ => transport_error(e),
+    }
+}
