@@ -3,7 +3,7 @@
 //! no connection, timeouts) are told apart by the SDK's error variant.
 
 use crate::error::{Error, Kind};
-use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 
 pub type HttpResponse = aws_smithy_runtime_api::http::Response;
 
@@ -54,9 +54,25 @@ pub fn service_error(aws_type: &str, message: Option<&str>, status: Option<u16>,
     e
 }
 
+/// The error and its causes as one line (`DisplayErrorContext` would append a debug dump of the
+/// raw response, which is noise in a message meant for operators).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// Errors the SDK raises before any HTTP answer, or when the answer cannot be read.
-pub fn transport_error<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> Error {
-    let detail = DisplayErrorContext(e).to_string();
+pub fn transport_error<E: std::error::Error + 'static, R: std::fmt::Debug + 'static>(e: &SdkError<E, R>) -> Error {
+    let detail = causes(e);
     let lowered = detail.to_lowercase();
     let about_identity = lowered.contains("credential") || lowered.contains("identity") || lowered.contains("no token") || lowered.contains("bearer");
     match e {

@@ -2,6 +2,8 @@
 //! a hermetic AWS environment, and an event collector per stream.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use serde_json::{json, Value};
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_void};
@@ -41,11 +43,17 @@ pub fn plugin_path() -> PathBuf {
     exe.parent().expect("deps dir").join("libbedrock_plugin.so")
 }
 
+/// Set in a child process whose environment the parent test chose on purpose.
+pub const KEEP_ENV: &str = "BP_TEST_KEEP_ENV";
+
 /// Sets the AWS environment every test process uses: explicit keys and region, no IMDS, no
 /// shared config, no retries (tests drive each error path once).
 pub fn hermetic_env() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        if std::env::var_os(KEEP_ENV).is_some() {
+            return;
+        }
         for (k, v) in [
             ("AWS_EC2_METADATA_DISABLED", "true"),
             ("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY),

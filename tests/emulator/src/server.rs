@@ -51,6 +51,10 @@ pub struct Stats {
     pub last_role_arn: Option<String>,
     pub imds_tokens: u64,
     pub imds_credentials: u64,
+    /// Distinct access keys of accepted SigV4 calls, in the order first seen.
+    pub access_keys: Vec<String>,
+    /// Requests that arrived in absolute form (`POST http://host/...`): sent through a proxy.
+    pub proxied: u64,
 }
 
 impl Stats {
@@ -66,6 +70,7 @@ impl Stats {
             "expiredTokenRejections": self.expired_token_rejections, "accessDenied": self.access_denied,
             "stsAssumeRole": self.sts_assume_role, "lastRoleArn": self.last_role_arn,
             "imdsTokens": self.imds_tokens, "imdsCredentials": self.imds_credentials,
+            "accessKeys": self.access_keys, "proxied": self.proxied,
         })
     }
 }
@@ -178,7 +183,10 @@ fn imds(state: &State, config: &Config, method: &str, path: &str, headers: &[(St
             return text(400, "text/plain", "token requests are PUT with x-aws-ec2-metadata-token-ttl-seconds".into());
         }
         state.stats.lock().unwrap().imds_tokens += 1;
-        return text(200, "text/plain", state.identity.new_imds_token());
+        let ttl = header("x-aws-ec2-metadata-token-ttl-seconds").unwrap_or("21600").to_string();
+        let mut response = text(200, "text/plain", state.identity.new_imds_token());
+        response.headers_mut().insert("x-aws-ec2-metadata-token-ttl-seconds", ttl.parse().expect("digits"));
+        return response;
     }
     if !state.identity.imds_token_valid(header("x-aws-ec2-metadata-token")) {
         return text(401, "text/plain", "Unauthorized".into());
@@ -234,6 +242,7 @@ fn validate_converse(body: &Value) -> Result<(), String> {
 }
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<BoxedBody>, std::convert::Infallible> {
+    let absolute_form = req.uri().authority().is_some();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -246,7 +255,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(aws_error(400, "SerializationException", "Could not read the request body")),
     };
-    state.stats.lock().unwrap().requests += 1;
+    {
+        let mut stats = state.stats.lock().unwrap();
+        stats.requests += 1;
+        stats.proxied += u64::from(absolute_form);
+    }
 
     if method == "GET" && path == "/_emulator/stats" {
         return Ok(json_ok(state.stats.lock().unwrap().to_json()));
@@ -263,6 +276,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
                 Caller::SigV4(v) => {
                     stats.sigv4_ok += 1;
                     stats.last_region = Some(v.region);
+                    if !stats.access_keys.contains(&v.access_key) {
+                        stats.access_keys.push(v.access_key.clone());
+                    }
                     stats.last_access_key = Some(v.access_key);
                     stats.last_service = Some(v.service);
                     stats.last_auth = Some("sigv4".into());
