@@ -1,7 +1,7 @@
 /*
  * bp-host — the example gateway host for bedrock-plugin.
  *
- *   bp-host [--plugin PATH] [--config FILE] models
+ *   bp-host [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]
  *   bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT
  *
  * Loads the plugin with dlopen (default: ../target/release/libbedrock_plugin.so next to this
@@ -34,6 +34,7 @@ struct api {
     void (*stream_release)(bp_stream *);
     int32_t (*provider_free)(bp_provider *, uint32_t);
     void (*string_free)(char *);
+    int32_t (*discover)(bp_provider *, const char *, char **, char **); /* ABI 1.1 */
 };
 
 /* ---- a minimal JSON reader: enough for the config's models and the event fields we print ---- */
@@ -120,30 +121,84 @@ static double number(const char *p) { return p ? strtod(p, NULL) : 0; }
 
 /* ---- commands ---- */
 
-static int cmd_models(const char *config) {
-    const char *provider = member(config, "provider");
-    const char *models = provider ? member(provider, "models") : NULL;
-    printf("%-48s %-24s %-11s %8s %8s %s\n", "ID", "NAME", "INPUT", "CONTEXT", "MAX OUT", "REASONING");
-    if (!models || *models != '[') return 0;
-    const char *p = skip_ws(models + 1);
-    while (*p == '{') {
-        char id[256], name[256], input[64] = "";
-        read_string(member(p, "id"), id, sizeof id);
-        const char *n = member(p, "name");
-        if (n) read_string(n, name, sizeof name); else snprintf(name, sizeof name, "%s", id);
-        const char *in = member(p, "input");
-        if (!in) snprintf(input, sizeof input, "text");
-        else {
-            if (strstr(in, "\"text\"") && strstr(in, "\"text\"") < value_end(in)) strcat(input, "text");
-            if (strstr(in, "\"image\"") && strstr(in, "\"image\"") < value_end(in)) strcat(input, input[0] ? "+image" : "image");
-        }
-        const char *r = member(p, "reasoning");
-        printf("%-48s %-24s %-11s %8.0f %8.0f %s\n", id, name, input, number(member(p, "contextWindow")),
-               number(member(p, "maxTokens")), r && strncmp(r, "true", 4) == 0 ? "yes" : "no");
-        p = skip_ws(value_end(p));
-        if (*p == ',') p = skip_ws(p + 1);
+static void print_model_row(const char *m) {
+    char id[512], name[256], input[64] = "";
+    read_string(member(m, "id"), id, sizeof id);
+    const char *n = member(m, "name");
+    if (n) read_string(n, name, sizeof name); else snprintf(name, sizeof name, "%s", id);
+    const char *in = member(m, "input");
+    if (!in) snprintf(input, sizeof input, "text");
+    else {
+        if (strstr(in, "\"text\"") && strstr(in, "\"text\"") < value_end(in)) strcat(input, "text");
+        if (strstr(in, "\"image\"") && strstr(in, "\"image\"") < value_end(in)) strcat(input, input[0] ? "+image" : "image");
     }
-    return 0;
+    const char *r = member(m, "reasoning");
+    printf("%-48s %-28s %-11s %8.0f %8.0f %s\n", id, name, input, number(member(m, "contextWindow")),
+           number(member(m, "maxTokens")), r && strncmp(r, "true", 4) == 0 ? "yes" : "no");
+}
+
+/* Prints a models array as a table: global cross-region profiles first, like `openclaw models list`. */
+static int print_models(const char *models) {
+    printf("%-48s %-28s %-11s %8s %8s %s\n", "ID", "NAME", "INPUT", "CONTEXT", "MAX OUT", "REASONING");
+    if (!models || *models != '[') return 0;
+    int count = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *p = skip_ws(models + 1);
+        while (*p == '{') {
+            const char *id = member(p, "id");
+            int global = id && strncmp(id, "\"global.", 8) == 0;
+            if (global == (pass == 0)) { print_model_row(p); count++; }
+            p = skip_ws(value_end(p));
+            if (*p == ',') p = skip_ws(p + 1);
+        }
+    }
+    return count;
+}
+
+/* One line on stderr saying where the list came from (discovery status, region, identity). */
+static void print_discovery_summary(const char *out, int count) {
+    const char *d = member(out, "discovery");
+    char status[32] = "?", region[64] = "?", region_source[64] = "?", auth[256] = "?", reason[512] = "";
+    if (d) {
+        read_string(member(d, "status"), status, sizeof status);
+        read_string(member(d, "region"), region, sizeof region);
+        read_string(member(d, "regionSource"), region_source, sizeof region_source);
+        const char *a = member(d, "authSource");
+        if (a) read_string(member(a, "origin"), auth, sizeof auth);
+        const char *r = member(d, "reason");
+        if (r) read_string(r, reason, sizeof reason);
+    }
+    fprintf(stderr, "%d models; discovery %s%s%s; region %s (from %s); auth from %s\n", count, status, reason[0] ? ": " : "",
+            reason, region, region_source, auth);
+}
+
+static int cmd_models(struct api *api, const char *config, int json, int refresh) {
+    if (!api->discover) {
+        /* An ABI 1.0 plugin cannot discover: list the configured models only. */
+        const char *provider = member(config, "provider");
+        print_models(provider ? member(provider, "models") : NULL);
+        return 0;
+    }
+    char *err = NULL, *out = NULL;
+    bp_provider *provider = NULL;
+    if (api->provider_new(config, &provider, &err) != BP_OK) {
+        fprintf(stderr, "init: %s\n", err ? err : "failed");
+        api->string_free(err);
+        return 1;
+    }
+    int status = 0;
+    if (api->discover(provider, refresh ? "{\"refresh\":true}" : NULL, &out, &err) != BP_OK) {
+        fprintf(stderr, "discover: %s\n", err ? err : "failed");
+        api->string_free(err);
+        status = 1;
+    } else if (json) {
+        printf("%s\n", out);
+    } else {
+        print_discovery_summary(out, print_models(member(out, "models")));
+    }
+    api->string_free(out);
+    api->provider_free(provider, 10000);
+    return status;
 }
 
 struct chat {
@@ -254,7 +309,7 @@ static char *read_file(const char *path) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bp-host [--plugin PATH] [--config FILE] models\n"
+    fprintf(stderr, "usage: bp-host [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]\n"
                     "       bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT\n");
 }
 
@@ -262,8 +317,11 @@ int main(int argc, char **argv) {
     char default_plugin[PATH_MAX + 64] = "";
     const char *plugin = getenv("BP_PLUGIN"), *config_path = getenv("BP_CONFIG"), *model = NULL, *prompt = NULL, *command = NULL;
     long max_tokens = 1024;
+    int json = 0, refresh = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) plugin = argv[++i];
+        if (strcmp(argv[i], "--json") == 0) json = 1;
+        else if (strcmp(argv[i], "--refresh") == 0) refresh = 1;
+        else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) plugin = argv[++i];
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config_path = argv[++i];
         else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) model = argv[++i];
         else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) max_tokens = atol(argv[++i]);
@@ -271,7 +329,8 @@ int main(int argc, char **argv) {
         else if (!prompt) prompt = argv[i];
         else { usage(); return 2; }
     }
-    if (!command || (strcmp(command, "chat") == 0 && (!model || !prompt)) || (strcmp(command, "chat") && strcmp(command, "models"))) {
+    int is_models = command && strcmp(command, "models") == 0 && (!prompt || strcmp(prompt, "list") == 0);
+    if (!command || (strcmp(command, "chat") == 0 && (!model || !prompt)) || (strcmp(command, "chat") && !is_models)) {
         usage();
         return 2;
     }
@@ -296,14 +355,15 @@ int main(int argc, char **argv) {
     *(void **)&api.stream_release = dlsym(handle, "bp_stream_release");
     *(void **)&api.provider_free = dlsym(handle, "bp_provider_free");
     *(void **)&api.string_free = dlsym(handle, "bp_string_free");
+    *(void **)&api.discover = (api.abi_version && (api.abi_version() & 0xFFFF) >= 1) ? dlsym(handle, "bp_discover") : NULL;
     int status = 1;
     if (!api.abi_version || !api.provider_new || !api.stream_start || !api.stream_release || !api.provider_free || !api.string_free) {
         fprintf(stderr, "%s is not a bedrock-plugin (missing exports)\n", plugin);
     } else if (api.abi_version() >> 16 != BP_ABI_VERSION_MAJOR) {
         fprintf(stderr, "plugin ABI %u.%u is not compatible with this host (ABI %d.x)\n", api.abi_version() >> 16,
                 api.abi_version() & 0xFFFF, BP_ABI_VERSION_MAJOR);
-    } else if (strcmp(command, "models") == 0) {
-        status = cmd_models(config ? config : DEFAULT_CONFIG);
+    } else if (is_models) {
+        status = cmd_models(&api, config ? config : DEFAULT_CONFIG, json, refresh);
     } else {
         char *err = NULL;
         bp_provider *provider = NULL;

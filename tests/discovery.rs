@@ -123,6 +123,15 @@ fn profiles_inherit_their_base_model_and_application_profiles_are_invoked_by_arn
     assert_eq!(stats.last_model_id.as_deref(), Some(arn));
     let raw = stats.last_raw_path.unwrap();
     assert!(raw.contains("arn%3Aaws%3Abedrock") && raw.contains("application-inference-profile%2Fteam-a%2Fprod"), "{raw}");
+
+    // A provisioned model's ARN, passed as a model object, is encoded the same way.
+    let provisioned = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pt-0123456789ab";
+    let mut by_object = request("", "emulator: reply=provisioned", json!({}));
+    by_object["model"] = json!({"id": provisioned});
+    let events = start(&p, &by_object).finish();
+    assert_eq!(text_of(&events), "provisioned");
+    assert_eq!(emulator.stats().last_model_id.as_deref(), Some(provisioned));
+    assert!(emulator.stats().last_raw_path.unwrap().ends_with("provisioned-model%2Fpt-0123456789ab/converse-stream"));
 }
 
 #[test]

@@ -25,11 +25,25 @@ fn lists_models_and_streams_a_chat() {
     let emulator = Emulator::start(EmulatorConfig::default());
     let host = build_host();
     let config = write_config(&emulator, "example-config.json");
-    let out = Command::new(&host).arg("--plugin").arg(plugin_path()).arg("--config").arg(&config).arg("models").output().unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
-    assert!(table.lines().any(|l| l.starts_with("anthropic.claude-sonnet-4-5-20250929-v1:0") && l.contains("text+image") && l.contains("200000") && l.ends_with("yes")), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("emulator.echo") && l.contains("32000") && l.ends_with("no")), "{table}");
+    let models = |args: &[&str]| {
+        let out = Command::new(&host).arg("--plugin").arg(plugin_path()).arg("--config").arg(&config).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (table, summary) = models(&["models", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].ends_with("REASONING"), "{table}");
+    // Configured plus discovered, global profiles first; the configured entry wins its id.
+    assert!(lines[1].starts_with("global.anthropic.claude-sonnet-4-5-20250929-v1:0") && lines[1].ends_with("yes"), "{table}");
+    assert!(lines.iter().any(|l| l.starts_with("anthropic.claude-sonnet-4-5-20250929-v1:0") && l.contains("text+image") && l.contains("200000") && l.contains(" 8192 ") && l.ends_with("yes")), "{table}");
+    assert!(lines.iter().any(|l| l.starts_with("emulator.echo") && l.contains("32000") && l.ends_with("no")), "{table}");
+    assert!(lines.iter().any(|l| l.starts_with("meta.llama3-3-70b-instruct-v1:0") && l.contains("128000")), "{table}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("anthropic.claude-sonnet-4-5")).count(), 1, "{table}");
+    assert!(summary.contains("models; discovery discovered; region us-east-1 (from AWS_REGION); auth from AWS_ACCESS_KEY_ID"), "{summary}");
+    let (json, _) = models(&["models", "--json", "--refresh"]);
+    let provider: serde_json::Value = serde_json::from_str(&json).expect("--json prints the provider config");
+    assert_eq!((provider["api"].as_str(), provider["baseUrl"].as_str()), (Some("bedrock-converse-stream"), Some(emulator.endpoint().as_str())));
+    assert_eq!(provider["models"].as_array().unwrap().len(), lines.len() - 1);
 
     let out = Command::new(&host)
         .arg("--plugin").arg(plugin_path()).arg("--config").arg(&config)
@@ -51,39 +65,48 @@ fn lists_models_and_streams_a_chat() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("error (error, throttled): ThrottlingException"));
 }
 
-fn valgrind_chat(keep_loaded: bool, leak_kinds: &str) -> (Option<i32>, String) {
+/// Runs bp-host under valgrind: a streamed chat, then a discovery (`models list`).
+fn valgrind_host(keep_loaded: bool, leak_kinds: &str) -> Vec<(Option<i32>, String)> {
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig::default());
     let host = build_host();
     let config = write_config(&emulator, &format!("valgrind-config-{keep_loaded}.json"));
-    let out = Command::new("valgrind")
-        .args(["--leak-check=full", "--error-exitcode=99"])
-        .arg(format!("--errors-for-leak-kinds={leak_kinds}"))
-        .arg(&host)
-        .arg("--plugin").arg(plugin_path()).arg("--config").arg(&config)
-        .args(["chat", "--model", "emulator.echo", "emulator: chunks=5"])
-        .env("BP_HOST_KEEP_LOADED", if keep_loaded { "1" } else { "0" })
-        .output()
-        .expect("valgrind is installed (.ci/run installs it)");
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("w0 w1 w2 w3 w4 "));
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let run = |args: &[&str]| {
+        let out = Command::new("valgrind")
+            .args(["--leak-check=full", "--error-exitcode=99"])
+            .arg(format!("--errors-for-leak-kinds={leak_kinds}"))
+            .arg(&host)
+            .arg("--plugin").arg(plugin_path()).arg("--config").arg(&config)
+            .args(args)
+            .env("BP_HOST_KEEP_LOADED", if keep_loaded { "1" } else { "0" })
+            .output()
+            .expect("valgrind is installed (.ci/run installs it)");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (chat_code, chat_out, chat_err) = run(&["chat", "--model", "emulator.echo", "emulator: chunks=5"]);
+    assert!(chat_out.starts_with("w0 w1 w2 w3 w4 "), "{chat_out}");
+    let (list_code, list_out, list_err) = run(&["models", "list"]);
+    assert!(list_out.lines().any(|l| l.starts_with("global.anthropic.claude-sonnet-4-5")), "{list_out}");
+    vec![(chat_code, chat_err), (list_code, list_err)]
 }
 
 #[test]
 fn example_host_is_valgrind_clean_with_the_plugin_loaded() {
     // No invalid access and no definite or indirect leak. ("Possibly lost" blocks are interior
     // pointers into the SDK's static retry token bucket, which stays mapped and reachable.)
-    let (code, stderr) = valgrind_chat(true, "definite,indirect");
-    assert_eq!(code, Some(0), "valgrind reported errors:\n{stderr}");
-    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    for (code, stderr) in valgrind_host(true, "definite,indirect") {
+        assert_eq!(code, Some(0), "valgrind reported errors:\n{stderr}");
+        assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    }
 }
 
 #[test]
 fn example_host_has_no_invalid_access_across_dlclose() {
     // After dlclose the SDK's process statics can no longer be reached and count as lost; that
     // cost is paid once per load (see README). Invalid reads or writes would still fail here.
-    let (code, stderr) = valgrind_chat(false, "none");
-    assert_eq!(code, Some(0), "valgrind reported errors:\n{stderr}");
-    let lost = stderr.lines().find(|l| l.contains("definitely lost:")).unwrap_or("");
-    println!("statics left behind by one load/unload: {}", lost.split("==").last().unwrap_or("").trim());
+    for ((code, stderr), what) in valgrind_host(false, "none").into_iter().zip(["chat", "models list"]) {
+        assert_eq!(code, Some(0), "valgrind reported errors:\n{stderr}");
+        let lost = stderr.lines().find(|l| l.contains("definitely lost:")).unwrap_or("");
+        println!("{what}: statics left behind by one load/unload: {}", lost.split("==").last().unwrap_or("").trim());
+    }
 }

@@ -66,7 +66,8 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if PROVIDERS.fetch_sub(1, Ordering::AcqRel) == 1 {
-            slots().clear();
+            // Replaced, not cleared: a cleared map keeps its buffer, which would outlive dlclose.
+            drop(std::mem::take(&mut *slots()));
         }
     }
 }
