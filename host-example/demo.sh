@@ -34,7 +34,7 @@ if [ "$live" = 1 ]; then
   fi
   model=${BP_MODEL:-us.anthropic.claude-sonnet-4-5-20250929-v1:0}
   echo "==> models"
-  "$host" models
+  "$host" models list
   echo "==> chat with $model on Amazon Bedrock"
   exec "$host" chat --model "$model" "$prompt"
 fi
@@ -69,6 +69,6 @@ export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_BEARER_TOKEN_BEDROCK
 
 echo "==> models (emulator at $endpoint)"
-"$host" --config "$workdir/config.json" models
+"$host" --config "$workdir/config.json" models list
 echo "==> chat"
 "$host" --config "$workdir/config.json" chat --model anthropic.claude-sonnet-4-5-20250929-v1:0 "$prompt"
