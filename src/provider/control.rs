@@ -55,12 +55,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The first answer wins (a late shutdown notice never replaces a real answer).
     pub fn set(&self, value: Result<String>) {
-        let mut v = lock(&self.value);
-        if v.is_none() {
-            *v = Some(value);
-        }
+        *lock(&self.value) = Some(value);
         self.ready.notify_all();
     }
 

@@ -61,11 +61,21 @@ struct Live {
 struct Answer {
     reply: Arc<Reply>,
     registry: Arc<Registry>,
+    sent: bool,
+}
+
+impl Answer {
+    fn send(mut self, result: Result<String>) {
+        self.reply.set(result);
+        self.sent = true;
+    }
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        self.reply.set(Err(super::shutting_down()));
+        if !self.sent {
+            self.reply.set(Err(super::shutting_down()));
+        }
         self.registry.finished();
     }
 }
@@ -113,12 +123,10 @@ fn run(args: Args) {
                 });
             }
             Command::Discover { refresh, reply } => {
-                let answer = Answer { reply, registry: registry.clone() };
+                let answer = Answer { reply, registry: registry.clone(), sent: false };
                 let (discovery, clients) = (discovery.clone(), clients.clone());
                 runtime.spawn(async move {
-                    let result = discovery.run(&clients, refresh).await.map(|v| v.to_string());
-                    answer.reply.set(result);
-                    drop(answer);
+                    answer.send(discovery.run(&clients, refresh).await.map(|v| v.to_string()));
                 });
             }
             Command::Cancel(id) => {
