@@ -317,6 +317,7 @@ fn wrong_api_key_is_refused_without_echoing_it() {
     let run = run_child("wrong-key", "chat", &config(&emulator, json!({})), &env, || {});
     let error = &run.get("chat", 0)["error"];
     assert_eq!((error["code"].as_str(), error["awsErrorType"].as_str(), error["httpStatus"].as_u64()), (Some("auth"), Some("UnrecognizedClientException"), Some(403)));
+    assert_eq!(emulator.stats().auth_failures, 1, "a refused API key is final: no second attempt");
     assert!(!run.everything().contains(API_KEY));
 }
 

@@ -38,6 +38,12 @@ impl Clients {
         self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether resolving the identity again can help: a Bedrock API key is fixed at start-up,
+    /// so a refused key is final.
+    pub fn refreshable(&self) -> bool {
+        !self.settings.auth.uses_api_key()
+    }
+
     /// Fresh clients, unless another caller already rebuilt them since `seen`.
     pub async fn refresh(&self, seen: u64) -> Arc<Built> {
         let _one_at_a_time = self.rebuilding.lock().await;
