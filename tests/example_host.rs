@@ -13,9 +13,10 @@ fn build_host() -> PathBuf {
     let built = BUILT.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("host-example");
         let out = Command::new("make").arg("--quiet").arg("-C").arg(&dir).arg("bp-host").output().expect("make runs");
-        match out.status.success() {
-            true => Ok(dir.join("bp-host")),
-            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        if out.status.success() {
+            Ok(dir.join("bp-host"))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     });
     built.clone().unwrap_or_else(|e| panic!("make bp-host failed:\n{e}"))
