@@ -114,7 +114,7 @@ async fn open(clients: &Clients, request: &StreamRequest, run: &mut Run) -> Resu
             }
             Err(e) => clients.explain(errors::from_send_error(e)),
         };
-        if !refreshed && clients.refreshable() && crate::sdk_error::is_stale_identity(&e) {
+        if !refreshed && clients.worth_refreshing(&e) {
             refreshed = true;
             built = clients.refresh(built.generation).await;
         } else if let Some(profile) = fallback.take().filter(|_| needs_profile(&e)) {

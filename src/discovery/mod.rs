@@ -117,9 +117,7 @@ impl Discovery {
     async fn list(&self, clients: &Clients) -> Result<(Catalog, Vec<String>)> {
         let built = clients.current();
         let listing = match fetch::list(&built.control).await {
-            Err(e) if clients.refreshable() && crate::sdk_error::is_stale_identity(&e) => {
-                fetch::list(&clients.refresh(built.generation).await.control).await
-            }
+            Err(e) if clients.worth_refreshing(&e) => fetch::list(&clients.refresh(built.generation).await.control).await,
             other => other,
         }
         .map_err(|e| clients.explain(e))?;

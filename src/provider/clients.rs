@@ -38,10 +38,10 @@ impl Clients {
         self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Whether resolving the identity again can help: a Bedrock API key is fixed at start-up,
-    /// so a refused key is final.
-    pub fn refreshable(&self) -> bool {
-        !self.settings.auth.uses_api_key()
+    /// Whether resolving the identity again can cure `error`: only for expired or unknown
+    /// credentials, and never for a Bedrock API key, which is fixed at start-up.
+    pub fn worth_refreshing(&self, error: &Error) -> bool {
+        !self.settings.auth.uses_api_key() && crate::sdk_error::is_stale_identity(error)
     }
 
     /// Fresh clients, unless another caller already rebuilt them since `seen`.
