@@ -59,22 +59,23 @@ struct Live {
 /// Answers a `bp_discover` caller exactly once: with the result, or, if the runtime shuts down
 /// before the discovery finished, with "shutting down" from `Drop`.
 struct Answer {
-    reply: Arc<Reply>,
+    /// Taken by the one answer given.
+    reply: Option<Arc<Reply>>,
     registry: Arc<Registry>,
-    sent: bool,
 }
 
 impl Answer {
     fn send(mut self, result: Result<String>) {
-        self.reply.set(result);
-        self.sent = true;
+        if let Some(reply) = self.reply.take() {
+            reply.set(result);
+        }
     }
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        if !self.sent {
-            self.reply.set(Err(super::shutting_down()));
+        if let Some(reply) = self.reply.take() {
+            reply.set(Err(super::shutting_down()));
         }
         self.registry.finished();
     }
@@ -123,7 +124,7 @@ fn run(args: Args) {
                 });
             }
             Command::Discover { refresh, reply } => {
-                let answer = Answer { reply, registry: registry.clone(), sent: false };
+                let answer = Answer { reply: Some(reply), registry: registry.clone() };
                 let (discovery, clients) = (discovery.clone(), clients.clone());
                 runtime.spawn(async move {
                     answer.send(discovery.run(&clients, refresh).await.map(|v| v.to_string()));
