@@ -207,6 +207,24 @@ fn cache_hits_expires_refreshes_and_never_keeps_a_failure() {
 }
 
 #[test]
+fn the_cache_lives_as_long_as_a_provider_with_its_key() {
+    let emulator = Emulator::start(mixed_catalog());
+    // Another key stays in use throughout, so the process never runs out of providers.
+    let _other_key = Provider::try_new(&config(&emulator, json!({"enabled": true, "defaultMaxTokens": 1000}))).unwrap();
+    let config = config(&emulator, json!({"enabled": true}));
+    let old = Provider::try_new(&config).unwrap();
+    assert_eq!(old.discover(None).unwrap()["discovery"]["status"], "discovered");
+    // A config reload: the new provider is built before the old one is freed.
+    let new = Provider::try_new(&config).unwrap();
+    drop(old);
+    assert_eq!(new.discover(None).unwrap()["discovery"]["status"], "cached");
+    drop(new);
+    let later = Provider::try_new(&config).unwrap();
+    assert_eq!(later.discover(None).unwrap()["discovery"]["status"], "discovered", "no provider held the key");
+    assert_eq!(emulator.stats().list_foundation_models, 2);
+}
+
+#[test]
 fn concurrent_callers_share_one_discovery_while_streams_run() {
     let emulator = Emulator::start(EmulatorConfig { list_delay: Duration::from_millis(400), ..mixed_catalog() });
     let p = Provider::try_new(&config(&emulator, json!({"enabled": true}))).unwrap();

@@ -1,14 +1,12 @@
-//! Discovery results shared by every provider in the process (a gateway that reloads its config
-//! builds a new provider and should not list Bedrock again), keyed by what changes the answer.
-//! Callers that arrive while a discovery is in flight wait for it and share its outcome, failures
-//! included; a failure is never served to a later caller.
+//! Discovery results shared by the live providers of the process, keyed by what changes the
+//! answer. Callers that arrive while a discovery is in flight wait for it and share its outcome,
+//! failures included; a failure is never served to a later caller.
 
 use super::select::Catalog;
 use crate::error::{Error, Result};
 use once_cell::sync::Lazy;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,29 +43,47 @@ struct SlotState {
 #[derive(Default)]
 struct Slot(tokio::sync::Mutex<SlotState>);
 
-static SLOTS: Lazy<Mutex<HashMap<Key, Arc<Slot>>>> = Lazy::new(Default::default);
-static PROVIDERS: AtomicUsize = AtomicUsize::new(0);
-
-fn slots() -> std::sync::MutexGuard<'static, HashMap<Key, Arc<Slot>>> {
-    SLOTS.lock().unwrap_or_else(|p| p.into_inner())
+struct Entry {
+    leases: usize,
+    slot: Arc<Slot>,
 }
 
-/// A provider that may use the cache; the last one to go empties it, so that an unloaded plugin
-/// leaves no discovery results behind.
-pub struct Lease(());
+static ENTRIES: Lazy<Mutex<HashMap<Key, Entry>>> = Lazy::new(Default::default);
+
+fn entries() -> std::sync::MutexGuard<'static, HashMap<Key, Entry>> {
+    ENTRIES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A provider's hold on the cache entry for its key. Providers with the same key share one entry
+/// (a gateway that reloads its config builds the new provider before it frees the old one, and
+/// should not list Bedrock again); the last one to go drops it, so results never outlive every
+/// provider that could use them, and an unloaded plugin leaves none behind.
+pub struct Lease {
+    key: Key,
+    slot: Arc<Slot>,
+}
 
 impl Lease {
-    pub fn take() -> Lease {
-        PROVIDERS.fetch_add(1, Ordering::AcqRel);
-        Lease(())
+    pub fn take(key: Key) -> Lease {
+        let mut entries = entries();
+        let entry = entries.entry(key.clone()).or_insert_with(|| Entry { leases: 0, slot: Arc::default() });
+        entry.leases += 1;
+        Lease { slot: entry.slot.clone(), key }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if PROVIDERS.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Replaced, not cleared: a cleared map keeps its buffer, which would outlive dlclose.
-            drop(std::mem::take(&mut *slots()));
+        let mut entries = entries();
+        if let Some(entry) = entries.get_mut(&self.key) {
+            entry.leases -= 1;
+            if entry.leases == 0 {
+                entries.remove(&self.key);
+            }
+        }
+        if entries.is_empty() {
+            // Replaced, not cleared: an emptied map keeps its buffer, which would outlive dlclose.
+            *entries = HashMap::new();
         }
     }
 }
@@ -81,14 +97,13 @@ pub enum Origin {
 
 /// The cached catalog when younger than `ttl` (and `refresh` is false), the outcome of a discovery
 /// that finished after this call began, or a new discovery by `fetch`.
-pub async fn get<F, Fut>(key: &Key, ttl: Duration, refresh: bool, fetch: F) -> Result<(Found, Origin)>
+pub async fn get<F, Fut>(lease: &Lease, ttl: Duration, refresh: bool, fetch: F) -> Result<(Found, Origin)>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(Catalog, Vec<String>)>>,
 {
     let asked = Instant::now();
-    let slot = slots().entry(key.clone()).or_default().clone();
-    let mut state = slot.0.lock().await;
+    let mut state = lease.slot.0.lock().await;
     if let Some(found) = &state.found {
         let in_flight_when_asked = found.finished >= asked;
         let fresh = !refresh && found.finished.elapsed() < ttl;

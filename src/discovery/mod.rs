@@ -35,7 +35,7 @@ fn disabled_reason(settings: &DiscoveryConfig, auth: &Auth) -> Option<String> {
 }
 
 pub struct Discovery {
-    key: cache::Key,
+    cache: cache::Lease,
     ttl: Duration,
     select: select::Settings,
     disabled: Option<String>,
@@ -46,7 +46,6 @@ pub struct Discovery {
     auth: Value,
     /// The last successful result, for resolving ids on host threads and picking fallbacks.
     latest: Mutex<Option<Arc<Catalog>>>,
-    _lease: cache::Lease,
 }
 
 impl Discovery {
@@ -60,14 +59,14 @@ impl Discovery {
         };
         let base_url = config.provider.base_url.clone().unwrap_or_else(|| format!("https://bedrock-runtime.{}.amazonaws.com", region.0));
         Discovery {
-            key: cache::Key {
+            cache: cache::Lease::take(cache::Key {
                 endpoint: control_endpoint,
                 region: region.0.clone(),
                 identity: auth.origin(),
                 provider_filter: select.provider_filter.clone(),
                 default_context_window: select.default_context_window,
                 default_max_tokens: select.default_max_tokens,
-            },
+            }),
             ttl: Duration::from_secs(settings.refresh_interval_secs),
             select,
             disabled: disabled_reason(settings, auth),
@@ -77,7 +76,6 @@ impl Discovery {
             configured: config.provider.models.clone(),
             auth: json!({ "kind": auth.kind(), "origin": auth.origin(), "ignored": auth.overridden }),
             latest: Mutex::new(None),
-            _lease: cache::Lease::take(),
         }
     }
 
@@ -96,7 +94,7 @@ impl Discovery {
             return Ok(self.answer(&self.configured, json!({ "status": "disabled", "reason": reason })));
         }
         let started = Instant::now();
-        let (found, origin) = cache::get(&self.key, self.ttl, refresh, || self.list(clients)).await?;
+        let (found, origin) = cache::get(&self.cache, self.ttl, refresh, || self.list(clients)).await?;
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(found.catalog.clone());
         if origin == cache::Origin::Fresh {
             log::info(&format!("discovered {} models in {} ({} ms)", found.catalog.models.len(), self.region, started.elapsed().as_millis()));
