@@ -4,7 +4,8 @@
 //! Keys: `chunks=N` (text as N deltas "w0 ", "w1 ", …), `reply=<rest of line>` (text split into
 //! words), `echo=request` (the received request body as the text), `stop=<bedrock stop reason>`,
 //! `tool=<name>` (a tool call with `{"city":"Paris","days":3}` input in two deltas),
-//! `reasoning=1` (a reasoning block with a signature before the text), `error=<type>` with
+//! `reasoning=1` (a reasoning block with a signature before the text; `reasoning=redacted`: a
+//! redacted one, whose opaque payload is `redacted-emulator-1`), `error=<type>` with
 //! `at=before|mid` and `after=N` (events before a mid-stream exception), `drop=N` (close the
 //! connection after N events), `delay_ms=N` (between events), `first_delay_ms=N` (before the first
 //! event, after the response headers), `input_tokens=N`, `cache_read=N`, `cache_write=N`.
@@ -18,6 +19,7 @@ pub struct Scenario {
     pub stop: String,
     pub tool: Option<String>,
     pub reasoning: bool,
+    pub redacted_reasoning: bool,
     pub error: Option<(String, bool, usize)>, // (type, mid-stream, events before it)
     pub drop_after: Option<usize>,
     pub delay: Duration,
@@ -92,7 +94,10 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
             "echo" => s.reply = vec![String::from_utf8_lossy(raw_body).into_owned()],
             "stop" => s.stop = v.to_string(),
             "tool" => s.tool = Some(v.to_string()),
-            "reasoning" => s.reasoning = n > 0,
+            "reasoning" => {
+                s.reasoning = n > 0 || v == "redacted";
+                s.redacted_reasoning = v == "redacted";
+            }
             "error" => error_type = Some(v.to_string()),
             "at" => error_at_before = v != "mid",
             "after" => after = n as usize,
@@ -116,7 +121,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
 pub fn error_shape(kind: &str) -> (u16, &'static str) {
     match kind {
         "throttling" => (429, "ThrottlingException"),
-        "validation" => (400, "ValidationException"),
+        "validation" | "contextOverflow" => (400, "ValidationException"),
         "accessDenied" => (403, "AccessDeniedException"),
         "resourceNotFound" => (404, "ResourceNotFoundException"),
         "serviceUnavailable" => (503, "ServiceUnavailableException"),
@@ -133,7 +138,7 @@ pub fn error_shape(kind: &str) -> (u16, &'static str) {
 fn stream_exception_type(kind: &str) -> &'static str {
     match kind {
         "throttling" => "throttlingException",
-        "validation" => "validationException",
+        "validation" | "contextOverflow" => "validationException",
         "serviceUnavailable" => "serviceUnavailableException",
         "modelStreamError" => "modelStreamErrorException",
         _ => "internalServerException",
@@ -144,6 +149,8 @@ pub fn error_message(kind: &str) -> String {
     match kind {
         "throttling" => "Too many requests, please wait before trying again.".into(),
         "validation" => "The provided request is not valid".into(),
+        // Bedrock's words for a prompt beyond the model's context window.
+        "contextOverflow" => "Input is too long for requested model.".into(),
         "accessDenied" => "You don't have access to the model with the specified model ID.".into(),
         "resourceNotFound" => "The requested resource could not be found.".into(),
         "serviceUnavailable" => "Bedrock is unable to process your request.".into(),
@@ -168,7 +175,13 @@ pub fn script(s: &Scenario) -> Step {
     use crate::eventstream::{event, exception};
     let mut events: Vec<Vec<u8>> = vec![event("messageStart", &padded(json!({"role": "assistant"})))];
     let mut index = 0;
-    if s.reasoning {
+    if s.redacted_reasoning {
+        // A blob travels base64-encoded in the JSON payload: this is "redacted-emulator-1".
+        let blob = "cmVkYWN0ZWQtZW11bGF0b3ItMQ==";
+        events.push(event("contentBlockDelta", &padded(json!({"contentBlockIndex": index, "delta": {"reasoningContent": {"redactedContent": blob}}}))));
+        events.push(event("contentBlockStop", &padded(json!({"contentBlockIndex": index}))));
+        index += 1;
+    } else if s.reasoning {
         for part in ["Let me think. ", "The user wants a greeting."] {
             events.push(event("contentBlockDelta", &padded(json!({"contentBlockIndex": index, "delta": {"reasoningContent": {"text": part}}}))));
         }
