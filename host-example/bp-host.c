@@ -225,16 +225,18 @@ static int32_t on_event(void *user, const char *json, size_t len) {
         fwrite(c->buf, 1, n, stdout);
         fflush(stdout);
     } else if (strcmp(type, "done") == 0 || strcmp(type, "error") == 0) {
-        const char *message = member(json, "message");
+        /* As in pi-ai, "done" carries the final message in "message" and "error" in "error". */
+        int failed = strcmp(type, "error") == 0;
+        const char *message = member(json, failed ? "error" : "message");
         const char *usage = message ? member(message, "usage") : NULL;
         char reason[32];
         read_string(member(json, "reason"), reason, sizeof reason);
         printf("\n\n");
-        if (strcmp(type, "error") == 0) {
-            const char *err = member(json, "error");
-            char code[64];
-            read_string(member(err, "code"), code, sizeof code);
-            read_string(member(err, "message"), c->buf, c->cap);
+        if (failed) {
+            char code[64] = "?";
+            const char *info = message ? member(message, "errorInfo") : NULL;
+            if (info) read_string(member(info, "code"), code, sizeof code);
+            read_string(message ? member(message, "errorMessage") : NULL, c->buf, c->cap);
             fprintf(stderr, "error (%s, %s): %s\n", reason, code, c->buf);
             c->failed = 1;
         }

@@ -1,9 +1,11 @@
 /*
  * bedrock_plugin.h — the C ABI of bedrock-plugin, the Amazon Bedrock model provider.
  *
- * This header is the whole contract (ABI version 1.1; 1.1 added bp_discover). Load the plugin with dlopen, check
+ * This header is the whole contract (ABI version 1.2). Load the plugin with dlopen, check
  * bp_abi_version() before anything else, and refuse a plugin whose major version differs.
- * Minor versions only add functions.
+ * Minor versions add functions and fields: 1.1 added bp_discover; 1.2 gave the terminal "error"
+ * event pi-ai's exact shape (see bp_event_fn), the one change to existing JSON, made so that a
+ * pi-ai host reads every event unchanged.
  *
  * Ownership: bp_provider_new -> bp_provider_free; bp_stream_start -> bp_stream_release; every
  * char * the plugin returns -> bp_string_free. Strings are UTF-8 and NUL-terminated. No function
@@ -23,7 +25,7 @@ extern "C" {
 #endif
 
 #define BP_ABI_VERSION_MAJOR 1
-#define BP_ABI_VERSION_MINOR 1
+#define BP_ABI_VERSION_MINOR 2
 /* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
 #define BP_MAX_CONFIG_BYTES (4u << 20)
 #define BP_MAX_REQUEST_BYTES (32u << 20)
@@ -53,10 +55,17 @@ typedef struct bp_stream bp_stream;
 
 /*
  * Receives one event: a JSON object in pi-ai's AssistantMessageEvent vocabulary ("start",
- * "text_start", "text_delta", "text_end", "thinking_*", "toolcall_*", then exactly one "done"
- * or "error"). event_json is NUL-terminated, len excludes the NUL, and it is valid only during
- * the call. Called on a plugin thread, in order, never twice at once for one stream. Return 0
- * to continue; non-zero cancels the stream (it then ends with error/aborted).
+ * "text_start", "text_delta", "text_end", "thinking_*", "toolcall_*", then exactly one terminal
+ * event). The terminal event carries the final AssistantMessage:
+ *   {"type": "done", "reason": "stop" | "length" | "toolUse", "message": {...}}
+ *   {"type": "error", "reason": "error" | "aborted", "error": {...}}
+ * where the "error" member *is* the final message (since 1.2): its content so far, usage,
+ * "stopReason" equal to "reason", "errorMessage" worded as pi-ai words it ("Throttling error: ...")
+ * and "errorInfo": {"code", "retryable", "httpStatus"?, "requestId"?, "awsErrorType"?}, "code"
+ * being the same stable string as in err_json ("throttled", "network", "cancelled", ...).
+ * event_json is NUL-terminated, len excludes the NUL, and it is valid only during the call.
+ * Called on a plugin thread, in order, never twice at once for one stream. Return 0 to
+ * continue; non-zero cancels the stream (it then ends with error/aborted).
  */
 typedef int32_t (*bp_event_fn)(void *user_data, const char *event_json, size_t len);
 

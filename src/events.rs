@@ -1,6 +1,8 @@
-//! pi-ai's `AssistantMessage` and `AssistantMessageEvent` vocabulary, as the host receives it.
-//! Deltas carry only what is new: no event repeats the growing message, so a long stream stays
-//! linear; `done` and `error` carry the final message once.
+//! pi-ai's `AssistantMessage` and `AssistantMessageEvent` vocabulary (`@mariozechner/pi-ai`
+//! 0.73.1 `types.d.ts`), as the host receives it. Deltas carry only what is new: no event repeats
+//! the growing message, so a long stream stays linear; `done` and `error` carry the final message
+//! once. Fields pi-ai does not define are additions a pi-ai consumer ignores: `errorInfo` on a
+//! failed message, `id`/`name` on `toolcall_start` (hosts that keep no `partial`).
 
 use crate::error::Error;
 use serde::Serialize;
@@ -64,14 +66,18 @@ pub struct AssistantMessage {
     pub api: &'static str,
     pub provider: &'static str,
     pub model: String,
-    /// The id Bedrock actually served, when it differs from `model` (an inference profile the
-    /// plugin retried with because the model is not offered on demand).
+    /// pi-ai's `responseModel`: the id Bedrock actually served, when it differs from `model` (an
+    /// inference profile the plugin retried with because the model is not offered on demand).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub served_model: Option<String>,
+    pub response_model: Option<String>,
     pub usage: Usage,
     pub stop_reason: StopReason,
+    /// pi-ai's format: `"<prefix>: <message>"` for Bedrock exceptions (see `sdk_error`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// What a host needs to act on a failure without parsing `errorMessage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_info: Option<ErrorInfo>,
     pub timestamp: u64,
 }
 
@@ -83,10 +89,11 @@ impl AssistantMessage {
             api: crate::config::API,
             provider: crate::config::PROVIDER,
             model: model.to_string(),
-            served_model: None,
+            response_model: None,
             usage: Usage::default(),
             stop_reason: StopReason::Stop,
             error_message: None,
+            error_info: None,
             timestamp: now_millis(),
         }
     }
@@ -96,11 +103,10 @@ pub fn now_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The `error` member of an `error` event.
+/// `errorInfo` of a failed message; the human-readable text is the message's `errorMessage`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorInfo {
-    pub message: String,
     pub code: &'static str,
     pub retryable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,7 +120,6 @@ pub struct ErrorInfo {
 impl From<&Error> for ErrorInfo {
     fn from(e: &Error) -> ErrorInfo {
         ErrorInfo {
-            message: e.message.clone(),
             code: e.kind.code(),
             retryable: e.retryable,
             http_status: e.http_status,
@@ -139,7 +144,8 @@ pub enum Event {
     ToolcallDelta { content_index: usize, delta: String },
     ToolcallEnd { content_index: usize, tool_call: Content },
     Done { reason: StopReason, message: AssistantMessage },
-    Error { reason: StopReason, error: ErrorInfo, message: AssistantMessage },
+    /// pi-ai's shape: `error` *is* the final message (`stopReason`, `errorMessage`, `errorInfo`).
+    Error { reason: StopReason, error: AssistantMessage },
 }
 
 impl Event {
@@ -152,7 +158,16 @@ impl Event {
         let reason = if error.kind == crate::error::Kind::Cancelled { StopReason::Aborted } else { StopReason::Error };
         message.stop_reason = reason;
         message.error_message = Some(error.message.clone());
-        Event::Error { reason, error: ErrorInfo::from(error), message }
+        message.error_info = Some(ErrorInfo::from(error));
+        Event::Error { reason, error: message }
+    }
+
+    /// The final message of a terminal event.
+    pub fn into_final_message(self) -> Option<AssistantMessage> {
+        match self {
+            Event::Done { message, .. } | Event::Error { error: message, .. } => Some(message),
+            _ => None,
+        }
     }
 }
 
@@ -179,5 +194,23 @@ mod tests {
         assert_eq!(v["message"]["stopReason"], "stop");
         assert_eq!(v["message"]["usage"]["totalTokens"], 0);
         assert_eq!(v["message"]["usage"]["cost"]["cacheRead"], 0.0);
+    }
+
+    #[test]
+    fn a_failure_is_the_final_message_itself() {
+        let mut m = AssistantMessage::new("m");
+        m.content.push(Content::Text { text: "so far".into() });
+        let mut e = Error::new(crate::error::Kind::Throttled, "Throttling error: slow down");
+        e.http_status = Some(429);
+        let v = serde_json::to_value(Event::failure(m, &e)).unwrap();
+        assert_eq!(v.as_object().unwrap().keys().collect::<Vec<_>>(), ["error", "reason", "type"]);
+        assert_eq!((v["type"].as_str(), v["reason"].as_str()), (Some("error"), Some("error")));
+        let error = &v["error"];
+        assert_eq!((error["role"].as_str(), error["stopReason"].as_str()), (Some("assistant"), Some("error")));
+        assert_eq!(error["errorMessage"], "Throttling error: slow down");
+        assert_eq!(error["content"][0]["text"], "so far");
+        assert_eq!(error["errorInfo"], serde_json::json!({"code": "throttled", "retryable": true, "httpStatus": 429}));
+        let aborted = serde_json::to_value(Event::failure(AssistantMessage::new("m"), &Error::new(crate::error::Kind::Cancelled, "stop"))).unwrap();
+        assert_eq!((aborted["reason"].as_str(), aborted["error"]["stopReason"].as_str()), (Some("aborted"), Some("aborted")));
     }
 }

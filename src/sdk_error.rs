@@ -1,6 +1,9 @@
 //! AWS SDK errors → the plugin's typed `Error`, shared by every Bedrock operation. Classification
 //! goes by the AWS error type, then the HTTP status; errors raised before any answer (no identity,
-//! no connection, timeouts) are told apart by the SDK's error variant.
+//! no connection, timeouts) are told apart by the SDK's error variant. Messages are worded as
+//! pi-ai words them, because gateways classify failures by matching `errorMessage`: Bedrock
+//! exceptions get pi-ai's prefixes, and the plugin's own retryable failures name what pi's retry
+//! logic looks for (network error, connection lost, timed out, ended without).
 
 use crate::error::{Error, Kind};
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
@@ -45,9 +48,24 @@ pub fn is_stale_identity(e: &Error) -> bool {
     matches!(e.aws_error_type.as_deref(), Some("ExpiredTokenException" | "ExpiredToken" | "UnrecognizedClientException" | "InvalidClientTokenId"))
 }
 
+/// The words pi-ai's Bedrock provider puts before an exception's message; gateways match them
+/// (pi's retry logic looks for `server.?error` and `service.?unavailable`, and `isContextOverflow`
+/// skips messages that start with `Throttling error:` or `Service unavailable:`). Other exceptions
+/// keep their name, as in pi-ai.
+fn pi_ai_prefix(aws_type: &str) -> &str {
+    match aws_type {
+        "InternalServerException" => "Internal server error",
+        "ModelStreamErrorException" => "Model stream error",
+        "ValidationException" => "Validation error",
+        "ThrottlingException" => "Throttling error",
+        "ServiceUnavailableException" => "Service unavailable",
+        other => other,
+    }
+}
+
 pub fn service_error(aws_type: &str, message: Option<&str>, status: Option<u16>, request_id: Option<String>) -> Error {
     let (kind, retryable) = classify(aws_type, status);
-    let mut e = Error::new(kind, format!("{aws_type}: {}", message.unwrap_or("(no message)"))).retryable(retryable);
+    let mut e = Error::new(kind, format!("{}: {}", pi_ai_prefix(aws_type), message.unwrap_or("(no message)"))).retryable(retryable);
     e.http_status = status;
     e.request_id = request_id;
     e.aws_error_type = Some(aws_type.to_string());
@@ -76,11 +94,11 @@ pub fn transport_error<E: std::error::Error + 'static, R: std::fmt::Debug + 'sta
     let lowered = detail.to_lowercase();
     let about_identity = lowered.contains("credential") || lowered.contains("identity") || lowered.contains("no token") || lowered.contains("bearer");
     match e {
-        SdkError::TimeoutError(_) => Error::new(Kind::Timeout, format!("Bedrock did not answer in time: {detail}")),
+        SdkError::TimeoutError(_) => Error::new(Kind::Timeout, format!("timed out waiting for Bedrock: {detail}")),
         _ if about_identity => Error::new(Kind::Auth, format!("no usable AWS credentials: {detail}")),
         SdkError::DispatchFailure(d) if d.is_timeout() => Error::new(Kind::Timeout, format!("connecting to Bedrock timed out: {detail}")),
-        SdkError::DispatchFailure(_) => Error::new(Kind::Network, format!("could not reach Bedrock: {detail}")),
-        SdkError::ResponseError(_) => Error::new(Kind::Network, format!("the connection to Bedrock broke off: {detail}")),
+        SdkError::DispatchFailure(_) => Error::new(Kind::Network, format!("network error: could not reach Bedrock: {detail}")),
+        SdkError::ResponseError(_) => Error::new(Kind::Network, format!("connection lost: the answer from Bedrock broke off: {detail}")),
         SdkError::ConstructionFailure(_) => Error::new(Kind::InvalidArgument, format!("the request could not be built: {detail}")),
         _ => Error::internal(format!("unexpected SDK error: {detail}")),
     }

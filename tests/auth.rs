@@ -210,7 +210,7 @@ fn env_keys_with_and_without_session_token() {
     assert_done(run.get("chat", 0));
     assert_eq!(run.get("discover", 0)["discovery"]["authSource"]["origin"], "AWS_ACCESS_KEY_ID+AWS_SESSION_TOKEN");
     let run = run_child("session-missing", "chat", &config(&emulator, json!({})), &env_keys(), || {});
-    let error = &run.get("chat", 0)["error"];
+    let error = &failure(run.get("chat", 0));
     assert_eq!((error["code"].as_str(), error["awsErrorType"].as_str()), (Some("auth"), Some("UnrecognizedClientException")), "{error}");
 }
 
@@ -315,7 +315,7 @@ fn wrong_api_key_is_refused_without_echoing_it() {
     let emulator = Emulator::start(EmulatorConfig { bearer_token: Some("the-right-key".into()), ..EmulatorConfig::default() });
     let env = vec![("AWS_BEARER_TOKEN_BEDROCK", some(API_KEY)), ("AWS_REGION", some("us-east-1"))];
     let run = run_child("wrong-key", "chat", &config(&emulator, json!({})), &env, || {});
-    let error = &run.get("chat", 0)["error"];
+    let error = &failure(run.get("chat", 0));
     assert_eq!((error["code"].as_str(), error["awsErrorType"].as_str(), error["httpStatus"].as_u64()), (Some("auth"), Some("UnrecognizedClientException"), Some(403)));
     assert_eq!(emulator.stats().auth_failures, 1, "a refused API key is final: no second attempt");
     assert!(!run.everything().contains(API_KEY));
@@ -329,7 +329,7 @@ fn no_credentials_init_succeeds_and_calls_name_the_sources() {
     let report = &run.get("discover", 0)["discovery"];
     assert_eq!(report["status"], "disabled");
     assert!(report["reason"].as_str().unwrap().contains("no AWS auth marker"), "{report}");
-    let error = &run.get("chat", 0)["error"];
+    let error = &failure(run.get("chat", 0));
     assert_eq!(error["code"], "auth", "{error}");
     let message = error["message"].as_str().unwrap();
     for source in ["AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID", "shared config", "web identity", "IMDS"] {

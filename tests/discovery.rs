@@ -306,20 +306,20 @@ fn model_offered_only_through_profiles_is_retried_once_with_one() {
     let done = terminal(&events);
     assert_eq!(done["type"], "done", "{events:?}");
     assert_eq!(done["message"]["model"], CLAUDE);
-    assert_eq!(done["message"]["servedModel"], format!("global.{CLAUDE}"));
+    assert_eq!(done["message"]["responseModel"], format!("global.{CLAUDE}"));
     assert_eq!(emulator.stats().model_ids[emulator.stats().model_ids.len() - 2..], [CLAUDE.to_string(), format!("global.{CLAUDE}")]);
 
     // Without discovery: the geography profile derived from the id and the region.
     let p = Provider::try_new(&json!({"provider": {"baseUrl": emulator.endpoint(), "region": "eu-west-1", "models": models()}, "discovery": {"enabled": false}}).to_string()).unwrap();
     let events = start(&p, &request(CLAUDE, "emulator: reply=served", json!({}))).finish();
-    assert_eq!(terminal(&events)["message"]["servedModel"], format!("eu.{CLAUDE}"));
+    assert_eq!(terminal(&events)["message"]["responseModel"], format!("eu.{CLAUDE}"));
 
     // A profile id that is refused too ends with the first error plus what was tried, once.
     emulator.reconfigure(|c| c.profile_only_models.push(format!("eu.{CLAUDE}")));
     let before = emulator.stats().converse_streams;
     let events = start(&p, &request(CLAUDE, "hi", json!({}))).finish();
-    let error = terminal(&events);
-    assert_eq!(error["error"]["code"], "invalid_request");
-    assert!(error["error"]["message"].as_str().unwrap().contains(&format!("after retrying {CLAUDE} with inference profile eu.{CLAUDE}")), "{error}");
+    let error = failure(terminal(&events));
+    assert_eq!(error["code"], "invalid_request");
+    assert!(error["message"].as_str().unwrap().contains(&format!("after retrying {CLAUDE} with inference profile eu.{CLAUDE}")), "{error}");
     assert_eq!(emulator.stats().converse_streams, before + 2);
 }

@@ -71,7 +71,7 @@ fn lists_models_and_streams_a_chat() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("error (error, throttled): ThrottlingException"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error (error, throttled): Throttling error: Too many requests"));
 }
 
 /// Runs bp-host under valgrind: a streamed chat, then a discovery (`models list`).

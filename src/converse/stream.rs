@@ -61,7 +61,7 @@ pub fn cancelled() -> Error {
 }
 
 fn idle_timeout(ms: u128) -> Error {
-    Error::new(Kind::Timeout, format!("no event from Bedrock for {ms} ms (options.idleTimeoutMs)"))
+    Error::new(Kind::Timeout, format!("timed out: no event from Bedrock for {ms} ms (options.idleTimeoutMs)"))
 }
 
 pub async fn run(

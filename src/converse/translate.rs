@@ -171,7 +171,7 @@ impl Translator {
     /// Called when Bedrock ends the stream: the `done` event, or why the answer is unusable.
     pub fn finish(&mut self) -> Result<Event> {
         let Some(stop) = self.stop.take() else {
-            return Err(Error::new(Kind::Network, "the stream ended before the model finished its answer (no messageStop event)"));
+            return Err(Error::new(Kind::Network, "the stream ended without the model finishing its answer (no messageStop event)"));
         };
         let mut rest = Vec::new();
         for block in std::mem::take(&mut self.open) {
@@ -195,7 +195,7 @@ impl Translator {
 
     /// Records that Bedrock served the request under another id (an inference profile).
     pub fn served_by(&mut self, id: &str) {
-        self.message.served_model = Some(id.to_string());
+        self.message.response_model = Some(id.to_string());
     }
 }
 

@@ -8,6 +8,15 @@ use crate::events::ErrorInfo;
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// `*err_json`: a failed message's `errorInfo` with the text beside it (a synchronous failure has
+/// no assistant message to carry `errorMessage`).
+#[derive(serde::Serialize)]
+struct ErrorJson<'a> {
+    #[serde(flatten)]
+    info: ErrorInfo,
+    message: &'a str,
+}
+
 /// Runs `body`, writing `{"code","message",...}` to `*err_json` on failure (if non-NULL).
 pub fn guard(err_json: *mut *mut c_char, body: impl FnOnce() -> Result<Status>) -> i32 {
     if !err_json.is_null() {
@@ -20,8 +29,7 @@ pub fn guard(err_json: *mut *mut c_char, body: impl FnOnce() -> Result<Status>) 
         Err(e) => {
             if !err_json.is_null() {
                 // SAFETY: as above.
-                // The same shape as an `error` event's `error` member, from the same type.
-                let info = serde_json::to_string(&ErrorInfo::from(&e)).unwrap_or_default();
+                let info = serde_json::to_string(&ErrorJson { info: ErrorInfo::from(&e), message: &e.message }).unwrap_or_default();
                 unsafe { *err_json = to_c_string(info) };
             }
             Status::from(e.kind) as i32

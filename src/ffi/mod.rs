@@ -1,4 +1,4 @@
-//! The C ABI (version 1.1). Thin by design: check arguments, call inward, map the result once.
+//! The C ABI (version 1.2). Thin by design: check arguments, call inward, map the result once.
 //! `include/bedrock_plugin.h` is the contract; `tests/header.rs` checks it against this file.
 //!
 //! Ownership: `bp_provider_new` → `bp_provider_free`; `bp_stream_start` → `bp_stream_release`;
@@ -18,7 +18,7 @@ use std::os::raw::{c_char, c_void};
 use std::time::Duration;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 /// Largest `config_json` accepted.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// Largest `request_json` accepted (images travel base64-encoded inside it).
@@ -32,7 +32,7 @@ pub struct BpStream(StreamHandle);
 static PLUGIN_INFO: &str = concat!(
     "{\"name\":\"bedrock-plugin\",\"version\":\"",
     env!("CARGO_PKG_VERSION"),
-    "\",\"abiVersion\":\"1.1\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
+    "\",\"abiVersion\":\"1.2\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
 );
 
 /// `(major << 16) | minor`.

@@ -68,16 +68,14 @@ impl Delivery {
             let e = Error::new(Kind::Internal, "the stream ended without a result");
             Event::failure(AssistantMessage::new(&self.model_id), &e)
         });
-        let terminal = if self.shared.cancel_requested() { into_aborted(terminal) } else { terminal };
+        let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &self.model_id) } else { terminal };
         self.deliver(&terminal);
         self.shared.mark_finished();
     }
 }
 
-fn into_aborted(terminal: Event) -> Event {
-    let message = match terminal {
-        Event::Done { message, .. } | Event::Error { message, .. } => message,
-        other => return other,
-    };
+/// `failure` replaces whatever `errorMessage` / `errorInfo` the message had.
+fn into_aborted(terminal: Event, model_id: &str) -> Event {
+    let message = terminal.into_final_message().unwrap_or_else(|| AssistantMessage::new(model_id));
     Event::failure(message, &cancelled())
 }

@@ -122,6 +122,14 @@ pub fn config_for(endpoint: &str) -> Value {
     json!({"provider": {"baseUrl": endpoint, "api": "bedrock-converse-stream", "auth": "aws-sdk", "models": models()}})
 }
 
+/// A default emulator and a provider pointed at it, in the hermetic environment.
+pub fn setup() -> (Emulator, Provider) {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let provider = Provider::new(&emulator);
+    (emulator, provider)
+}
+
 pub struct Provider(pub *mut c_void);
 unsafe impl Send for Provider {}
 unsafe impl Sync for Provider {}
@@ -291,4 +299,30 @@ pub fn text_of(events: &[Value]) -> String {
 
 pub fn terminal(events: &[Value]) -> &Value {
     events.last().unwrap()
+}
+
+/// The final message of a terminal event: `done.message`, or `error.error` (pi-ai's shape).
+pub fn final_message(event: &Value) -> &Value {
+    match event["type"].as_str() {
+        Some("done") => &event["message"],
+        Some("error") => &event["error"],
+        _ => panic!("not a terminal event: {event}"),
+    }
+}
+
+/// What a failed stream reports: its final message's `errorInfo` with `message` set to the
+/// message's `errorMessage`, after checking that the event has exactly pi-ai's error shape.
+pub fn failure(event: &Value) -> Value {
+    assert_eq!(event["type"], "error", "expected an error event: {event}");
+    let mut keys: Vec<&String> = event.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["error", "reason", "type"], "pi-ai's error event has exactly these members: {event}");
+    let message = &event["error"];
+    assert_eq!(message["role"], "assistant", "`error` is the final assistant message: {event}");
+    assert_eq!(message["stopReason"], event["reason"], "{event}");
+    let text = message["errorMessage"].as_str().unwrap_or_else(|| panic!("no errorMessage: {event}"));
+    let mut info = message["errorInfo"].clone();
+    assert!(info.is_object(), "no errorInfo: {event}");
+    info["message"] = Value::from(text);
+    info
 }
