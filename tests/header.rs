@@ -69,3 +69,24 @@ fn declares_exactly_the_exported_functions() {
     assert_eq!(declared, exported);
     assert_eq!(declared.len(), 9);
 }
+
+/// The header's version, `bp_abi_version`, `bp_plugin_info`'s `abiVersion` and the README's ABI
+/// heading are one number.
+#[test]
+fn abi_version_agrees_everywhere() {
+    let text = std::fs::read_to_string(header()).unwrap();
+    let define = |name: &str| -> u32 {
+        let line = text.lines().find(|l| l.starts_with(&format!("#define {name} "))).unwrap_or_else(|| panic!("{name} missing"));
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    let (major, minor) = (define("BP_ABI_VERSION_MAJOR"), define("BP_ABI_VERSION_MINOR"));
+    let api = common::api();
+    assert_eq!(unsafe { (api.abi_version)() }, (major << 16) | minor);
+    let info = unsafe { std::ffi::CStr::from_ptr((api.plugin_info)()) }.to_str().unwrap();
+    let info: serde_json::Value = serde_json::from_str(info).unwrap();
+    assert_eq!(info["abiVersion"], format!("{major}.{minor}"));
+    assert!(text.contains(&format!("ABI version {major}.{minor})")), "the header's opening comment names {major}.{minor}");
+    let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains(&format!("## The C ABI (version {major}.{minor})")), "README's ABI heading names {major}.{minor}");
+    assert!(readme.contains(&format!("- **ABI {major}.{minor}**")), "README's Changes section has an entry for {major}.{minor}");
+}
