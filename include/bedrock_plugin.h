@@ -1,11 +1,12 @@
 /*
  * bedrock_plugin.h — the C ABI of bedrock-plugin, the Amazon Bedrock model provider.
  *
- * This header is the whole contract (ABI version 1.2). Load the plugin with dlopen, check
- * bp_abi_version() before anything else, and refuse a plugin whose major version differs.
+ * This header is the whole contract (ABI version 1.3). Load the plugin with dlopen, check
+ * bp_abi_version() before anything else, and refuse a plugin whose major version differs; a host
+ * that loads more than one copy (hot swap) takes every function from bp_get_api(BP_ABI_VERSION_MAJOR).
  * Minor versions add functions and fields: 1.1 added bp_discover; 1.2 gave the terminal "error"
  * event pi-ai's exact shape (see bp_event_fn), the one change to existing JSON, made so that a
- * pi-ai host reads every event unchanged.
+ * pi-ai host reads every event unchanged; 1.3 added bp_get_api.
  *
  * Ownership: bp_provider_new -> bp_provider_free; bp_stream_start -> bp_stream_release; every
  * char * the plugin returns -> bp_string_free. Strings are UTF-8 and NUL-terminated. No function
@@ -25,7 +26,7 @@ extern "C" {
 #endif
 
 #define BP_ABI_VERSION_MAJOR 1
-#define BP_ABI_VERSION_MINOR 2
+#define BP_ABI_VERSION_MINOR 3
 /* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
 #define BP_MAX_CONFIG_BYTES (4u << 20)
 #define BP_MAX_REQUEST_BYTES (32u << 20)
@@ -119,6 +120,32 @@ int32_t bp_provider_free(bp_provider *provider, uint32_t drain_timeout_ms);
 
 /* Frees a string returned by the plugin. NULL is ignored. */
 void bp_string_free(char *s);
+
+/*
+ * Every function of one loaded copy of the plugin (ABI 1.3). Fields are only ever appended:
+ * a field lies beyond a copy's table when offsetof(bp_api, field) >= size, and must then not be
+ * read. The functions behave exactly as the exports of the same name.
+ */
+typedef struct bp_api {
+    uint32_t abi_version; /* (major << 16) | minor of this copy, as bp_abi_version()   */
+    uint32_t size;        /* sizeof(bp_api) as this copy was built                      */
+    const char *(*plugin_info)(void);
+    int32_t (*provider_new)(const char *config_json, bp_provider **out, char **err_json);
+    int32_t (*stream_start)(bp_provider *provider, const char *request_json, bp_event_fn on_event,
+                            void *user_data, bp_stream **out, char **err_json);
+    int32_t (*discover)(bp_provider *provider, const char *options_json, char **out_json, char **err_json);
+    void (*stream_cancel)(bp_stream *stream);
+    void (*stream_release)(bp_stream *stream);
+    int32_t (*provider_free)(bp_provider *provider, uint32_t drain_timeout_ms);
+    void (*string_free)(char *s);
+} bp_api;
+
+/*
+ * The function table of this copy for ABI major abi_major (pass BP_ABI_VERSION_MAJOR), or NULL
+ * when the copy does not implement that major. Static: never freed, valid until dlclose. One
+ * dlsym per loaded copy, so that functions of two copies are never mixed.
+ */
+const bp_api *bp_get_api(uint32_t abi_major);
 
 #ifdef __cplusplus
 }

@@ -3,24 +3,7 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
 use std::process::Command;
-
-fn compile_c(source: &str, out: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let exe = target_dir().join(out);
-    let status = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread", "-I"])
-        .arg(root.join("include"))
-        .arg(root.join(source))
-        .arg("-o")
-        .arg(&exe)
-        .arg("-ldl")
-        .status()
-        .expect("cc runs");
-    assert!(status.success(), "compiling {source}");
-    exe
-}
 
 #[test]
 fn unloads_cleanly_twenty_times_in_a_row() {

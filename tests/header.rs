@@ -67,7 +67,7 @@ fn declares_exactly_the_exported_functions() {
         .collect();
     exported.sort();
     assert_eq!(declared, exported);
-    assert_eq!(declared.len(), 9);
+    assert_eq!(declared.len(), 10);
 }
 
 /// The header's version, `bp_abi_version`, `bp_plugin_info`'s `abiVersion` and the README's ABI
@@ -89,4 +89,14 @@ fn abi_version_agrees_everywhere() {
     let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     assert!(readme.contains(&format!("## The C ABI (version {major}.{minor})")), "README's ABI heading names {major}.{minor}");
     assert!(readme.contains(&format!("- **ABI {major}.{minor}**")), "README's Changes section has an entry for {major}.{minor}");
+}
+
+/// A C host reads the table `bp_get_api` returns with the header's layout.
+#[test]
+fn the_api_table_is_this_copys_exports_in_the_headers_layout() {
+    let exe = common::compile_c("tests/c/api_table.c", "api_table");
+    let out = Command::new(&exe).arg(common::plugin_path()).output().expect("run api_table");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("17 passed, 0 failed"), "{stdout}");
 }

@@ -1,13 +1,16 @@
-//! The C ABI (version 1.2). Thin by design: check arguments, call inward, map the result once.
+//! The C ABI (version 1.3). Thin by design: check arguments, call inward, map the result once.
 //! `include/bedrock_plugin.h` is the contract; `tests/header.rs` checks it against this file.
 //!
 //! Ownership: `bp_provider_new` → `bp_provider_free`; `bp_stream_start` → `bp_stream_release`;
 //! every `char *` the plugin hands out → `bp_string_free`. No function keeps state on the calling
 //! thread, so any host thread may call any function.
 
+mod api_table;
 mod boundary;
 pub mod status;
 mod strings;
+
+pub use api_table::{bp_get_api, BpApi};
 
 use crate::config;
 use crate::error::{Error, Result};
@@ -18,7 +21,7 @@ use std::os::raw::{c_char, c_void};
 use std::time::Duration;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 2;
+pub const ABI_MINOR: u32 = 3;
 /// Largest `config_json` accepted.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// Largest `request_json` accepted (images travel base64-encoded inside it).
@@ -32,7 +35,7 @@ pub struct BpStream(StreamHandle);
 static PLUGIN_INFO: &str = concat!(
     "{\"name\":\"bedrock-plugin\",\"version\":\"",
     env!("CARGO_PKG_VERSION"),
-    "\",\"abiVersion\":\"1.2\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
+    "\",\"abiVersion\":\"1.3\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
 );
 
 /// `(major << 16) | minor`.

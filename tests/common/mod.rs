@@ -43,6 +43,23 @@ pub fn plugin_path() -> PathBuf {
     exe.parent().expect("deps dir").join("libbedrock_plugin.so")
 }
 
+/// Compiles a C host from `tests/c/` against the header, into the target directory.
+pub fn compile_c(source: &str, out: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let exe = target_dir().join(out);
+    let status = std::process::Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join(source))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-ldl")
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "compiling {source}");
+    exe
+}
+
 /// Set in a child process whose environment the parent test chose on purpose.
 pub const KEEP_ENV: &str = "BP_TEST_KEEP_ENV";
 
