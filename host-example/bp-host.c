@@ -3,6 +3,7 @@
  *
  *   bp-host [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]
  *   bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT
+ *   bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--drain-ms N]
  *
  * Loads the plugin with dlopen (default: ../target/release/libbedrock_plugin.so next to this
  * program, or $BP_PLUGIN), refuses a different ABI major version, and streams text to stdout as
@@ -11,6 +12,8 @@
  */
 #define _GNU_SOURCE
 #include "bedrock_plugin.h"
+#include "json.h"
+#include "serve.h"
 #include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
@@ -37,95 +40,13 @@ struct api {
     int32_t (*discover)(bp_provider *, const char *, char **, char **); /* ABI 1.1 */
 };
 
-/* ---- a minimal JSON reader: enough for the config's models and the event fields we print ---- */
-
-static const char *skip_ws(const char *p) {
-    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
-    return p;
-}
-
-/* End of the JSON value starting at p (string, number, literal, object or array). */
-static const char *value_end(const char *p) {
-    p = skip_ws(p);
-    if (*p == '"') {
-        for (p++; *p && *p != '"'; p++) if (*p == '\\' && p[1]) p++;
-        return *p ? p + 1 : p;
-    }
-    if (*p == '{' || *p == '[') {
-        int depth = 0;
-        for (; *p; p++) {
-            if (*p == '"') { p = value_end(p) - 1; continue; }
-            if (*p == '{' || *p == '[') depth++;
-            if (*p == '}' || *p == ']') { if (--depth == 0) return p + 1; }
-        }
-        return p;
-    }
-    while (*p && *p != ',' && *p != '}' && *p != ']') p++;
-    return p;
-}
-
-/* The value of `key` among the direct members of the object at obj, or NULL. */
-static const char *member(const char *obj, const char *key) {
-    const char *p = skip_ws(obj);
-    if (*p != '{') return NULL;
-    p = skip_ws(p + 1);
-    size_t klen = strlen(key);
-    while (*p == '"') {
-        const char *kend = value_end(p);
-        int match = (size_t)(kend - p - 2) == klen && strncmp(p + 1, key, klen) == 0;
-        p = skip_ws(kend);
-        if (*p != ':') return NULL;
-        p = skip_ws(p + 1);
-        if (match) return p;
-        p = skip_ws(value_end(p));
-        if (*p == ',') p = skip_ws(p + 1);
-    }
-    return NULL;
-}
-
-/* Decodes the JSON string at p into out (UTF-8), returning the length written. */
-static size_t read_string(const char *p, char *out, size_t cap) {
-    size_t n = 0;
-    if (!p || *p != '"') { if (cap) out[0] = 0; return 0; }
-    for (p++; *p && *p != '"' && n + 4 < cap; p++) {
-        if (*p != '\\') { out[n++] = *p; continue; }
-        p++;
-        switch (*p) {
-        case 'n': out[n++] = '\n'; break;
-        case 't': out[n++] = '\t'; break;
-        case 'r': out[n++] = '\r'; break;
-        case 'b': out[n++] = '\b'; break;
-        case 'f': out[n++] = '\f'; break;
-        case 'u': {
-            unsigned cp = (unsigned)strtoul((char[5]){p[1], p[2], p[3], p[4], 0}, NULL, 16);
-            p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && p[1] == '\\' && p[2] == 'u') {
-                unsigned lo = (unsigned)strtoul((char[5]){p[3], p[4], p[5], p[6], 0}, NULL, 16);
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                p += 6;
-            }
-            if (cp < 0x80) out[n++] = (char)cp;
-            else if (cp < 0x800) { out[n++] = (char)(0xC0 | cp >> 6); out[n++] = (char)(0x80 | (cp & 0x3F)); }
-            else if (cp < 0x10000) { out[n++] = (char)(0xE0 | cp >> 12); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
-            else { out[n++] = (char)(0xF0 | cp >> 18); out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F)); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
-            break;
-        }
-        default: out[n++] = *p; break;
-        }
-    }
-    out[n] = 0;
-    return n;
-}
-
-static double number(const char *p) { return p ? strtod(p, NULL) : 0; }
-
 /* ---- commands ---- */
 
 static void print_model_row(const char *m) {
     char id[512], name[256], input[64] = "";
     read_string(member(m, "id"), id, sizeof id);
     const char *n = member(m, "name");
-    if (n) read_string(n, name, sizeof name); else snprintf(name, sizeof name, "%s", id);
+    if (n) read_string(n, name, sizeof name); else snprintf(name, sizeof name, "%.*s", (int)sizeof name - 1, id);
     const char *in = member(m, "input");
     if (!in) snprintf(input, sizeof input, "text");
     else {
@@ -255,20 +176,6 @@ static int32_t on_event(void *user, const char *json, size_t len) {
     return 0;
 }
 
-/* Appends s to out as a JSON string literal. */
-static void json_string(char *out, size_t cap, const char *s) {
-    size_t n = strlen(out);
-    out[n++] = '"';
-    for (; *s && n + 8 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') { out[n++] = '\\'; out[n++] = (char)ch; }
-        else if (ch < 0x20) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
-        else out[n++] = (char)ch;
-    }
-    out[n++] = '"';
-    out[n] = 0;
-}
-
 static int cmd_chat(struct api *api, bp_provider *provider, const char *model, long max_tokens, const char *prompt) {
     size_t cap = strlen(prompt) * 6 + strlen(model) * 6 + 256;
     char *req = malloc(cap);
@@ -312,13 +219,15 @@ static char *read_file(const char *path) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bp-host [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]\n"
-                    "       bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT\n");
+                    "       bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT\n"
+                    "       bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--drain-ms N]\n");
 }
 
 int main(int argc, char **argv) {
     char default_plugin[PATH_MAX + 64] = "";
     const char *plugin = getenv("BP_PLUGIN"), *config_path = getenv("BP_CONFIG"), *model = NULL, *prompt = NULL, *command = NULL;
-    long max_tokens = 1024;
+    long max_tokens = 1024, drain_ms = 30000;
+    const char *socket_path = NULL;
     int json = 0, refresh = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) json = 1;
@@ -327,12 +236,15 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config_path = argv[++i];
         else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) model = argv[++i];
         else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) max_tokens = atol(argv[++i]);
+        else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) socket_path = argv[++i];
+        else if (strcmp(argv[i], "--drain-ms") == 0 && i + 1 < argc) drain_ms = atol(argv[++i]);
         else if (!command) command = argv[i];
         else if (!prompt) prompt = argv[i];
         else { usage(); return 2; }
     }
     int is_models = command && strcmp(command, "models") == 0 && (!prompt || strcmp(prompt, "list") == 0);
-    if (!command || (strcmp(command, "chat") == 0 && (!model || !prompt)) || (strcmp(command, "chat") && !is_models)) {
+    int is_serve = command && strcmp(command, "serve") == 0 && !prompt && drain_ms >= 0 && drain_ms <= UINT32_MAX;
+    if (!command || (strcmp(command, "chat") == 0 && (!model || !prompt)) || (strcmp(command, "chat") && !is_models && !is_serve)) {
         usage();
         return 2;
     }
@@ -348,6 +260,13 @@ int main(int argc, char **argv) {
     char *config = config_path ? read_file(config_path) : NULL;
     if (config_path && !config) { fprintf(stderr, "cannot read config %s\n", config_path); return 1; }
 
+    if (is_serve) {
+        /* serve loads (and reloads) the plugin itself, from private copies of this file. */
+        struct serve_options options = {plugin, config ? config : DEFAULT_CONFIG, socket_path, (uint32_t)drain_ms};
+        int status = cmd_serve(&options);
+        free(config);
+        return status;
+    }
     void *handle = dlopen(plugin, RTLD_NOW | RTLD_LOCAL);
     if (!handle) { fprintf(stderr, "cannot load plugin: %s\n", dlerror()); free(config); return 1; }
     struct api api;

@@ -1,0 +1,104 @@
+/*
+ * A minimal JSON reader for the example host: enough to pick members out of the plugin's JSON
+ * and the serve protocol's lines without a JSON library. It walks text in place and never
+ * allocates; malformed input ends a walk early rather than overrunning the string.
+ */
+#include "json.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *skip_ws(const char *p) {
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+    return p;
+}
+
+/* End of the JSON value starting at p (string, number, literal, object or array). */
+const char *value_end(const char *p) {
+    p = skip_ws(p);
+    if (*p == '"') {
+        for (p++; *p && *p != '"'; p++) if (*p == '\\' && p[1]) p++;
+        return *p ? p + 1 : p;
+    }
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        for (; *p; p++) {
+            if (*p == '"') { p = value_end(p) - 1; continue; }
+            if (*p == '{' || *p == '[') depth++;
+            if (*p == '}' || *p == ']') { if (--depth == 0) return p + 1; }
+        }
+        return p;
+    }
+    while (*p && *p != ',' && *p != '}' && *p != ']') p++;
+    return p;
+}
+
+/* The value of `key` among the direct members of the object at obj, or NULL. */
+const char *member(const char *obj, const char *key) {
+    const char *p = skip_ws(obj);
+    if (*p != '{') return NULL;
+    p = skip_ws(p + 1);
+    size_t klen = strlen(key);
+    while (*p == '"') {
+        const char *kend = value_end(p);
+        int match = (size_t)(kend - p - 2) == klen && strncmp(p + 1, key, klen) == 0;
+        p = skip_ws(kend);
+        if (*p != ':') return NULL;
+        p = skip_ws(p + 1);
+        if (match) return p;
+        p = skip_ws(value_end(p));
+        if (*p == ',') p = skip_ws(p + 1);
+    }
+    return NULL;
+}
+
+/* Decodes the JSON string at p into out (UTF-8), returning the length written. */
+size_t read_string(const char *p, char *out, size_t cap) {
+    size_t n = 0;
+    if (!p || *p != '"') { if (cap) out[0] = 0; return 0; }
+    for (p++; *p && *p != '"' && n + 4 < cap; p++) {
+        if (*p != '\\') { out[n++] = *p; continue; }
+        p++;
+        switch (*p) {
+        case 'n': out[n++] = '\n'; break;
+        case 't': out[n++] = '\t'; break;
+        case 'r': out[n++] = '\r'; break;
+        case 'b': out[n++] = '\b'; break;
+        case 'f': out[n++] = '\f'; break;
+        case 'u': {
+            unsigned cp = (unsigned)strtoul((char[5]){p[1], p[2], p[3], p[4], 0}, NULL, 16);
+            p += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && p[1] == '\\' && p[2] == 'u') {
+                unsigned lo = (unsigned)strtoul((char[5]){p[3], p[4], p[5], p[6], 0}, NULL, 16);
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            }
+            if (cp < 0x80) out[n++] = (char)cp;
+            else if (cp < 0x800) { out[n++] = (char)(0xC0 | cp >> 6); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+            else if (cp < 0x10000) { out[n++] = (char)(0xE0 | cp >> 12); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+            else { out[n++] = (char)(0xF0 | cp >> 18); out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F)); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+            break;
+        }
+        default: out[n++] = *p; break;
+        }
+    }
+    out[n] = 0;
+    return n;
+}
+
+double number(const char *p) { return p ? strtod(p, NULL) : 0; }
+
+/* Appends s to out as a JSON string literal. */
+void json_string(char *out, size_t cap, const char *s) {
+    size_t n = strlen(out);
+    out[n++] = '"';
+    for (; *s && n + 8 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') { out[n++] = '\\'; out[n++] = (char)ch; }
+        else if (ch < 0x20) n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
+        else out[n++] = (char)ch;
+    }
+    out[n++] = '"';
+    out[n] = 0;
+}
+
