@@ -6,22 +6,6 @@ use common::*;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Builds bp-host once per test process: the tests run in parallel, and concurrent `make`s on a
-/// clean clone would race to write (and run) the same binary.
-fn build_host() -> PathBuf {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("host-example");
-        let out = Command::new("make").arg("--quiet").arg("-C").arg(&dir).arg("bp-host").output().expect("make runs");
-        if out.status.success() {
-            Ok(dir.join("bp-host"))
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    built.clone().unwrap_or_else(|e| panic!("make bp-host failed:\n{e}"))
-}
-
 fn write_config(emulator: &Emulator, name: &str) -> PathBuf {
     let path = target_dir().join(name);
     std::fs::write(&path, config_for(&emulator.endpoint()).to_string()).unwrap();

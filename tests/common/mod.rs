@@ -60,6 +60,22 @@ pub fn compile_c(source: &str, out: &str) -> PathBuf {
     exe
 }
 
+/// Builds the example host with its Makefile, once per test process: tests run in parallel, and
+/// concurrent `make`s on a clean clone would race to write (and run) the same binary.
+pub fn build_host() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("host-example");
+        let out = std::process::Command::new("make").arg("--quiet").arg("-C").arg(&dir).arg("bp-host").output().expect("make runs");
+        if out.status.success() {
+            Ok(dir.join("bp-host"))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    built.clone().unwrap_or_else(|e| panic!("make bp-host failed:\n{e}"))
+}
+
 /// Set in a child process whose environment the parent test chose on purpose.
 pub const KEEP_ENV: &str = "BP_TEST_KEEP_ENV";
 

@@ -1,0 +1,490 @@
+//! `bp-host serve` as a gateway operator runs it: streams keep flowing while the plugin file is
+//! replaced again and again by two different builds (this crate, version 0.1.0, and
+//! `tests/plugin-next`, the same source as 0.1.0-next), and files that are not a usable plugin are
+//! refused while the old one keeps serving. Old copies must leave the process's memory map, and
+//! its threads and memory must come back. Prints the swap and drain times the README reports.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PROMPT: &str = "emulator: chunks=20 delay_ms=5";
+
+fn expected_text() -> String {
+    (0..20).map(|k| format!("w{k} ")).collect()
+}
+
+/// A scratch directory of this test's own under the target directory.
+fn scratch(name: &str) -> PathBuf {
+    let dir = target_dir().join("serve-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A deployable copy of a plugin build: without debug info, as a shipped build would be.
+fn shipped(build: &Path, to: &Path) -> PathBuf {
+    let ok = Command::new("strip").arg("--strip-debug").arg("-o").arg(to).arg(build).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        std::fs::copy(build, to).unwrap();
+    }
+    to.to_path_buf()
+}
+
+/// Replaces the served file the way a deploy does: write beside it, then rename over it.
+fn deploy(from: &Path, served: &Path) {
+    let tmp = served.with_extension("incoming");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, served).unwrap();
+}
+
+/// One `bp-host serve` process on stdin/stdout.
+struct Serve {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    fn start(served: &Path, config: &Path, copies: &Path, tool: Option<&[&str]>) -> Serve {
+        let host = build_host();
+        let mut command = match tool {
+            Some(tool) => {
+                let mut c = Command::new(tool[0]);
+                c.args(&tool[1..]).arg(&host);
+                c
+            }
+            None => Command::new(&host),
+        };
+        let mut child = command
+            .arg("--plugin").arg(served).arg("--config").arg(config).args(["serve", "--drain-ms", "30000"])
+            .env("TMPDIR", copies)
+            .stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped())
+            .spawn()
+            .expect("start bp-host serve");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve wrote a line that is not JSON ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let stdin = child.stdin.take();
+        Serve { child, stdin, lines, stderr }
+    }
+
+    fn send(&mut self, line: &Value) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Closes stdin and waits for the process to finish its streams and exit.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50)); // let the stderr reader catch up
+                return (status, self.stderr());
+            }
+            assert!(Instant::now() < deadline, "bp-host serve did not exit: {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} missing"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The generation numbers of plugin copies still mapped into the process.
+fn mapped_generations(pid: u32) -> Vec<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut found: Vec<u64> = maps
+        .lines()
+        .filter_map(|l| l.split("/generation-").nth(1))
+        .filter_map(|rest| rest.split(".so").next())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// Everything a request produced, by id.
+#[derive(Default)]
+struct Outcome {
+    generation: Option<u64>,
+    text: String,
+    terminals: Vec<Value>,
+    start_errors: usize,
+    /// Generations that may serve it: the one serving when it was sent, and the next while a
+    /// swap was under way.
+    allowed: Vec<u64>,
+}
+
+/// Drives the gateway: keeps `in_flight` streams going, answers status queries.
+struct Load {
+    outcomes: HashMap<String, Outcome>,
+    open: usize,
+    next: usize,
+    versions: HashMap<u64, String>,
+}
+
+impl Load {
+    fn new() -> Load {
+        Load { outcomes: HashMap::new(), open: 0, next: 0, versions: HashMap::new() }
+    }
+
+    fn launch(&mut self, serve: &mut Serve, allowed: Vec<u64>) {
+        let id = format!("r{}", self.next);
+        self.next += 1;
+        let mut line = request("emulator.echo", PROMPT, json!({}));
+        line["id"] = json!(id);
+        serve.send(&line);
+        self.outcomes.insert(id, Outcome { allowed, ..Default::default() });
+        self.open += 1;
+    }
+
+    /// Takes one line; returns a status answer if it was one.
+    fn take(&mut self, v: Value) -> Option<Value> {
+        if v["op"] == "status" {
+            for g in v["generations"].as_array().unwrap() {
+                self.versions.insert(g["generation"].as_u64().unwrap(), g["plugin"]["version"].as_str().unwrap().to_string());
+            }
+            return Some(v);
+        }
+        let id = v["id"].as_str().unwrap_or_else(|| panic!("unexpected line: {v}")).to_string();
+        let o = self.outcomes.get_mut(&id).unwrap_or_else(|| panic!("a line for an unknown request: {v}"));
+        let generation = v["generation"].as_u64().unwrap();
+        assert_eq!(*o.generation.get_or_insert(generation), generation, "one request, one generation: {v}");
+        if v.get("startError").is_some() {
+            o.start_errors += 1;
+            self.open -= 1;
+            return None;
+        }
+        let event = &v["event"];
+        if event["type"] == "text_delta" {
+            o.text.push_str(event["delta"].as_str().unwrap());
+        }
+        if is_terminal(event) {
+            o.terminals.push(event.clone());
+            self.open -= 1;
+        }
+        None
+    }
+
+    /// Reads lines until a status answer arrives, keeping `in_flight` streams going.
+    fn status(&mut self, serve: &mut Serve, in_flight: usize, allowed: &[u64]) -> Value {
+        serve.send(&json!({"op": "status"}));
+        loop {
+            while self.open < in_flight {
+                self.launch(serve, allowed.to_vec());
+            }
+            match serve.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(v) => {
+                    if let Some(status) = self.take(v) {
+                        return status;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("no output for 60 s; stderr:\n{}", serve.stderr()),
+                Err(RecvTimeoutError::Disconnected) => panic!("serve exited; stderr:\n{}", serve.stderr()),
+            }
+        }
+    }
+
+    /// Keeps the load going while polling status until `until` holds.
+    fn status_until(&mut self, serve: &mut Serve, in_flight: usize, allowed: &[u64], what: &str, until: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.status(serve, in_flight, allowed);
+            if until(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what}: not reached in 60 s; last status {status}; stderr:\n{}", serve.stderr());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Reads lines until every request launched so far has ended.
+    fn wait_idle(&mut self, serve: &mut Serve) {
+        while self.open > 0 {
+            match serve.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(v) => assert!(self.take(v).is_none(), "no status was asked for"),
+                Err(e) => panic!("waiting for {} streams: {e:?}; stderr:\n{}", self.open, serve.stderr()),
+            }
+        }
+    }
+
+    /// Every request finished once, with the full text, on a generation it was allowed to use.
+    fn check(&self) {
+        for (id, o) in &self.outcomes {
+            assert_eq!(o.start_errors, 0, "{id} could not start");
+            assert_eq!(o.terminals.len(), 1, "{id}: exactly one terminal event: {:?}", o.terminals);
+            assert_eq!(o.terminals[0]["type"], "done", "{id}: {}", o.terminals[0]);
+            assert_eq!(o.text, expected_text(), "{id}: the full, exact text");
+            let generation = o.generation.unwrap();
+            assert!(o.allowed.contains(&generation), "{id} ran on generation {generation}, allowed {:?}", o.allowed);
+        }
+    }
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[((values.len() - 1) as f64 * p).round() as usize]
+}
+
+/// What a run of swaps under load measured.
+struct SwapRun {
+    ready_ms: Vec<f64>,
+    drain_ms: Vec<f64>,
+    requests: usize,
+    threads: (u64, u64),
+    rss_kib: (u64, u64),
+    loads: u64,
+    stderr: String,
+}
+
+/// Swaps `swaps` times between the two builds by rewriting the served file while `in_flight`
+/// streams run, then once more with no load; checks every request, the versions, the memory map
+/// and the thread count, and returns the figures. `tool` runs the host under a checker.
+fn swaps_under_load(name: &str, swaps: u64, in_flight: usize, tool: Option<&[&str]>) -> SwapRun {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch(name);
+    let builds = [
+        (shipped(&plugin_path(), &dir.join("a.so")), "0.1.0"),
+        (shipped(&plugin_path().with_file_name("libbedrock_plugin_next.so"), &dir.join("b.so")), "0.1.0-next"),
+    ];
+    let served = dir.join("libbedrock_plugin.so");
+    deploy(&builds[0].0, &served);
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+
+    let mut serve = Serve::start(&served, &config, &scratch(&format!("{name}-copies")), tool);
+    let mut load = Load::new();
+    let first = load.status_until(&mut serve, 0, &[1], "first generation", |s| s["generation"] == 1);
+    assert_eq!(first["plugin"]["version"], "0.1.0");
+    let pid = serve.pid();
+    let (threads_before, rss_before) = (proc_status_field(pid, "Threads:"), proc_status_field(pid, "VmRSS:"));
+
+    let mut ready_ms = Vec::new();
+    for swap in 1..=swaps {
+        let (old, new) = (swap, swap + 1);
+        // Let the current generation carry the load for a moment, so the swap meets streams.
+        load.status_until(&mut serve, in_flight, &[old], "load before the swap", |s| s["generations"][0]["streams"].as_u64() >= Some(in_flight as u64 / 2));
+        let (build, version) = &builds[(swap % 2) as usize];
+        let changed = Instant::now();
+        deploy(build, &served);
+        let status = load.status_until(&mut serve, in_flight, &[old, new], "the new generation serving", |s| s["generation"] == new);
+        ready_ms.push(changed.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(status["plugin"]["version"], *version, "swap {swap} serves the build just deployed");
+        assert_eq!(status["swaps"], swap);
+        // Requests sent from now on must all run on the new generation.
+        load.status(&mut serve, in_flight, &[new]);
+    }
+    // Let the load end, then one idle swap: the serving generation is as fresh as at the start.
+    load.wait_idle(&mut serve);
+    let loaded = swaps + 1;
+    let idle = loaded + 1;
+    deploy(&builds[(idle % 2 == 0) as usize].0, &served);
+    load.status_until(&mut serve, 0, &[idle], "idle swap done and every old copy unloaded", |s| {
+        s["generation"] == idle && s["oldStillMapped"] == 0 && s["unloaded"] == loaded
+    });
+    load.check();
+    for (generation, version) in &load.versions {
+        let expected = if generation % 2 == 1 { "0.1.0" } else { "0.1.0-next" };
+        assert_eq!(version, expected, "generation {generation} runs the build deployed for it");
+    }
+    assert_eq!(mapped_generations(pid), [idle], "only the serving copy is mapped");
+    let mut threads_after = proc_status_field(pid, "Threads:");
+    let settle = Instant::now();
+    while threads_after != threads_before && settle.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+        threads_after = proc_status_field(pid, "Threads:");
+    }
+    assert_eq!(threads_after, threads_before, "threads back to where they started");
+    let rss_after = proc_status_field(pid, "VmRSS:");
+    let requests = load.outcomes.len();
+    assert!(emulator.stats().converse_streams >= requests as u64);
+
+    let (status, stderr) = serve.finish();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    let drain_ms: Vec<f64> = stderr
+        .lines()
+        .filter(|l| l.contains(" drained in ") && !l.contains("(0 streams"))
+        .filter_map(|l| l.split(" drained in ").nth(1)?.split(" ms").next()?.parse().ok())
+        .collect();
+    assert!(drain_ms.len() as u64 >= swaps - swaps / 10, "most swaps met streams in flight: {drain_ms:?}");
+    SwapRun { ready_ms, drain_ms, requests, threads: (threads_before, threads_after), rss_kib: (rss_before, rss_after), loads: idle, stderr }
+}
+
+#[test]
+fn fifty_swaps_under_load_lose_nothing_and_leave_nothing_behind() {
+    const SWAPS: u64 = 50;
+    const IN_FLIGHT: usize = 20;
+    let mut run = swaps_under_load("swaps", SWAPS, IN_FLIGHT, None);
+    let growth_mib = (run.rss_kib.1 as f64 - run.rss_kib.0 as f64) / 1024.0;
+    println!(
+        "serve: {SWAPS} swaps under {IN_FLIGHT} streams in flight, {} requests, all exact; change → new generation serving: median {:.0} ms, p95 {:.0} ms, max {:.0} ms (100 ms of it waiting for the file to settle); drain of the old generation with streams in flight: median {:.0} ms, max {:.0} ms; threads {} → {}; RSS {} → {} KiB ({growth_mib:+.1} MiB over {} loads)",
+        run.requests,
+        percentile(&mut run.ready_ms.clone(), 0.5),
+        percentile(&mut run.ready_ms.clone(), 0.95),
+        percentile(&mut run.ready_ms, 1.0),
+        percentile(&mut run.drain_ms.clone(), 0.5),
+        percentile(&mut run.drain_ms, 1.0),
+        run.threads.0,
+        run.threads.1,
+        run.rss_kib.0,
+        run.rss_kib.1,
+        run.loads,
+    );
+    assert!(growth_mib < 64.0, "RSS grew {growth_mib:.1} MiB over {} loads", run.loads);
+}
+
+/// Memory errors across swaps (a stream's last callback racing the unload, a handle released
+/// through the wrong copy) show up here as invalid reads or writes.
+#[test]
+fn five_swaps_under_load_are_clean_under_valgrind() {
+    let tool: &[&str] = &["valgrind", "--error-exitcode=99", "--leak-check=no", "--fair-sched=yes"];
+    let run = swaps_under_load("valgrind", 5, 4, Some(tool));
+    assert!(run.stderr.contains("ERROR SUMMARY: 0 errors"), "{}", run.stderr);
+    println!("serve under valgrind: 5 swaps, {} requests, 0 errors", run.requests);
+}
+
+/// Each bad file is refused with its reason in the log while generation 1 keeps serving; a good
+/// build deployed afterwards is taken.
+#[test]
+fn files_that_are_not_a_usable_plugin_are_refused_while_the_old_one_serves() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch("refusals");
+    let good = shipped(&plugin_path(), &dir.join("good.so"));
+    let served = dir.join("libbedrock_plugin.so");
+    deploy(&good, &served);
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+
+    let abi2 = dir.join("abi2.so");
+    let built = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o"])
+        .arg(&abi2)
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c/abi2_plugin.c"))
+        .status()
+        .expect("cc runs");
+    assert!(built.success());
+    let truncated = dir.join("truncated.so");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let text = dir.join("notes.so");
+    std::fs::write(&text, "this is not a shared object\n").unwrap();
+
+    let mut serve = Serve::start(&served, &config, &scratch("refusals-copies"), None);
+    let mut load = Load::new();
+    load.status_until(&mut serve, 0, &[1], "first generation", |s| s["generation"] == 1);
+    let cases = [
+        (&abi2, "plugin ABI 2.0; this host speaks 1.x"),
+        (&truncated, "the file is truncated"),
+        (&text, "not a shared object (no ELF header)"),
+    ];
+    for (refused, (file, reason)) in cases.iter().enumerate() {
+        deploy(file, &served);
+        let status = load.status_until(&mut serve, 2, &[1], "the refusal", |s| s["refused"] == refused as u64 + 1);
+        assert_eq!((status["generation"].as_u64(), status["swaps"].as_u64()), (Some(1), Some(0)), "{status}");
+        let log = serve.stderr();
+        let line = log.lines().rfind(|l| l.contains("swap refused")).unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+        assert!(line.contains("generation 1 keeps serving") && line.contains(reason), "{}: {line}", file.display());
+    }
+    load.wait_idle(&mut serve);
+    deploy(&good, &served);
+    load.status_until(&mut serve, 2, &[1, 2], "the good build", |s| s["generation"] == 2 && s["unloaded"] == 1);
+    load.wait_idle(&mut serve);
+    load.check();
+    assert!(load.outcomes.len() >= 6, "streams ran throughout ({} requests)", load.outcomes.len());
+    let (status, stderr) = serve.finish();
+    assert!(status.success(), "{stderr}");
+}
+
+/// The requests, cancels and control lines a client can send, and what each one gets back.
+#[test]
+fn the_line_protocol_answers_every_kind_of_line() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch("protocol");
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+    let mut serve = Serve::start(&plugin_path(), &config, &scratch("protocol-copies"), None);
+    let mut long = request("emulator.echo", "emulator: chunks=500 delay_ms=20", json!({}));
+    long["id"] = json!("long");
+    serve.send(&long);
+    let mut unknown = request("no.such-model", "hi", json!({}));
+    unknown["id"] = json!("unknown");
+    serve.send(&unknown);
+    serve.send(&json!({"model": "emulator.echo", "context": {"messages": []}}));
+    serve.send(&json!({"op": "dance"}));
+    serve.send(&json!({"cancel": "nobody"}));
+    serve.send(&json!({"op": "models"}));
+    let mut seen: Vec<Value> = Vec::new();
+    let next = |serve: &Serve| serve.lines.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e:?}: {}", serve.stderr()));
+    while seen.iter().filter(|v| v.get("event").is_none()).count() < 5 {
+        seen.push(next(&serve));
+    }
+    serve.send(&json!({"cancel": "long"}));
+    loop {
+        let v = next(&serve);
+        let done = v["id"] == "long" && is_terminal(&v["event"]);
+        seen.push(v);
+        if done {
+            break;
+        }
+    }
+    let find = |pred: &dyn Fn(&Value) -> bool| seen.iter().find(|v| pred(v)).cloned().unwrap_or_else(|| panic!("missing in {seen:?}"));
+    let start_error = find(&|v| v["id"] == "unknown");
+    assert_eq!((start_error["generation"].as_u64(), start_error["startError"]["code"].as_str()), (Some(1), Some("not_found")), "{start_error}");
+    assert!(find(&|v| v["error"].as_str().is_some_and(|e| e.contains("string \"id\""))).is_object());
+    assert!(find(&|v| v["error"].as_str().is_some_and(|e| e.contains("unknown op"))).is_object());
+    assert_eq!(find(&|v| v["cancel"] == "nobody")["error"], "no stream of this client is in flight with this id");
+    let models = find(&|v| v["op"] == "models");
+    assert!(models["result"]["models"].as_array().is_some_and(|m| m.iter().any(|m| m["id"] == "emulator.echo")), "{models}");
+    let cancelled = seen.iter().rev().find(|v| v["id"] == "long").unwrap();
+    assert_eq!((cancelled["event"]["reason"].as_str(), failure(&cancelled["event"])["code"].as_str()), (Some("aborted"), Some("cancelled")));
+    let (status, _) = serve.finish();
+    assert!(status.success());
+}
