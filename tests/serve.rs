@@ -55,6 +55,10 @@ struct Serve {
 
 impl Serve {
     fn start(served: &Path, config: &Path, copies: &Path, tool: Option<&[&str]>) -> Serve {
+        Serve::start_with(served, config, copies, tool, &[])
+    }
+
+    fn start_with(served: &Path, config: &Path, copies: &Path, tool: Option<&[&str]>, extra: &[&str]) -> Serve {
         let host = build_host();
         let mut command = match tool {
             Some(tool) => {
@@ -65,7 +69,7 @@ impl Serve {
             None => Command::new(&host),
         };
         let mut child = command
-            .arg("--plugin").arg(served).arg("--config").arg(config).args(["serve", "--drain-ms", "30000"])
+            .arg("--plugin").arg(served).arg("--config").arg(config).args(["serve", "--drain-ms", "30000"]).args(extra)
             .env("TMPDIR", copies)
             .stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped())
             .spawn()
@@ -487,4 +491,116 @@ fn the_line_protocol_answers_every_kind_of_line() {
     assert_eq!((cancelled["event"]["reason"].as_str(), failure(&cancelled["event"])["code"].as_str()), (Some("aborted"), Some("cancelled")));
     let (status, _) = serve.finish();
     assert!(status.success());
+}
+
+/// A client of the socket mode: sends lines, reads the lines meant for it.
+struct SocketClient {
+    out: std::os::unix::net::UnixStream,
+    lines: std::io::Lines<BufReader<std::os::unix::net::UnixStream>>,
+}
+
+impl SocketClient {
+    fn connect(path: &Path) -> SocketClient {
+        let out = std::os::unix::net::UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        out.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let lines = BufReader::new(out.try_clone().unwrap()).lines();
+        SocketClient { out, lines }
+    }
+
+    fn send(&mut self, line: &Value) {
+        writeln!(self.out, "{line}").unwrap();
+    }
+
+    fn next(&mut self) -> Value {
+        serde_json::from_str(&self.lines.next().expect("a line").expect("read a line")).unwrap()
+    }
+
+    /// Sends requests with these ids and returns each one's text once all have ended.
+    fn chat(&mut self, ids: &[&str]) -> HashMap<String, String> {
+        for id in ids {
+            let mut line = request("emulator.echo", PROMPT, json!({}));
+            line["id"] = json!(id);
+            self.send(&line);
+        }
+        let mut texts: HashMap<String, String> = HashMap::new();
+        let mut ended = 0;
+        while ended < ids.len() {
+            let v = self.next();
+            let id = v["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
+            assert!(ids.contains(&id.as_str()), "a line for another client's request: {v}");
+            let text = texts.entry(id).or_default();
+            match v["event"]["type"].as_str() {
+                Some("text_delta") => text.push_str(v["event"]["delta"].as_str().unwrap()),
+                Some("done") => ended += 1,
+                _ => assert!(!is_terminal(&v["event"]), "{v}"),
+            }
+        }
+        texts
+    }
+}
+
+#[test]
+fn a_unix_socket_serves_many_clients_at_once_and_signals_swap_and_stop() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch("socket");
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+    let socket = dir.join("serve.sock");
+    let serve = Serve::start_with(&plugin_path(), &config, &scratch("socket-copies"), None, &["--socket", socket.to_str().unwrap()]);
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no socket: {}", serve.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Four clients at once, all using the same ids: each sees only its own streams.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || SocketClient::connect(&socket).chat(&["a", "b", "c"]))
+        })
+        .collect();
+    for c in clients {
+        let texts = c.join().unwrap();
+        assert_eq!(texts.len(), 3);
+        assert!(texts.values().all(|t| *t == expected_text()), "{texts:?}");
+    }
+
+    // A client that goes away mid-stream: its stream is cancelled, not left running.
+    let mut leaving = SocketClient::connect(&socket);
+    let mut long = request("emulator.echo", "emulator: chunks=500 delay_ms=20", json!({}));
+    long["id"] = json!("long");
+    leaving.send(&long);
+    assert_eq!(leaving.next()["event"]["type"], "start");
+    drop(leaving);
+    let gone = Instant::now();
+    while emulator.stats().open_streams > 0 {
+        assert!(gone.elapsed() < Duration::from_secs(5), "the departed client's stream still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // SIGHUP swaps; status over a new connection shows the second generation.
+    let pid = serve.pid() as libc::pid_t;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let mut control = SocketClient::connect(&socket);
+    let swapped = Instant::now();
+    loop {
+        control.send(&json!({"op": "status"}));
+        let status = control.next();
+        if status["generation"] == 2 && status["unloaded"] == 1 {
+            break;
+        }
+        assert!(swapped.elapsed() < Duration::from_secs(30), "{status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(control.chat(&["after-hup"])["after-hup"], expected_text());
+
+    // SIGTERM: a clean stop that removes the socket.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    drop(control);
+    let (status, stderr) = serve.finish();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(!socket.exists(), "the socket file is removed");
+    assert!(stderr.contains("stopped after 1 swaps (0 refused); 0 generations stay mapped"), "{stderr}");
 }
