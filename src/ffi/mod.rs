@@ -7,10 +7,12 @@
 
 mod api_table;
 mod boundary;
+mod root_module;
 pub mod status;
 mod strings;
 
-pub use api_table::{bp_get_api, BpApi};
+pub use api_table::bp_get_api;
+pub use bedrock_plugin_abi::{BpApi, BpProvider, BpStream};
 
 use crate::config;
 use crate::error::{Error, Result};
@@ -27,10 +29,16 @@ pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// Largest `request_json` accepted (images travel base64-encoded inside it).
 pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 
-/// Opaque provider handle.
-pub struct BpProvider(Provider);
-/// Opaque stream handle.
-pub struct BpStream(StreamHandle);
+/// What a `*mut BpProvider` handed to the host points to.
+struct ProviderBox(Provider);
+/// What a `*mut BpStream` handed to the host points to.
+struct StreamBox(StreamHandle);
+
+/// # Safety
+/// `p` is NULL or a provider handle from `bp_provider_new`, not yet freed.
+unsafe fn provider_ref<'a>(p: *mut BpProvider) -> Result<&'a Provider> {
+    p.cast::<ProviderBox>().as_ref().map(|b| &b.0).ok_or_else(|| Error::invalid("provider is NULL"))
+}
 
 static PLUGIN_INFO: &str = concat!(
     "{\"name\":\"bedrock-plugin\",\"version\":\"",
@@ -69,7 +77,7 @@ pub unsafe extern "C" fn bp_provider_new(config_json: *const c_char, out: *mut *
         out_param(out, "out")?;
         let text = strings::borrow(config_json, "config_json", MAX_CONFIG_BYTES)?;
         let provider = Provider::new(config::parse(text)?)?;
-        *out = Box::into_raw(Box::new(BpProvider(provider)));
+        *out = Box::into_raw(Box::new(ProviderBox(provider))).cast();
         Ok(Status::Ok)
     })
 }
@@ -95,13 +103,13 @@ pub unsafe extern "C" fn bp_stream_start(
         if !out.is_null() {
             *out = std::ptr::null_mut();
         }
-        let provider = provider.as_ref().ok_or_else(|| Error::invalid("provider is NULL"))?;
+        let provider = provider_ref(provider)?;
         let f = on_event.ok_or_else(|| Error::invalid("on_event is NULL"))?;
         let text = strings::borrow(request_json, "request_json", MAX_REQUEST_BYTES)?;
-        let request = provider.0.parse_request(text)?;
-        let handle = provider.0.start(request, Callback { f, user_data })?;
+        let request = provider.parse_request(text)?;
+        let handle = provider.start(request, Callback { f, user_data })?;
         if !out.is_null() {
-            *out = Box::into_raw(Box::new(BpStream(handle)));
+            *out = Box::into_raw(Box::new(StreamBox(handle))).cast();
         }
         Ok(Status::Ok)
     })
@@ -119,13 +127,13 @@ pub unsafe extern "C" fn bp_stream_start(
 pub unsafe extern "C" fn bp_discover(provider: *mut BpProvider, options_json: *const c_char, out_json: *mut *mut c_char, err_json: *mut *mut c_char) -> i32 {
     guard(err_json, || {
         out_param(out_json, "out_json")?;
-        let provider = provider.as_ref().ok_or_else(|| Error::invalid("provider is NULL"))?;
+        let provider = provider_ref(provider)?;
         let refresh = if options_json.is_null() {
             false
         } else {
             parse_discover_options(strings::borrow(options_json, "options_json", MAX_CONFIG_BYTES)?)?
         };
-        let answer = provider.0.discover(refresh)?;
+        let answer = provider.discover(refresh)?;
         *out_json = strings::to_c_string(answer);
         Ok(Status::Ok)
     })
@@ -146,7 +154,7 @@ fn parse_discover_options(text: &str) -> Result<bool> {
 #[no_mangle]
 pub unsafe extern "C" fn bp_stream_cancel(stream: *mut BpStream) {
     guard_void(|| {
-        if let Some(s) = stream.as_ref() {
+        if let Some(s) = stream.cast::<StreamBox>().as_ref() {
             s.0.cancel();
         }
     })
@@ -161,7 +169,7 @@ pub unsafe extern "C" fn bp_stream_cancel(stream: *mut BpStream) {
 pub unsafe extern "C" fn bp_stream_release(stream: *mut BpStream) {
     guard_void(|| {
         if !stream.is_null() {
-            drop(Box::from_raw(stream));
+            drop(Box::from_raw(stream.cast::<StreamBox>()));
         }
     })
 }
@@ -183,7 +191,7 @@ pub unsafe extern "C" fn bp_provider_free(provider: *mut BpProvider, drain_timeo
         if crate::provider::in_callback() {
             return Err(Error::invalid("bp_provider_free must not be called from inside an event callback"));
         }
-        let provider = Box::from_raw(provider);
+        let provider = Box::from_raw(provider.cast::<ProviderBox>());
         Ok(match provider.0.free(Duration::from_millis(drain_timeout_ms.into())) {
             FreeOutcome::Drained => Status::Ok,
             FreeOutcome::CancelledSome => Status::Cancelled,

@@ -1,0 +1,90 @@
+//! The Rust side of bedrock-plugin's contract, beside `include/bedrock_plugin.h`: the opaque
+//! handle types, the `bp_api` function table, and the abi_stable root module. The plugin exports
+//! its functions with exactly these types, so each door into it (C symbols, `bp_get_api`, the
+//! root module) reaches the same implementation.
+//!
+//! Two ways in for a Rust host:
+//! - [`PluginModuleRef::load_from_file`] (abi_stable): the layout of every field is checked
+//!   against the plugin's before anything runs. abi_stable never unloads a library and keeps one
+//!   module per type for the whole process, so this door cannot hot-swap.
+//! - `libloading` (or `dlopen`) and `bp_get_api` → [`BpApi`]: one table per loaded copy, so copies
+//!   can be swapped and never mixed; the ABI version is the only check.
+
+use abi_stable::library::RootModule;
+use abi_stable::sabi_types::VersionStrings;
+use abi_stable::StableAbi;
+use std::os::raw::{c_char, c_void};
+
+/// `bp_provider`: opaque, only ever behind a pointer the plugin handed out.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct BpProvider {
+    _opaque: [u8; 0],
+}
+
+/// `bp_stream`: opaque, only ever behind a pointer the plugin handed out.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct BpStream {
+    _opaque: [u8; 0],
+}
+
+/// `bp_event_fn`: receives one event (NUL-terminated JSON, valid only during the call) on a plugin
+/// thread; returns 0 to go on, non-zero to cancel the stream.
+pub type EventFn = unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char, len: usize) -> i32;
+
+/// The header's `bp_api` (ABI 1.3): every function of one loaded copy. Fields are only ever
+/// appended; `size` says which ones a copy has.
+#[repr(C)]
+pub struct BpApi {
+    pub abi_version: u32,
+    pub size: u32,
+    pub plugin_info: extern "C" fn() -> *const c_char,
+    pub provider_new: unsafe extern "C" fn(*const c_char, *mut *mut BpProvider, *mut *mut c_char) -> i32,
+    pub stream_start: unsafe extern "C" fn(*mut BpProvider, *const c_char, Option<EventFn>, *mut c_void, *mut *mut BpStream, *mut *mut c_char) -> i32,
+    pub discover: unsafe extern "C" fn(*mut BpProvider, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
+    pub stream_cancel: unsafe extern "C" fn(*mut BpStream),
+    pub stream_release: unsafe extern "C" fn(*mut BpStream),
+    pub provider_free: unsafe extern "C" fn(*mut BpProvider, u32) -> i32,
+    pub string_free: unsafe extern "C" fn(*mut c_char),
+}
+
+/// `bp_get_api`'s signature, for hosts that resolve it by name.
+pub type GetApiFn = unsafe extern "C" fn(abi_major: u32) -> *const BpApi;
+
+/// The event callback as a field type of the root module: abi_stable's layout check refuses a
+/// function pointer nested in another function pointer's signature, but takes one wrapped.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct EventCallback(pub unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char, len: usize) -> i32);
+
+/// The root module abi_stable loads: the C functions' behaviour, with checked layouts. Fields up
+/// to `string_free` exist in every plugin that exports the module; later minor versions append
+/// fields after it (a host reads those through the generated accessors, which say when a plugin
+/// is too old to have them).
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginModule {
+    /// `(major << 16) | minor`.
+    pub abi_version: extern "C" fn() -> u32,
+    /// Static JSON; never freed.
+    pub plugin_info: extern "C" fn() -> *const c_char,
+    pub provider_new: unsafe extern "C" fn(*const c_char, *mut *mut BpProvider, *mut *mut c_char) -> i32,
+    pub stream_start: unsafe extern "C" fn(*mut BpProvider, *const c_char, EventCallback, *mut c_void, *mut *mut BpStream, *mut *mut c_char) -> i32,
+    pub discover: unsafe extern "C" fn(*mut BpProvider, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
+    pub stream_cancel: unsafe extern "C" fn(*mut BpStream),
+    pub stream_release: unsafe extern "C" fn(*mut BpStream),
+    pub provider_free: unsafe extern "C" fn(*mut BpProvider, u32) -> i32,
+    #[sabi(last_prefix_field)]
+    pub string_free: unsafe extern "C" fn(*mut c_char),
+}
+
+impl RootModule for PluginModuleRef {
+    abi_stable::declare_root_module_statics! {PluginModuleRef}
+    /// `libbedrock_plugin.so` / `.dylib`.
+    const BASE_NAME: &'static str = "bedrock_plugin";
+    const NAME: &'static str = "bedrock-plugin";
+    const VERSION_STRINGS: VersionStrings = abi_stable::package_version_strings!();
+}
