@@ -22,6 +22,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef __APPLE__
+#define PLUGIN_SUFFIX ".dylib"
+#else
+#define PLUGIN_SUFFIX ".so"
+#endif
+
 static const char DEFAULT_CONFIG[] =
     "{\"provider\":{\"api\":\"bedrock-converse-stream\",\"auth\":\"aws-sdk\",\"models\":["
     "{\"id\":\"us.anthropic.claude-sonnet-4-5-20250929-v1:0\",\"name\":\"Claude Sonnet 4.5\",\"reasoning\":true,"
@@ -249,12 +255,17 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!plugin) {
-        char exe[PATH_MAX];
+        /* The build beside this program: host-example/../target/release. */
+        char exe[PATH_MAX] = "";
+#ifdef __linux__
         ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
         exe[n > 0 ? n : 0] = 0;
+#else
+        if (!realpath(argv[0], exe)) exe[0] = 0;
+#endif
         char *slash = strrchr(exe, '/');
         if (slash) *slash = 0;
-        snprintf(default_plugin, sizeof default_plugin, "%s/../target/release/libbedrock_plugin.so", exe);
+        snprintf(default_plugin, sizeof default_plugin, "%s/../target/release/libbedrock_plugin" PLUGIN_SUFFIX, exe);
         plugin = default_plugin;
     }
     char *config = config_path ? read_file(config_path) : NULL;

@@ -10,6 +10,9 @@
  *        {"id": "r1", "generation": N, "startError": <err_json>}       the request's only line
  *        {"op": ..., ...} answers; {"error": "..."} for a line that could not be read
  *
+ * Portable to macOS where it costs little: inotify and the ELF check are Linux-only (elsewhere the
+ * file's status is polled and dlopen alone judges the file); the rest is POSIX.
+ *
  * Generations: each load of the plugin is a generation, dlopened from a private copy of the
  * plugin file (glibc hands back the already-loaded image for the same path or inode, so a copy is
  * the only way to get a second one) and unlinked at once. A swap (SIGHUP, {"op":"swap"}, or the
@@ -564,27 +567,33 @@ static int file_changed(struct watch *w, int timeout_ms) {
     return changed;
 }
 
-static void *watcher_main(void *arg) {
-    (void)arg;
-    struct watch w = {.fd = -1};
+/* Starts watching the plugin file. Done before serve answers anything, so that a change made
+ * right after its first answer cannot be missed. */
+static void watch_start(struct watch *w) {
+    w->fd = -1;
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", S.opt->plugin_path);
     char *slash = strrchr(dir, '/');
-    snprintf(w.name, sizeof w.name, "%.*s", NAME_MAX, slash ? slash + 1 : dir);
+    snprintf(w->name, sizeof w->name, "%.*s", NAME_MAX, slash ? slash + 1 : dir);
     if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
-    stat(S.opt->plugin_path, &w.last);
+    stat(S.opt->plugin_path, &w->last);
 #ifdef __linux__
     /* The directory, not the file: a deploy renames a new file over the old one. */
-    w.fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (w.fd >= 0 && inotify_add_watch(w.fd, dir[0] ? dir : "/", IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
-        close(w.fd);
-        w.fd = -1;
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd >= 0 && inotify_add_watch(w->fd, dir[0] ? dir : "/", IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
+        say("cannot watch %s (%s); polling the file instead", dir, strerror(errno));
+        close(w->fd);
+        w->fd = -1;
     }
 #endif
+}
+
+static void *watcher_main(void *arg) {
+    struct watch *w = arg;
     for (;;) {
-        struct pollfd fds[2] = {{S.wake[0], POLLIN, 0}, {w.fd, POLLIN, 0}};
+        struct pollfd fds[2] = {{S.wake[0], POLLIN, 0}, {w->fd, POLLIN, 0}};
         int pending = 0;
-        if (poll(fds, w.fd >= 0 ? 2 : 1, w.fd >= 0 ? -1 : 500) < 0 && errno != EINTR) break;
+        if (poll(fds, w->fd >= 0 ? 2 : 1, w->fd >= 0 ? -1 : 500) < 0 && errno != EINTR) break;
         if (fds[0].revents & POLLIN) {
             char c;
             while (read(S.wake[0], &c, 1) == 1) {
@@ -592,14 +601,14 @@ static void *watcher_main(void *arg) {
                 pending = 1;
             }
         }
-        if (file_changed(&w, 0)) pending = 1;
+        if (file_changed(w, 0)) pending = 1;
         if (!pending) continue;
         /* Let a writer finish: load once the file has been quiet for 100 ms. */
-        while (file_changed(&w, 100)) {}
+        while (file_changed(w, 100)) {}
         swap();
     }
 out:
-    if (w.fd >= 0) close(w.fd);
+    if (w->fd >= 0) close(w->fd);
     return NULL;
 }
 
@@ -707,11 +716,22 @@ static void *client_main(void *arg) {
 
 /* ---- main ---- */
 
+/* A non-blocking pipe for signal handlers to write to (pipe2 is not on every system). */
+static int self_pipe(int fds[2]) {
+    if (pipe(fds) != 0) return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+    }
+    return 0;
+}
+
 static int open_socket(const char *path) {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof addr.sun_path) { say("socket path too long: %s", path); return -1; }
     strcpy(addr.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
     unlink(path);
     if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 64) != 0) {
         say("cannot listen on %s: %s", path, strerror(errno));
@@ -726,9 +746,10 @@ static void accept_clients(int listener) {
         struct pollfd fds[2] = {{listener, POLLIN, 0}, {S.quit[0], POLLIN, 0}};
         if (poll(fds, 2, -1) < 0) { if (errno == EINTR) continue; break; }
         if (fds[1].revents & POLLIN) break;
-        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        int fd = accept(listener, NULL, NULL);
         if (fd < 0) continue;
-        int in = dup(fd); /* the reader closes its own: events may still be written to fd */
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        int in = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* the reader closes its own: events may still be written to fd */
         struct client *c = in >= 0 ? client_new(in, fd, 1) : NULL;
         if (!c) {
             close(fd);
@@ -750,18 +771,21 @@ int cmd_serve(const struct serve_options *opt) {
     const char *tmp = getenv("TMPDIR");
     snprintf(S.dir, sizeof S.dir, "%s/bp-serve.XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(S.dir)) { say("cannot create a directory for plugin copies: %s", strerror(errno)); return 1; }
-    if (pipe2(S.wake, O_CLOEXEC | O_NONBLOCK) != 0 || pipe2(S.quit, O_CLOEXEC | O_NONBLOCK) != 0) { rmdir(S.dir); return 1; }
+    if (self_pipe(S.wake) != 0 || self_pipe(S.quit) != 0) { rmdir(S.dir); return 1; }
     signal(SIGPIPE, SIG_IGN);
     struct sigaction hup = {.sa_handler = on_hup, .sa_flags = SA_RESTART};
     sigaction(SIGHUP, &hup, NULL);
 
+    /* Watch before the first load: a deploy during start-up is then swapped in right after. */
+    static struct watch watch;
+    watch_start(&watch);
     char why[1024] = "";
     struct generation *first = load_generation(why, sizeof why);
     if (!first) { say("cannot start: %s", why); rmdir(S.dir); return 1; }
     S.gens = first;
     say("generation %d serving %s", first->number, first->info);
     pthread_t watcher;
-    if (pthread_create(&watcher, NULL, watcher_main, NULL) != 0) { say("cannot start the watcher"); return 1; }
+    if (pthread_create(&watcher, NULL, watcher_main, &watch) != 0) { say("cannot start the watcher"); return 1; }
 
     if (opt->socket_path) {
         int listener = open_socket(opt->socket_path);

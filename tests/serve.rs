@@ -356,7 +356,6 @@ fn swaps_under_load(name: &str, swaps: u64, in_flight: usize, tool: Option<&[&st
         .filter(|l| l.contains(" drained in ") && !l.contains("(0 streams"))
         .filter_map(|l| l.split(" drained in ").nth(1)?.split(" ms").next()?.parse().ok())
         .collect();
-    assert!(drain_ms.len() as u64 >= swaps - swaps / 10, "most swaps met streams in flight: {drain_ms:?}");
     SwapRun { ready_ms, drain_ms, requests, threads: (threads_before, threads_after), rss_kib: (rss_before, rss_after), loads: idle, stderr }
 }
 
@@ -366,6 +365,7 @@ fn fifty_swaps_under_load_lose_nothing_and_leave_nothing_behind() {
     const IN_FLIGHT: usize = 20;
     let mut run = swaps_under_load("swaps", SWAPS, IN_FLIGHT, None);
     let growth_mib = (run.rss_kib.1 as f64 - run.rss_kib.0 as f64) / 1024.0;
+    assert!(run.drain_ms.len() as u64 >= SWAPS * 9 / 10, "most swaps met streams in flight: {:?}", run.drain_ms);
     println!(
         "serve: {SWAPS} swaps under {IN_FLIGHT} streams in flight, {} requests, all exact; change → new generation serving: median {:.0} ms, p95 {:.0} ms, max {:.0} ms (100 ms of it waiting for the file to settle); drain of the old generation with streams in flight: median {:.0} ms, max {:.0} ms; threads {} → {}; RSS {} → {} KiB ({growth_mib:+.1} MiB over {} loads)",
         run.requests,
