@@ -447,11 +447,13 @@ static void drain(struct generation *g) {
     int in_flight = g->streams;
     pthread_mutex_unlock(&S.mu);
     int32_t rc = g->api->provider_free(g->provider, S.opt->drain_ms);
+    /* BP_ERR_BUSY: a callback never returned, so its stream may never end; the copy stays mapped
+     * (and g allocated) for good, and its handles are released through it whenever they end. */
+    int pinned = rc == BP_ERR_BUSY;
     pthread_mutex_lock(&S.mu);
-    while (g->streams > 0) pthread_cond_wait(&S.changed, &S.mu);
+    while (!pinned && g->streams > 0) pthread_cond_wait(&S.changed, &S.mu);
     pthread_mutex_unlock(&S.mu);
     double ms = now_ms() - started;
-    int pinned = rc == BP_ERR_BUSY;
     if (!pinned) dlclose(g->handle);
     pthread_mutex_lock(&S.mu);
     if (pinned) {

@@ -604,3 +604,63 @@ fn a_unix_socket_serves_many_clients_at_once_and_signals_swap_and_stop() {
     assert!(!socket.exists(), "the socket file is removed");
     assert!(stderr.contains("stopped after 1 swaps (0 refused); 0 generations stay mapped"), "{stderr}");
 }
+
+/// A client that stops reading blocks serve's callback (it writes to that client), so the old
+/// generation can never be fully stopped: it must stay mapped and be reported as pinned, while
+/// the new one serves everybody else; once the client reads again its stream still ends cleanly.
+#[test]
+fn a_generation_whose_callback_never_returns_stays_mapped_and_is_reported() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch("pinned");
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+    let socket = dir.join("serve.sock");
+    let serve = Serve::start_with(&plugin_path(), &config, &scratch("pinned-copies"), None, &["--socket", socket.to_str().unwrap(), "--drain-ms", "200"]);
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no socket: {}", serve.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Far more output than a socket buffer holds, and nobody reading it.
+    let mut stalled = SocketClient::connect(&socket);
+    let mut flood = request("emulator.echo", "emulator: chunks=50000", json!({}));
+    flood["id"] = json!("flood");
+    stalled.send(&flood);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut control = SocketClient::connect(&socket);
+    control.send(&json!({"op": "swap"}));
+    assert_eq!(control.next()["queued"], true);
+    let waiting = Instant::now();
+    let status = loop {
+        control.send(&json!({"op": "status"}));
+        let status = control.next();
+        if status["pinned"] == 1 {
+            break status;
+        }
+        assert!(waiting.elapsed() < Duration::from_secs(60), "{status}\n{}", serve.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((status["generation"].as_u64(), status["oldStillMapped"].as_u64(), status["unloaded"].as_u64()), (Some(2), Some(1), Some(0)), "{status}");
+    let old = status["generations"].as_array().unwrap().iter().find(|g| g["generation"] == 1).unwrap();
+    assert_eq!((old["state"].as_str(), old["streams"].as_u64()), (Some("pinned"), Some(1)), "{status}");
+    assert_eq!(mapped_generations(serve.pid()), [1, 2], "the pinned copy is still mapped");
+    assert!(serve.stderr().contains("generation 1 drained in") && serve.stderr().contains("stays mapped"), "{}", serve.stderr());
+    // Everybody else is served by the new generation meanwhile.
+    assert_eq!(control.chat(&["meanwhile"])["meanwhile"], expected_text());
+
+    // The stalled client reads again: its stream was cancelled at the deadline and ends so.
+    let terminal = loop {
+        let v = stalled.next();
+        if is_terminal(&v["event"]) {
+            break v;
+        }
+    };
+    assert_eq!((terminal["generation"].as_u64(), terminal["event"]["reason"].as_str()), (Some(1), Some("aborted")), "{terminal}");
+    unsafe { libc::kill(serve.pid() as libc::pid_t, libc::SIGTERM) };
+    drop((stalled, control));
+    let (status, stderr) = serve.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("1 generations stay mapped"), "{stderr}");
+}

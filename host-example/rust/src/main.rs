@@ -100,7 +100,12 @@ fn swap(args: &Args) -> Result<bool, String> {
     first.finish(first_chat);
     first.provider_free(first_provider);
     drop(first); // dlclose
-    println!("generation 1 unmapped: {}", if still_mapped(&copies.join("generation-1.so")) { "no" } else { "yes" });
+    let unmapped = match still_mapped(&copies.join("generation-1.so")) {
+        Some(true) => "no",
+        Some(false) => "yes",
+        None => "unknown (no /proc/self/maps here)",
+    };
+    println!("generation 1 unmapped: {unmapped}");
     ok &= report(&format!("generation 2, version {}", second.version()), &second_chat);
     second.finish(second_chat);
     second.provider_free(second_provider);
@@ -109,10 +114,10 @@ fn swap(args: &Args) -> Result<bool, String> {
     Ok(ok)
 }
 
-/// Whether a file is still mapped into this process (Linux: /proc/self/maps; elsewhere unknown,
-/// reported as not mapped).
-fn still_mapped(path: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/maps").map(|maps| maps.contains(path.to_str().unwrap_or("\u{0}"))).unwrap_or(false)
+/// Whether a file is still mapped into this process; None where /proc/self/maps does not exist.
+fn still_mapped(path: &Path) -> Option<bool> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    Some(maps.contains(path.to_str()?))
 }
 
 fn main() {
