@@ -11,7 +11,9 @@ fn deps_dir() -> PathBuf {
 }
 
 fn host(emulator: &Emulator, args: &[&str]) -> (bool, String) {
-    let config = std::env::temp_dir().join(format!("bp-host-rs-test-{}.json", std::process::id()));
+    // One file per emulator: the tests run in parallel, each with its own emulator.
+    let port = emulator.endpoint().rsplit(':').next().unwrap().to_string();
+    let config = std::env::temp_dir().join(format!("bp-host-rs-test-{}-{port}.json", std::process::id()));
     let models = r#"[{"id": "emulator.echo", "name": "Echo", "input": ["text"], "cost": {"input": 1, "output": 2}, "contextWindow": 32000, "maxTokens": 1024}]"#;
     std::fs::write(&config, format!(r#"{{"provider": {{"baseUrl": "{}", "models": {models}}}}}"#, emulator.endpoint())).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bp-host-rs"))
