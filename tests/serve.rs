@@ -110,6 +110,20 @@ impl Serve {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits until `found` finds something in the log. Log lines travel on stderr, apart from
+    /// the answers on stdout, so a status that reports an event can arrive before its log line.
+    fn wait_log(&self, what: &str, found: impl Fn(&str) -> Option<String>) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.stderr();
+            if let Some(hit) = found(&log) {
+                return hit;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{what} not logged in 10 s:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Closes stdin and waits for the process to finish its streams and exit.
     fn finish(mut self) -> (std::process::ExitStatus, String) {
         drop(self.stdin.take());
@@ -432,8 +446,7 @@ fn files_that_are_not_a_usable_plugin_are_refused_while_the_old_one_serves() {
         deploy(file, &served);
         let status = load.status_until(&mut serve, 2, &[1], "the refusal", |s| s["refused"] == refused as u64 + 1);
         assert_eq!((status["generation"].as_u64(), status["swaps"].as_u64()), (Some(1), Some(0)), "{status}");
-        let log = serve.stderr();
-        let line = log.lines().rfind(|l| l.contains("swap refused")).unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+        let line = serve.wait_log("the refusal's log line", |log| log.lines().filter(|l| l.contains("swap refused")).nth(refused).map(str::to_string));
         assert!(line.contains("generation 1 keeps serving") && line.contains(reason), "{}: {line}", file.display());
     }
     load.wait_idle(&mut serve);
@@ -646,7 +659,7 @@ fn a_generation_whose_callback_never_returns_stays_mapped_and_is_reported() {
     let old = status["generations"].as_array().unwrap().iter().find(|g| g["generation"] == 1).unwrap();
     assert_eq!((old["state"].as_str(), old["streams"].as_u64()), (Some("pinned"), Some(1)), "{status}");
     assert_eq!(mapped_generations(serve.pid()), [1, 2], "the pinned copy is still mapped");
-    assert!(serve.stderr().contains("generation 1 drained in") && serve.stderr().contains("stays mapped"), "{}", serve.stderr());
+    serve.wait_log("the pin's log line", |log| log.lines().find(|l| l.contains("generation 1 drained in") && l.contains("stays mapped")).map(str::to_string));
     // Everybody else is served by the new generation meanwhile.
     assert_eq!(control.chat(&["meanwhile"])["meanwhile"], expected_text());
 
