@@ -7,7 +7,7 @@ use super::request::StreamRequest;
 use super::translate::Translator;
 use crate::error::{Error, Kind, Result};
 use crate::events::Event;
-use crate::provider::clients::Clients;
+use crate::clients::Clients;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamOutput;
 use aws_sdk_bedrockruntime::operation::RequestId;
 use std::sync::{Arc, Mutex};

@@ -12,7 +12,7 @@ use crate::config::{Config, DiscoveryConfig};
 use crate::error::Result;
 use crate::log;
 use crate::model::Model;
-use crate::provider::clients::Clients;
+use crate::clients::Clients;
 use crate::region::{self, RegionSource};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};

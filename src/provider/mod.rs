@@ -4,7 +4,6 @@
 //! parses input and hands commands to a plugin-owned pthread through a `Mutex` + `Condvar`; that
 //! thread owns the runtime and the AWS clients, and `free` joins it.
 
-pub mod clients;
 mod control;
 mod delivery;
 mod pin;
@@ -74,7 +73,7 @@ impl Provider {
             auth.describe()
         ));
         let discovery = Arc::new(Discovery::new(&config, &auth, discovery_region.clone(), control_endpoint.clone()));
-        let settings = clients::Settings {
+        let settings = crate::clients::Settings {
             runtime_region: runtime_region.clone(),
             discovery_region: discovery_region.0,
             runtime_endpoint: base_url,

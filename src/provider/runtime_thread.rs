@@ -2,7 +2,7 @@
 //! thread-locals on the host thread) that builds the runtime and the AWS client, runs the
 //! command loop, and on `Shutdown` stops the runtime and waits for its threads.
 
-use super::clients::{Clients, Settings};
+use crate::clients::{Clients, Settings};
 use super::control::{Command, Control, Registry, Reply, StreamShared};
 use super::delivery::Delivery;
 use crate::converse::stream::{self, TerminalSlot};
