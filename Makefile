@@ -1,0 +1,24 @@
+# For C hosts: build the shipped plugin and install it where a C build finds it.
+#   make ship                          the shipped .so (Cargo profile `ship`: LTO, stripped)
+#   make install PREFIX=/usr/local     .so, header and pkg-config file (builds `ship` first)
+#   make install PREFIX=... LIB=path   install an already-built .so instead
+# Then: cc $(pkg-config --cflags bedrock-plugin) host.c -ldl, and dlopen $(PREFIX)/lib/libbedrock_plugin.so
+# (or link it: pkg-config --libs bedrock-plugin).
+
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+LIB ?= target/ship/libbedrock_plugin.so
+
+ship:
+	cargo build --profile ship -p bedrock-plugin --lib
+
+target/ship/libbedrock_plugin.so:
+	cargo build --profile ship -p bedrock-plugin --lib
+
+install: $(LIB)
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libbedrock_plugin.so
+	install -m 0644 include/bedrock_plugin.h $(DESTDIR)$(PREFIX)/include/bedrock_plugin.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' include/bedrock-plugin.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/bedrock-plugin.pc
+
+.PHONY: ship install
