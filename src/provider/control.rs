@@ -5,12 +5,12 @@
 use crate::converse::request::StreamRequest;
 use crate::error::Result;
 use std::collections::VecDeque;
-use std::os::raw::{c_char, c_void};
+use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub type EventFn = unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char, len: usize) -> i32;
+pub use bedrock_plugin_abi::EventFn;
 
 /// The host's callback and its `user_data`, moved to the delivery thread of one stream.
 pub struct Callback {
