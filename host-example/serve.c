@@ -275,8 +275,16 @@ static void start_request(struct client *c, const char *line) {
     if (!g) { send_error(c, "no plugin generation is serving"); return; }
     struct request *r = calloc(1, sizeof *r);
     char *body = request_body(line);
-    if (!r || !body) { free(r); free(body); leave(g); send_error(c, "out of memory"); return; }
-    r->id = strndup(idp, (size_t)(value_end(idp) - idp));
+    char *id = strndup(idp, (size_t)(value_end(idp) - idp));
+    if (!r || !body || !id) {
+        free(r);
+        free(body);
+        free(id);
+        leave(g);
+        send_error(c, "out of memory");
+        return;
+    }
+    r->id = id;
     r->client = c;
     r->gen = g;
     r->refs = 2;
