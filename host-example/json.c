@@ -13,7 +13,6 @@ const char *skip_ws(const char *p) {
     return p;
 }
 
-/* End of the JSON value starting at p (string, number, literal, object or array). */
 const char *value_end(const char *p) {
     p = skip_ws(p);
     if (*p == '"') {
@@ -33,7 +32,6 @@ const char *value_end(const char *p) {
     return p;
 }
 
-/* The value of `key` among the direct members of the object at obj, or NULL. */
 const char *member(const char *obj, const char *key) {
     const char *p = skip_ws(obj);
     if (*p != '{') return NULL;
@@ -52,7 +50,6 @@ const char *member(const char *obj, const char *key) {
     return NULL;
 }
 
-/* Decodes the JSON string at p into out (UTF-8), returning the length written. */
 size_t read_string(const char *p, char *out, size_t cap) {
     size_t n = 0;
     if (!p || *p != '"') { if (cap) out[0] = 0; return 0; }
@@ -88,7 +85,6 @@ size_t read_string(const char *p, char *out, size_t cap) {
 
 double number(const char *p) { return p ? strtod(p, NULL) : 0; }
 
-/* Appends s to out as a JSON string literal. */
 void json_string(char *out, size_t cap, const char *s) {
     size_t n = strlen(out);
     out[n++] = '"';
