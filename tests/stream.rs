@@ -328,3 +328,20 @@ fn free_waits_for_streams_that_finish_within_the_drain_timeout() {
         assert_eq!(terminal(&s.collector.wait_terminal(Duration::from_millis(1)))["type"], "done");
     }
 }
+
+#[test]
+fn free_right_after_the_terminal_event_is_a_clean_drain() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    for round in 0..40 {
+        let p = Provider::new(&emulator);
+        let s = start(&p, &request("emulator.echo", "emulator: chunks=2", json!({})));
+        // Wake on the terminal event itself (no settling pause), as a host's callback would.
+        let mut events = s.collector.events.lock().unwrap();
+        while !events.iter().any(is_terminal) {
+            events = s.collector.cv.wait(events).unwrap();
+        }
+        drop(events);
+        assert_eq!(p.free(0), 0, "round {round}: BP_OK, nothing had to be cancelled");
+    }
+}

@@ -138,8 +138,8 @@ struct Admission {
     in_flight: usize,
 }
 
-/// Counts streams from admission until their terminal event was delivered, and discoveries
-/// until they answered.
+/// Counts streams from admission until their terminal event is decided (its delivery begins),
+/// and discoveries until they answered.
 pub struct Registry {
     state: Mutex<Admission>,
     idle: Condvar,

@@ -2,7 +2,7 @@
 //! callback stalls only its own stream). Events are serialized into one reused buffer; the
 //! pointer handed to the host is valid only during the call.
 
-use super::control::{Callback, StreamShared};
+use super::control::{Callback, Registry, StreamShared};
 use crate::converse::stream::{cancelled, TerminalSlot};
 use crate::error::{Error, Kind};
 use crate::events::{AssistantMessage, Event};
@@ -25,14 +25,23 @@ pub struct Delivery {
     slot: Arc<TerminalSlot>,
     callback: Callback,
     shared: Arc<StreamShared>,
+    registry: Arc<Registry>,
     cancel: Arc<Notify>,
     model_id: String,
     buf: Vec<u8>,
 }
 
 impl Delivery {
-    pub fn new(rx: mpsc::Receiver<Event>, slot: Arc<TerminalSlot>, callback: Callback, shared: Arc<StreamShared>, cancel: Arc<Notify>, model_id: String) -> Delivery {
-        Delivery { rx, slot, callback, shared, cancel, model_id, buf: Vec::with_capacity(4096) }
+    pub fn new(
+        rx: mpsc::Receiver<Event>,
+        slot: Arc<TerminalSlot>,
+        callback: Callback,
+        shared: Arc<StreamShared>,
+        registry: Arc<Registry>,
+        cancel: Arc<Notify>,
+        model_id: String,
+    ) -> Delivery {
+        Delivery { rx, slot, callback, shared, registry, cancel, model_id, buf: Vec::with_capacity(4096) }
     }
 
     /// Returns the host's verdict: true to go on, false to cancel the stream.
@@ -69,8 +78,11 @@ impl Delivery {
             Event::failure(AssistantMessage::new(&self.model_id), &e)
         });
         let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &self.model_id) } else { terminal };
-        self.deliver(&terminal);
+        // Finished once its terminal event is decided: a host that frees the provider the moment
+        // it sees that event must find nothing left to drain. `free` still joins this thread.
         self.shared.mark_finished();
+        self.registry.finished();
+        self.deliver(&terminal);
     }
 }
 

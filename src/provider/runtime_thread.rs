@@ -114,13 +114,12 @@ fn run(args: Args) {
                 let (tx, rx) = mpsc::channel(STREAM_QUEUE);
                 let id = shared.id;
                 live.lock().unwrap().insert(id, Live { shared: shared.clone(), cancel: cancel.clone() });
-                let (live_done, registry_done) = (live.clone(), registry.clone());
-                let delivery = Delivery::new(rx, slot.clone(), callback, shared.clone(), cancel.clone(), request.model.id.clone());
+                let live_done = live.clone();
+                let delivery = Delivery::new(rx, slot.clone(), callback, shared.clone(), registry.clone(), cancel.clone(), request.model.id.clone());
                 runtime.spawn(stream::run(clients.clone(), request, tx, slot, cancel));
                 runtime.spawn_blocking(move || {
                     delivery.run();
                     live_done.lock().unwrap().remove(&id);
-                    registry_done.finished();
                 });
             }
             Command::Discover { refresh, reply } => {
