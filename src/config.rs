@@ -102,6 +102,14 @@ pub fn parse_model(m: &Obj<'_>, defaults: &DiscoveryConfig) -> Result<Model> {
     if id.trim().is_empty() {
         return Err(m.err("id", "must not be empty"));
     }
+    // The id becomes a path segment (`/model/<id>/converse-stream`): `.` and `..` would be
+    // resolved away by a normalizing proxy, and control characters have no business there.
+    if id == "." || id == ".." {
+        return Err(m.err("id", format!("\"{id}\" is not a model id")));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(m.err("id", format!("must not contain control characters (found U+{:04X})", c as u32)));
+    }
     if let Some(api) = m.str("api")? {
         if api != API {
             return Err(m.err("api", format!("must be \"{API}\", got \"{api}\"")));

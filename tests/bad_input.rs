@@ -43,6 +43,7 @@ fn invalid_config_names_the_field() {
         (r#"{"provider":{"models":[{"id":"a","input":["text","audio"]}]}}"#, "provider.models[0].input[1]: must be \"text\" or \"image\""),
         (r#"{"provider":{"models":[{"id":"a"},{"id":"a"}]}}"#, "provider.models[1].id: duplicate model id"),
         (r#"{"provider":{"models":[{"name":"x"}]}}"#, "provider.models[0].id: is required"),
+        (r#"{"provider":{"models":[{"id":".."}]}}"#, "provider.models[0].id: \"..\" is not a model id"),
         (r#"{"provider":{},"discovery":{"refreshInterval":-1}}"#, "discovery.refreshInterval: expected an integer from 0"),
     ];
     for (config, expected) in cases {
@@ -104,6 +105,17 @@ fn invalid_requests_get_clear_codes_and_no_events() {
         (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"maxTokens": -3}}).to_string(), 1, "options.maxTokens: expected an integer"),
         (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"reasoning": "max"}}).to_string(), 1, "options.reasoning: must be one of"),
         (json!({"model": "anthropic.claude-sonnet-4-5-20250929-v1:0", "context": {"messages": [{"role": "user", "content": [{"type": "image", "data": "%%%", "mimeType": "image/png"}]}]}}).to_string(), 1, "context.messages[0].content[0]"),
+        // Model ids that would not survive as a URL path segment.
+        (json!({"model": {"id": ".."}, "context": {"messages": [{"role": "user", "content": "x"}]}}).to_string(), 1, "model.id: \"..\" is not a model id"),
+        (json!({"model": {"id": "."}, "context": {"messages": [{"role": "user", "content": "x"}]}}).to_string(), 1, "model.id: \".\" is not a model id"),
+        (json!({"model": {"id": "a\u{7}b"}, "context": {"messages": [{"role": "user", "content": "x"}]}}).to_string(), 1, "model.id: must not contain control characters (found U+0007)"),
+        // Bedrock's documented ranges, refused before anything is sent.
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"maxTokens": 0}}).to_string(), 1, "options.maxTokens: must be at least 1"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"temperature": 1.5}}).to_string(), 1, "options.temperature: must be between 0 and 1, got 1.5"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"topP": -0.1}}).to_string(), 1, "options.topP: must be between 0 and 1, got -0.1"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"stopSequences": ["END", ""]}}).to_string(), 1, "options.stopSequences[1]: must not be empty"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"stopSequences": vec!["x"; 2501]}}).to_string(), 1, "options.stopSequences: at most 2500 stop sequences, got 2501"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}], "tools": [{"name": "", "description": "d", "parameters": {"type": "object"}}]}}).to_string(), 1, "context.tools[0].name: must not be empty"),
     ];
     for (body, code, expected) in cases {
         let collector = Collector::default();

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bedrock's limit on `inferenceConfig.stopSequences`.
+const MAX_STOP_SEQUENCES: usize = 2500;
 
 #[derive(Debug, Clone)]
 pub struct StreamRequest {
@@ -164,11 +166,33 @@ impl Options {
                 b.uint(level, 10_000_000)?;
             }
         }
+        // Bedrock's documented ranges (InferenceConfiguration), checked here so that a bad value
+        // fails at bp_stream_start with its field's path instead of as a ValidationException.
+        let max_tokens = o.uint("maxTokens", i32::MAX as u64)?;
+        if max_tokens == Some(0) {
+            return Err(o.err("maxTokens", "must be at least 1"));
+        }
+        let unit = |key: &str| -> Result<Option<f64>> {
+            match o.f64(key)? {
+                Some(v) if !(0.0..=1.0).contains(&v) => Err(o.err(key, format!("must be between 0 and 1, got {v}"))),
+                v => Ok(v),
+            }
+        };
+        let (temperature, top_p) = (unit("temperature")?, unit("topP")?);
+        let stop_sequences = o.str_array("stopSequences")?;
+        if let Some(stops) = &stop_sequences {
+            if stops.len() > MAX_STOP_SEQUENCES {
+                return Err(o.err("stopSequences", format!("at most {MAX_STOP_SEQUENCES} stop sequences, got {}", stops.len())));
+            }
+            if let Some(i) = stops.iter().position(String::is_empty) {
+                return Err(o.err(&format!("stopSequences[{i}]"), "must not be empty"));
+            }
+        }
         Ok(Options {
-            max_tokens: o.uint("maxTokens", i32::MAX as u64)?,
-            temperature: o.f64("temperature")?,
-            top_p: o.f64("topP")?,
-            stop_sequences: o.str_array("stopSequences")?,
+            max_tokens,
+            temperature,
+            top_p,
+            stop_sequences,
             idle_timeout: idle_ms.map(Duration::from_millis).unwrap_or(DEFAULT_IDLE_TIMEOUT),
             reasoning,
             thinking_budgets: o.get("thinkingBudgets").cloned(),
@@ -394,8 +418,12 @@ fn convert_tools(context: &Obj<'_>, options: &Options) -> Result<Option<ToolConf
         if !schema.is_object() {
             return Err(o.err("parameters", "expected a JSON schema object"));
         }
+        let name = o.req_str("name")?;
+        if name.is_empty() {
+            return Err(o.err("name", "must not be empty"));
+        }
         let spec = ToolSpecification::builder()
-            .name(o.req_str("name")?)
+            .name(name)
             .set_description(o.str("description")?.filter(|d| !d.is_empty()).map(str::to_string))
             .input_schema(ToolInputSchema::Json(to_document(&schema)))
             .build();
