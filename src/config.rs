@@ -35,6 +35,8 @@ pub struct DiscoveryConfig {
     pub refresh_interval_secs: u64,
     pub default_context_window: u64,
     pub default_max_tokens: u64,
+    /// Deadline of each control-plane call (one list call, one page).
+    pub call_timeout_secs: u64,
 }
 
 impl Default for DiscoveryConfig {
@@ -46,6 +48,8 @@ impl Default for DiscoveryConfig {
             refresh_interval_secs: 3600,
             default_context_window: 32_000,
             default_max_tokens: 4096,
+            // OpenClaw's deadline for a discovery call.
+            call_timeout_secs: 30,
         }
     }
 }
@@ -146,7 +150,11 @@ pub fn parse_model(m: &Obj<'_>, defaults: &DiscoveryConfig) -> Result<Model> {
 }
 
 fn parse_discovery(d: &Obj<'_>) -> Result<DiscoveryConfig> {
-    d.only(&["enabled", "region", "providerFilter", "refreshInterval", "defaultContextWindow", "defaultMaxTokens"])?;
+    d.only(&["enabled", "region", "providerFilter", "refreshInterval", "defaultContextWindow", "defaultMaxTokens", "callTimeoutSeconds"])?;
+    let call_timeout_secs = d.uint("callTimeoutSeconds", 3600)?;
+    if call_timeout_secs == Some(0) {
+        return Err(d.err("callTimeoutSeconds", "must be at least 1"));
+    }
     let defaults = DiscoveryConfig::default();
     let provider_filter = match d.get("providerFilter") {
         None => Vec::new(),
@@ -160,6 +168,7 @@ fn parse_discovery(d: &Obj<'_>) -> Result<DiscoveryConfig> {
         refresh_interval_secs: d.uint("refreshInterval", 10 * 365 * 86_400)?.unwrap_or(defaults.refresh_interval_secs),
         default_context_window: d.uint("defaultContextWindow", MAX_TOKENS_LIMIT)?.unwrap_or(defaults.default_context_window),
         default_max_tokens: d.uint("defaultMaxTokens", MAX_TOKENS_LIMIT)?.unwrap_or(defaults.default_max_tokens),
+        call_timeout_secs: call_timeout_secs.unwrap_or(defaults.call_timeout_secs),
     })
 }
 

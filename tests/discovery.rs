@@ -323,3 +323,49 @@ fn model_offered_only_through_profiles_is_retried_once_with_one() {
     assert!(error["message"].as_str().unwrap().contains(&format!("after retrying {CLAUDE} with inference profile eu.{CLAUDE}")), "{error}");
     assert_eq!(emulator.stats().converse_streams, before + 2);
 }
+
+/// An endpoint that accepts connections and never answers.
+fn silent_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            std::mem::forget(connection); // held open, never answered
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_control_plane_that_never_answers_times_out_naming_the_call() {
+    hermetic_env();
+    let config = json!({"provider": {"baseUrl": silent_endpoint(), "models": models()}, "discovery": {"enabled": true, "callTimeoutSeconds": 1}});
+    let p = Provider::try_new(&config.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let (rc, e) = p.discover(None).expect_err("a silent endpoint cannot be discovered");
+    assert_eq!((rc, e["code"].as_str()), (10, Some("timeout")), "BP_ERR_TIMEOUT: {e}");
+    assert!(e["message"].as_str().unwrap().contains("ListFoundationModels did not answer within 1 s (discovery.callTimeoutSeconds)"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_discovery_cut_short_by_free_says_so() {
+    hermetic_env();
+    let config = json!({"provider": {"baseUrl": silent_endpoint(), "models": models()}, "discovery": {"enabled": true}});
+    let p = Provider::try_new(&config.to_string()).unwrap();
+    let raw = p.0 as usize;
+    std::mem::forget(p); // freed below, while the discovery waits
+    let discovering = std::thread::spawn(move || {
+        let (mut out, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let rc = unsafe { (api().discover)(raw as *mut _, std::ptr::null(), &mut out, &mut err) };
+        (rc, take_json(err))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    unsafe { (api().provider_free)(raw as *mut _, 100) };
+    let (rc, e) = discovering.join().unwrap();
+    assert_eq!(rc, 8, "BP_ERR_SHUTTING_DOWN: {e}");
+    assert_eq!(e["message"], "discovery was cut short: the provider is shutting down");
+    // The drain deadline (100 ms) ends it: a waiting discovery is aborted, not waited for.
+    assert!(started.elapsed() < Duration::from_secs(3), "free took {:?}", started.elapsed());
+}

@@ -3,7 +3,9 @@
 //! effort: without that permission discovery still returns the foundation models).
 
 use super::select::{Foundation, Profile};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
+use std::future::Future;
+use std::time::Duration;
 use crate::sdk_error;
 use aws_sdk_bedrock::types::{FoundationModelLifecycleStatus, InferenceProfileStatus, InferenceProfileType};
 
@@ -14,11 +16,13 @@ pub struct Listing {
     pub warnings: Vec<String>,
 }
 
-pub async fn list(client: &aws_sdk_bedrock::Client) -> Result<Listing> {
+/// Every call gets `deadline`: an endpoint that accepts the connection and never answers must
+/// not hold `bp_discover` (a blocking call on a host thread) for ever.
+pub async fn list(client: &aws_sdk_bedrock::Client, deadline: Duration) -> Result<Listing> {
     let (foundations, system, application) = tokio::join!(
-        foundations(client),
-        profiles(client, InferenceProfileType::SystemDefined),
-        profiles(client, InferenceProfileType::Application),
+        foundations(client, deadline),
+        profiles(client, InferenceProfileType::SystemDefined, deadline),
+        profiles(client, InferenceProfileType::Application, deadline),
     );
     let foundations = foundations?;
     let mut warnings = Vec::new();
@@ -44,11 +48,15 @@ fn list_error(action: &str, e: Error) -> Error {
     e
 }
 
-async fn foundations(client: &aws_sdk_bedrock::Client) -> Result<Vec<Foundation>> {
-    let out = client
-        .list_foundation_models()
-        .send()
-        .await
+async fn within<T>(action: &str, deadline: Duration, call: impl Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(deadline, call).await.map_err(|_| {
+        Error::new(Kind::Timeout, format!("{action} did not answer within {} s (discovery.callTimeoutSeconds)", deadline.as_secs()))
+    })
+}
+
+async fn foundations(client: &aws_sdk_bedrock::Client, deadline: Duration) -> Result<Vec<Foundation>> {
+    let out = within("ListFoundationModels", deadline, client.list_foundation_models().send())
+        .await?
         .map_err(|e| list_error("ListFoundationModels", sdk_error::from_operation_error(&e, |_| None)))?;
     let modalities = |m: Option<&[aws_sdk_bedrock::types::ModelModality]>| -> Vec<String> {
         m.unwrap_or_default().iter().map(|m| m.as_str().to_string()).collect()
@@ -69,10 +77,10 @@ async fn foundations(client: &aws_sdk_bedrock::Client) -> Result<Vec<Foundation>
         .collect())
 }
 
-async fn profiles(client: &aws_sdk_bedrock::Client, kind: InferenceProfileType) -> Result<Vec<Profile>> {
+async fn profiles(client: &aws_sdk_bedrock::Client, kind: InferenceProfileType, deadline: Duration) -> Result<Vec<Profile>> {
     let mut pages = client.list_inference_profiles().type_equals(kind.clone()).into_paginator().send();
     let mut out = Vec::new();
-    while let Some(page) = pages.next().await {
+    while let Some(page) = within("ListInferenceProfiles", deadline, pages.next()).await? {
         let page = page.map_err(|e| list_error("ListInferenceProfiles", sdk_error::from_operation_error(&e, |_| None)))?;
         for p in page.inference_profile_summaries() {
             out.push(Profile {

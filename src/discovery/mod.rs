@@ -37,6 +37,7 @@ fn disabled_reason(settings: &DiscoveryConfig, auth: &Auth) -> Option<String> {
 pub struct Discovery {
     cache: cache::Lease,
     ttl: Duration,
+    call_timeout: Duration,
     select: select::Settings,
     disabled: Option<String>,
     region: String,
@@ -68,6 +69,7 @@ impl Discovery {
                 default_max_tokens: select.default_max_tokens,
             }),
             ttl: Duration::from_secs(settings.refresh_interval_secs),
+            call_timeout: Duration::from_secs(settings.call_timeout_secs),
             select,
             disabled: disabled_reason(settings, auth),
             region: region.0,
@@ -114,8 +116,8 @@ impl Discovery {
 
     async fn list(&self, clients: &Clients) -> Result<(Catalog, Vec<String>)> {
         let built = clients.current();
-        let listing = match fetch::list(&built.control).await {
-            Err(e) if clients.worth_refreshing(&e) => fetch::list(&clients.refresh(built.generation).await.control).await,
+        let listing = match fetch::list(&built.control, self.call_timeout).await {
+            Err(e) if clients.worth_refreshing(&e) => fetch::list(&clients.refresh(built.generation).await.control, self.call_timeout).await,
             other => other,
         }
         .map_err(|e| clients.explain(e))?;

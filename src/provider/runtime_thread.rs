@@ -7,7 +7,7 @@ use super::control::{Command, Control, Registry, Reply, StreamShared};
 use super::delivery::Delivery;
 use crate::converse::stream::{self, TerminalSlot};
 use crate::discovery::Discovery;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -75,7 +75,7 @@ impl Answer {
 impl Drop for Answer {
     fn drop(&mut self) {
         if let Some(reply) = self.reply.take() {
-            reply.set(Err(super::shutting_down()));
+            reply.set(Err(Error::new(Kind::ShuttingDown, "discovery was cut short: the provider is shutting down")));
         }
         self.registry.finished();
     }
@@ -106,6 +106,9 @@ fn run(args: Args) {
     control.set_ready(Ok(()));
 
     let live: Arc<std::sync::Mutex<HashMap<u64, Live>>> = Arc::default();
+    // Discoveries in flight, aborted when `free` gives up waiting: a discovery has nothing to
+    // finish cleanly, and its Answer tells the caller it was cut short.
+    let mut discoveries: Vec<tokio::task::AbortHandle> = Vec::new();
     loop {
         match control.next() {
             Command::Start { shared, request, callback } => {
@@ -125,9 +128,11 @@ fn run(args: Args) {
             Command::Discover { refresh, reply } => {
                 let answer = Answer { reply: Some(reply), registry: registry.clone() };
                 let (discovery, clients) = (discovery.clone(), clients.clone());
-                runtime.spawn(async move {
+                discoveries.retain(|d| !d.is_finished());
+                let task = runtime.spawn(async move {
                     answer.send(discovery.run(&clients, refresh).await.map(|v| v.to_string()));
                 });
+                discoveries.push(task.abort_handle());
             }
             Command::Cancel(id) => {
                 if let Some(l) = live.lock().unwrap().get(&id) {
@@ -139,6 +144,7 @@ fn run(args: Args) {
                     l.shared.request_cancel();
                     l.cancel.notify_one();
                 }
+                discoveries.drain(..).for_each(|d| d.abort());
             }
             Command::Shutdown => break,
         }
