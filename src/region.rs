@@ -59,6 +59,20 @@ fn host_of(url: &str) -> Option<&str> {
     rest.split(['/', ':']).next().filter(|h| !h.is_empty())
 }
 
+/// True for a plain-http URL whose host is not this machine (loopback: `localhost`, 127.0.0.0/8,
+/// `[::1]`): what a Bedrock API key must never travel to.
+pub fn is_cleartext_remote(url: &str) -> bool {
+    let Some(rest) = url.get(..7).filter(|s| s.eq_ignore_ascii_case("http://")).map(|_| &url[7..]) else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost") || host == "::1" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
 /// True for AWS's own hostnames, where each Bedrock API has its own endpoint; false for a local
 /// emulator or a proxy that serves both the runtime and the control plane at one address.
 pub fn is_aws_endpoint(url: &str) -> bool {
@@ -83,6 +97,16 @@ pub fn geography(region: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cleartext_remote_is_plain_http_beyond_loopback() {
+        for url in ["http://192.0.2.10:8080", "HTTP://proxy.internal", "http://user@10.0.0.1/x", "http://[2001:db8::1]:80"] {
+            assert!(is_cleartext_remote(url), "{url}");
+        }
+        for url in ["https://bedrock-runtime.us-east-1.amazonaws.com", "http://127.0.0.1:9", "http://localhost:8080/", "http://[::1]:80", "http://127.8.9.10"] {
+            assert!(!is_cleartext_remote(url), "{url}");
+        }
+    }
 
     #[test]
     fn order() {

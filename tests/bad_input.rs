@@ -44,6 +44,8 @@ fn invalid_config_names_the_field() {
         (r#"{"provider":{"models":[{"id":"a"},{"id":"a"}]}}"#, "provider.models[1].id: duplicate model id"),
         (r#"{"provider":{"models":[{"name":"x"}]}}"#, "provider.models[0].id: is required"),
         (r#"{"provider":{"models":[{"id":".."}]}}"#, "provider.models[0].id: \"..\" is not a model id"),
+        // A Bedrock API key never travels in clear text to another host (192.0.2.0/24 is for documentation).
+        (r#"{"provider":{"baseUrl":"http://192.0.2.10:8080","apiKey":"bedrock-api-key-SECRET-123"}}"#, "provider.baseUrl is http://192.0.2.10:8080: plain http to another host, and a Bedrock API key (provider.apiKey) is sent only over https or to this machine"),
         (r#"{"provider":{},"discovery":{"refreshInterval":-1}}"#, "discovery.refreshInterval: expected an integer from 0"),
     ];
     for (config, expected) in cases {
@@ -158,4 +160,15 @@ fn streams_after_free_began_are_refused_and_model_objects_work() {
     assert_eq!(events.last().unwrap()["message"]["usage"]["cost"]["input"], 2.0);
     assert_eq!(emulator.stats().last_model_id.as_deref(), Some("mistral.any-model"));
     assert_eq!(p.free(1000), 0);
+}
+
+#[test]
+fn an_api_key_goes_only_over_https_or_to_this_machine() {
+    hermetic_env();
+    let (_, err) = new_err(r#"{"provider":{"baseUrl":"http://192.0.2.10:8080","apiKey":"bedrock-api-key-SECRET-123"}}"#);
+    assert!(!err.to_string().contains("SECRET-123"), "the key itself is never echoed: {err}");
+    for url in ["http://127.0.0.1:9", "http://localhost:9", "https://bedrock-runtime.us-east-1.amazonaws.com"] {
+        let config = json!({"provider": {"baseUrl": url, "apiKey": "bedrock-api-key-SECRET-123"}}).to_string();
+        Provider::try_new(&config).unwrap_or_else(|e| panic!("{url} refused: {e:?}"));
+    }
 }

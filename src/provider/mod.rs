@@ -52,6 +52,9 @@ impl Provider {
         let env = |name: &str| std::env::var(name).ok();
         let auth = Auth::detect(config.provider.api_key.as_ref(), env);
         let base_url = config.provider.base_url.clone();
+        if auth.uses_api_key() {
+            refuse_cleartext_key(&auth, base_url.as_deref(), env)?;
+        }
         let url_region = base_url.as_deref().and_then(region::from_base_url);
         let (runtime_region, region_source) = region::resolve(
             &[
@@ -145,6 +148,24 @@ impl Provider {
             return FreeOutcome::Pinned;
         }
         outcome
+    }
+}
+
+/// A Bedrock API key is a bearer secret: it never goes to a plain-http endpoint that is not this
+/// machine, wherever that endpoint was set.
+fn refuse_cleartext_key(auth: &Auth, base_url: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<()> {
+    let endpoints = [
+        ("provider.baseUrl", base_url.map(str::to_string)),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")),
+        ("AWS_ENDPOINT_URL_BEDROCK", env("AWS_ENDPOINT_URL_BEDROCK")),
+        ("AWS_ENDPOINT_URL", env("AWS_ENDPOINT_URL")),
+    ];
+    match endpoints.into_iter().find_map(|(setting, url)| url.filter(|u| region::is_cleartext_remote(u)).map(|u| (setting, u))) {
+        Some((setting, url)) => Err(Error::config(format!(
+            "{setting} is {url}: plain http to another host, and a Bedrock API key ({}) is sent only over https or to this machine",
+            auth.origin()
+        ))),
+        None => Ok(()),
     }
 }
 
