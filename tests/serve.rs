@@ -552,20 +552,27 @@ impl SocketClient {
     }
 }
 
-#[test]
-fn a_unix_socket_serves_many_clients_at_once_and_signals_swap_and_stop() {
+/// An emulator, and `bp-host serve` for it on a Unix socket that accepts connections.
+fn serve_on_socket(name: &str, extra: &[&str]) -> (Emulator, Serve, PathBuf) {
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig::default());
-    let dir = scratch("socket");
+    let dir = scratch(name);
     let config = dir.join("config.json");
     std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
     let socket = dir.join("serve.sock");
-    let serve = Serve::start_with(&plugin_path(), &config, &scratch("socket-copies"), None, &["--socket", socket.to_str().unwrap()]);
+    let args: Vec<&str> = ["--socket", socket.to_str().unwrap()].into_iter().chain(extra.iter().copied()).collect();
+    let serve = Serve::start_with(&plugin_path(), &config, &scratch(&format!("{name}-copies")), None, &args);
     let started = Instant::now();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(started.elapsed() < Duration::from_secs(30), "no socket: {}", serve.stderr());
         std::thread::sleep(Duration::from_millis(20));
     }
+    (emulator, serve, socket)
+}
+
+#[test]
+fn a_unix_socket_serves_many_clients_at_once_and_signals_swap_and_stop() {
+    let (emulator, serve, socket) = serve_on_socket("socket", &[]);
 
     // Four clients at once, all using the same ids: each sees only its own streams.
     let clients: Vec<_> = (0..4)
@@ -623,18 +630,7 @@ fn a_unix_socket_serves_many_clients_at_once_and_signals_swap_and_stop() {
 /// the new one serves everybody else; once the client reads again its stream still ends cleanly.
 #[test]
 fn a_generation_whose_callback_never_returns_stays_mapped_and_is_reported() {
-    hermetic_env();
-    let emulator = Emulator::start(EmulatorConfig::default());
-    let dir = scratch("pinned");
-    let config = dir.join("config.json");
-    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
-    let socket = dir.join("serve.sock");
-    let serve = Serve::start_with(&plugin_path(), &config, &scratch("pinned-copies"), None, &["--socket", socket.to_str().unwrap(), "--drain-ms", "200"]);
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "no socket: {}", serve.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_emulator, serve, socket) = serve_on_socket("pinned", &["--drain-ms", "200"]);
     // Far more output than a socket buffer holds, and nobody reading it.
     let mut stalled = SocketClient::connect(&socket);
     let mut flood = request("emulator.echo", "emulator: chunks=50000", json!({}));
