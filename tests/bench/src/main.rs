@@ -283,7 +283,7 @@ fn main() {
         let copy = copies.join(format!("init-{i}.so"));
         std::fs::copy(&build, &copy).unwrap();
         let t = Instant::now();
-        let plugin = Plugin::load(&copy, &copy.with_extension("loaded.so"));
+        let plugin = Plugin::open(&copy);
         let provider = plugin.provider(&config);
         init_ms.push(t.elapsed().as_secs_f64() * 1e3);
         drop(provider);

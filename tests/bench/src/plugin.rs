@@ -15,14 +15,15 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// Loads a private copy (a second load of the same file would return the first image);
-    /// `build` may be that copy already, which is then renamed rather than copied.
+    /// Loads a private copy of `build` (a second load of the same file would return the first
+    /// image).
     pub fn load(build: &Path, copy: &Path) -> Plugin {
-        if build.parent() == copy.parent() {
-            std::fs::rename(build, copy).unwrap_or_else(|e| panic!("rename {}: {e}", build.display()));
-        } else {
-            std::fs::copy(build, copy).unwrap_or_else(|e| panic!("copy {}: {e}", build.display()));
-        }
+        std::fs::copy(build, copy).unwrap_or_else(|e| panic!("copy {}: {e}", build.display()));
+        Plugin::open(copy)
+    }
+
+    /// Loads a private copy already made, and unlinks it once mapped.
+    pub fn open(copy: &Path) -> Plugin {
         use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
         let library: libloading::Library = unsafe { Library::open(Some(copy), RTLD_NOW | RTLD_LOCAL) }.expect("dlopen the plugin").into();
         let _ = std::fs::remove_file(copy);
