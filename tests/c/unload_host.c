@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *plugin_path, *endpoint;
 
@@ -122,7 +123,15 @@ int main(int argc, char **argv) {
         void *rc = NULL;
         pthread_create(&t, NULL, cycle, NULL);
         pthread_join(t, &rc);
-        int threads = count_threads(), mapped = image_mapped();
+        /* pthread_join (ours, and the plugin's of its own threads) returns when the kernel clears
+         * the thread id, a moment before it drops the task from /proc/self/task: give the count
+         * that moment. A thread the plugin really left behind stays and fails the cycle. */
+        int threads = count_threads();
+        for (int wait_ms = 0; threads != base && wait_ms < 2000; wait_ms += 10) {
+            usleep(10 * 1000);
+            threads = count_threads();
+        }
+        int mapped = image_mapped();
         int ok = rc == NULL && threads == base && !mapped;
         printf("cycle %d: rc=%ld threads=%d (start %d) mapped=%d %s\n", i + 1, (long)rc, threads, base, mapped, ok ? "ok" : "FAILED");
         ok ? passed++ : failed++;
