@@ -65,8 +65,10 @@ typedef struct bp_stream bp_stream;
  * and "errorInfo": {"code", "retryable", "httpStatus"?, "requestId"?, "awsErrorType"?}, "code"
  * being the same stable string as in err_json ("throttled", "network", "cancelled", ...).
  * event_json is NUL-terminated, len excludes the NUL, and it is valid only during the call.
- * Called on a plugin thread, in order, never twice at once for one stream. Return 0 to
- * continue; non-zero cancels the stream (it then ends with error/aborted).
+ * Called on a plugin thread, in order, never twice at once for one stream; callbacks of
+ * different streams may run at the same time. A callback that blocks delays only its own stream
+ * (up to 512 blocked at once). Return 0 to continue; non-zero cancels the stream (it then ends
+ * with error/aborted).
  */
 typedef int32_t (*bp_event_fn)(void *user_data, const char *event_json, size_t len);
 

@@ -132,8 +132,9 @@ impl From<&Error> for ErrorInfo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum Event {
-    /// The stream started; `partial` is the (empty) message every later event builds on.
-    Start { partial: AssistantMessage },
+    /// The stream started; `partial` is the (empty) message every later event builds on. The
+    /// messages are boxed so that the events queued by the thousand stay small.
+    Start { partial: Box<AssistantMessage> },
     TextStart { content_index: usize },
     TextDelta { content_index: usize, delta: String },
     TextEnd { content_index: usize, content: String },
@@ -143,9 +144,9 @@ pub enum Event {
     ToolcallStart { content_index: usize, id: String, name: String },
     ToolcallDelta { content_index: usize, delta: String },
     ToolcallEnd { content_index: usize, tool_call: Content },
-    Done { reason: StopReason, message: AssistantMessage },
+    Done { reason: StopReason, message: Box<AssistantMessage> },
     /// pi-ai's shape: `error` *is* the final message (`stopReason`, `errorMessage`, `errorInfo`).
-    Error { reason: StopReason, error: AssistantMessage },
+    Error { reason: StopReason, error: Box<AssistantMessage> },
 }
 
 impl Event {
@@ -159,13 +160,13 @@ impl Event {
         message.stop_reason = reason;
         message.error_message = Some(error.message.clone());
         message.error_info = Some(ErrorInfo::from(error));
-        Event::Error { reason, error: message }
+        Event::Error { reason, error: Box::new(message) }
     }
 
     /// The final message of a terminal event.
     pub fn into_final_message(self) -> Option<AssistantMessage> {
         match self {
-            Event::Done { message, .. } | Event::Error { error: message, .. } => Some(message),
+            Event::Done { message, .. } | Event::Error { error: message, .. } => Some(*message),
             _ => None,
         }
     }
@@ -189,11 +190,17 @@ mod tests {
         );
         let mut m = AssistantMessage::new("m");
         m.timestamp = 5;
-        let v = serde_json::to_value(Event::Done { reason: StopReason::ToolUse, message: m }).unwrap();
+        let v = serde_json::to_value(Event::Done { reason: StopReason::ToolUse, message: Box::new(m) }).unwrap();
         assert_eq!(v["reason"], "toolUse");
         assert_eq!(v["message"]["stopReason"], "stop");
         assert_eq!(v["message"]["usage"]["totalTokens"], 0);
         assert_eq!(v["message"]["usage"]["cost"]["cacheRead"], 0.0);
+    }
+
+    #[test]
+    fn queued_events_stay_small() {
+        // Streams queue events by the hundred; a message inline would make each one ~200 bytes.
+        assert!(std::mem::size_of::<Event>() <= 96, "{} bytes", std::mem::size_of::<Event>());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod document;
 pub mod errors;
+pub mod outlet;
 pub mod request;
 pub mod stream;
 pub mod translate;

@@ -1,55 +1,46 @@
 //! One ConverseStream call as a task on the provider's runtime: send, read events under the idle
-//! timeout, translate, and hand them to the delivery thread through a bounded channel (when it is
-//! full the task stops reading the HTTP body: real backpressure).
+//! timeout, translate, and hand them to the outlet in batches. Events decoded from bytes already
+//! received go out together when the task would next wait for the network (or every
+//! `BATCH` events), so a burst costs the deliverer one wake-up, not one per event; when the
+//! outlet is full the task stops reading the HTTP body (real backpressure).
 
 use super::errors;
+use super::outlet::Outlet;
 use super::request::StreamRequest;
 use super::translate::Translator;
+use crate::clients::Clients;
 use crate::error::{Error, Kind, Result};
 use crate::events::Event;
-use crate::clients::Clients;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamOutput;
 use aws_sdk_bedrockruntime::operation::RequestId;
-use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Notify};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use tokio::sync::futures::Notified;
 
-/// Where the terminal event waits for the delivery thread. It never goes through the bounded
-/// channel, so a full queue or a dropped task can never lose or duplicate it.
-#[derive(Default)]
-pub struct TerminalSlot(Mutex<Option<Event>>);
-
-impl TerminalSlot {
-    fn put_if_empty(&self, event: Event) {
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(event);
-        }
-    }
-
-    pub fn take(&self) -> Option<Event> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
+/// Events handed over at once at most, so a stream that never waits still delivers steadily.
+const BATCH: usize = 64;
 
 /// Owns what the terminal event is made of; if the task is dropped before it finished (runtime
 /// shutdown), `Drop` still leaves an `error/aborted` event with the partial message.
-struct Run {
+struct Run<O: Outlet> {
     translator: Translator,
-    slot: Arc<TerminalSlot>,
-    tx: Option<mpsc::Sender<Event>>,
+    /// Taken by the one terminal event.
+    outlet: Option<Arc<O>>,
 }
 
-impl Run {
+impl<O: Outlet> Run<O> {
     fn finish(&mut self, terminal: Event) {
-        self.slot.put_if_empty(terminal);
-        // Closing the channel after the slot is filled is what tells the delivery thread to look.
-        self.tx = None;
+        if let Some(outlet) = self.outlet.take() {
+            outlet.finish(terminal);
+        }
     }
 }
 
-impl Drop for Run {
+impl<O: Outlet> Drop for Run<O> {
     fn drop(&mut self) {
-        if self.tx.is_some() {
+        if self.outlet.is_some() {
             let e = Error::new(Kind::Cancelled, "the stream was stopped because the provider is shutting down");
             self.finish(Event::failure(self.translator.partial(), &e));
         }
@@ -64,16 +55,10 @@ fn idle_timeout(ms: u128) -> Error {
     Error::new(Kind::Timeout, format!("timed out: no event from Bedrock for {ms} ms (options.idleTimeoutMs)"))
 }
 
-pub async fn run(
-    clients: Arc<Clients>,
-    request: StreamRequest,
-    tx: mpsc::Sender<Event>,
-    slot: Arc<TerminalSlot>,
-    cancel: Arc<Notify>,
-) {
+pub async fn run<O: Outlet>(clients: Arc<Clients>, request: StreamRequest, outlet: Arc<O>) {
     let translator = Translator::new(&request.model.id, request.model.cost);
-    let mut run = Run { translator, slot, tx: Some(tx) };
-    let outcome = drive(&clients, request, &mut run, &cancel).await;
+    let mut run = Run { translator, outlet: Some(outlet.clone()) };
+    let outcome = drive(&clients, request, &mut run, &outlet).await;
     let terminal = match outcome.and_then(|()| run.translator.finish()) {
         Ok(done) => done,
         Err(e) => Event::failure(run.translator.partial(), &e),
@@ -88,7 +73,7 @@ fn needs_profile(e: &Error) -> bool {
 
 /// Sends the request, retrying once with fresh credentials when Bedrock calls them expired or
 /// unknown, and once with the inference profile when the model is not offered on demand.
-async fn open(clients: &Clients, request: &StreamRequest, run: &mut Run) -> Result<ConverseStreamOutput> {
+async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut Run<O>) -> Result<ConverseStreamOutput> {
     let mut built = clients.current();
     let mut model_id = request.model.id.clone();
     let mut fallback = request.fallback_model_id.clone();
@@ -130,11 +115,11 @@ async fn open(clients: &Clients, request: &StreamRequest, run: &mut Run) -> Resu
     }
 }
 
-async fn drive(clients: &Clients, request: StreamRequest, run: &mut Run, cancel: &Notify) -> Result<()> {
+async fn drive<O: Outlet>(clients: &Clients, request: StreamRequest, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
     let idle = request.idle_timeout;
     let output = tokio::select! {
         biased;
-        _ = cancel.notified() => return Err(cancelled()),
+        _ = outlet.cancelled().notified() => return Err(cancelled()),
         r = tokio::time::timeout(idle, open(clients, &request, run)) => match r {
             Err(_) => return Err(idle_timeout(idle.as_millis())),
             Ok(r) => r?,
@@ -142,27 +127,70 @@ async fn drive(clients: &Clients, request: StreamRequest, run: &mut Run, cancel:
     };
     let request_id = output.request_id().map(str::to_string);
     let mut stream = output.stream;
-    let tx = run.tx.clone().ok_or_else(cancelled)?;
-    let mut batch = Vec::with_capacity(8);
+    // One registration each for the stream's life, polled only when the task is about to wait:
+    // the per-event path touches no timer and no waiter list.
+    let mut cancel = std::pin::pin!(outlet.cancelled().notified());
+    cancel.as_mut().enable();
+    let idle_timer = tokio::time::sleep(idle);
+    let mut idle_timer = std::pin::pin!(idle_timer);
+    let mut pending = Vec::with_capacity(BATCH);
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = cancel.notified() => return Err(cancelled()),
-            r = tokio::time::timeout(idle, stream.recv()) => r,
+        if outlet.cancel_requested() {
+            return Err(cancelled());
+        }
+        let item = {
+            let mut next = std::pin::pin!(stream.recv());
+            match poll_once(next.as_mut()).await {
+                Some(item) => item,
+                None => {
+                    // Nothing more without waiting for the network: deliver what we have first.
+                    hand_over(outlet, &mut pending, cancel.as_mut()).await?;
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                    tokio::select! {
+                        biased;
+                        _ = cancel.as_mut() => return Err(cancelled()),
+                        _ = idle_timer.as_mut() => return Err(idle_timeout(idle.as_millis())),
+                        item = next => item,
+                    }
+                }
+            }
         };
         let event = match item {
-            Err(_) => return Err(idle_timeout(idle.as_millis())),
-            Ok(Err(e)) => return Err(errors::from_stream_error(e, request_id.as_deref())),
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(event))) => event,
-        };
-        run.translator.on(event, &mut batch);
-        for e in batch.drain(..) {
-            tokio::select! {
-                biased;
-                _ = cancel.notified() => return Err(cancelled()),
-                sent = tx.send(e) => sent.map_err(|_| cancelled())?,
+            Err(e) => {
+                hand_over(outlet, &mut pending, cancel.as_mut()).await?;
+                return Err(errors::from_stream_error(e, request_id.as_deref()));
             }
+            Ok(None) => return hand_over(outlet, &mut pending, cancel.as_mut()).await,
+            Ok(Some(event)) => event,
+        };
+        run.translator.on(event, &mut pending);
+        if pending.len() >= BATCH {
+            hand_over(outlet, &mut pending, cancel.as_mut()).await?;
         }
     }
+}
+
+/// Polls `future` once: its output if it is ready now, None if it would wait (its waker is then
+/// registered, so it can be awaited next).
+async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(match future.as_mut().poll(cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }))
+    .await
+}
+
+/// Sends `pending` to the outlet and, when its queue is full, waits for room (or a cancel).
+async fn hand_over<O: Outlet>(outlet: &Arc<O>, pending: &mut Vec<Event>, mut cancel: Pin<&mut Notified<'_>>) -> Result<()> {
+    if pending.is_empty() || outlet.send(pending) {
+        return Ok(());
+    }
+    while !outlet.has_room() {
+        tokio::select! {
+            biased;
+            _ = cancel.as_mut() => return Err(cancelled()),
+            _ = outlet.room().notified() => {}
+        }
+    }
+    Ok(())
 }

@@ -45,7 +45,7 @@ impl Translator {
     fn ensure_started(&mut self, out: &mut Vec<Event>) {
         if !self.started {
             self.started = true;
-            out.push(Event::Start { partial: self.message.clone() });
+            out.push(Event::Start { partial: Box::new(self.message.clone()) });
         }
     }
 
@@ -190,7 +190,7 @@ impl Translator {
         };
         self.message.stop_reason = reason;
         let model = self.message.model.clone();
-        Ok(Event::Done { reason, message: std::mem::replace(&mut self.message, AssistantMessage::new(&model)) })
+        Ok(Event::Done { reason, message: Box::new(std::mem::replace(&mut self.message, AssistantMessage::new(&model))) })
     }
 
     /// Records that Bedrock served the request under another id (an inference profile).

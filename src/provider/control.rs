@@ -1,36 +1,43 @@
 //! What host threads share with the plugin's control thread: a command queue, the in-flight
-//! registry that `free` drains, and the per-stream state a host handle may see. Only std
-//! `Mutex`/`Condvar` and atomics here: they are safe on host threads.
+//! registry that `free` drains, and the per-stream state a host handle may see. Host threads
+//! touch only std `Mutex`/`Condvar` and atomics here (and create or drop a tokio `Notify`, which
+//! uses no thread-locals): they are safe on host threads.
 
 use crate::converse::request::StreamRequest;
 use crate::error::Result;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 pub use bedrock_plugin_abi::EventFn;
 
-/// The host's callback and its `user_data`, moved to the delivery thread of one stream.
+/// The host's callback and its `user_data`, moved to the stream's outbox.
 pub struct Callback {
     pub f: EventFn,
     pub user_data: *mut c_void,
 }
 
 // SAFETY: the ABI contract makes the host responsible for `user_data` being usable from the
-// plugin's delivery thread; the plugin calls `f` from one thread at a time per stream.
+// plugin's delivery threads; the plugin calls `f` from one thread at a time per stream.
 unsafe impl Send for Callback {}
 
+/// What a host handle, the control thread and the stream's task share about one stream.
 pub struct StreamShared {
     pub id: u64,
     cancel_requested: AtomicBool,
     finished: AtomicBool,
+    /// Wakes the stream's task when it waits on the network or for room. Notified only on plugin
+    /// threads (waking a tokio task touches tokio's thread-locals); host threads go through
+    /// `Command::Cancel`.
+    pub cancel: Notify,
 }
 
 impl StreamShared {
     pub fn new(id: u64) -> StreamShared {
-        StreamShared { id, cancel_requested: AtomicBool::new(false), finished: AtomicBool::new(false) }
+        StreamShared { id, cancel_requested: AtomicBool::new(false), finished: AtomicBool::new(false), cancel: Notify::new() }
     }
 
     /// Marks the stream cancelled; false when it had already finished or been cancelled.
@@ -44,6 +51,24 @@ impl StreamShared {
 
     pub fn mark_finished(&self) {
         self.finished.store(true, Ordering::Release);
+    }
+}
+
+/// The streams whose terminal event is not decided yet, for `CancelAll`.
+#[derive(Default)]
+pub struct Live(Mutex<HashMap<u64, Arc<StreamShared>>>);
+
+impl Live {
+    pub fn insert(&self, shared: Arc<StreamShared>) {
+        lock(&self.0).insert(shared.id, shared);
+    }
+
+    pub fn remove(&self, id: u64) {
+        lock(&self.0).remove(&id);
+    }
+
+    pub fn all(&self) -> Vec<Arc<StreamShared>> {
+        lock(&self.0).values().cloned().collect()
     }
 }
 
@@ -72,14 +97,14 @@ impl Reply {
 }
 
 pub enum Command {
-    Start { shared: std::sync::Arc<StreamShared>, request: StreamRequest, callback: Callback },
-    Discover { refresh: bool, reply: std::sync::Arc<Reply> },
-    Cancel(u64),
+    Start { shared: Arc<StreamShared>, request: StreamRequest, callback: Callback },
+    Discover { refresh: bool, reply: Arc<Reply> },
+    Cancel(Arc<StreamShared>),
     CancelAll,
     Shutdown,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

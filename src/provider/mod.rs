@@ -6,7 +6,9 @@
 
 mod control;
 mod delivery;
+mod outbox;
 mod pin;
+mod pool;
 mod runtime_thread;
 
 use crate::auth::Auth;
@@ -184,7 +186,7 @@ impl StreamHandle {
     /// Idempotent; a no-op once the terminal event was delivered.
     pub fn cancel(&self) {
         if self.shared.request_cancel() {
-            self.control.push(Command::Cancel(self.shared.id));
+            self.control.push(Command::Cancel(self.shared.clone()));
         }
     }
 }

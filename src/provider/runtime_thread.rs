@@ -3,20 +3,16 @@
 //! command loop, and on `Shutdown` stops the runtime and waits for its threads.
 
 use crate::clients::{Clients, Settings};
-use super::control::{Command, Control, Registry, Reply, StreamShared};
-use super::delivery::Delivery;
-use crate::converse::stream::{self, TerminalSlot};
+use super::control::{Command, Control, Live, Registry, Reply};
+use super::outbox::Outbox;
+use super::pool::{self, Pool};
+use crate::converse::stream;
 use crate::discovery::Discovery;
 use crate::error::{Error, Kind, Result};
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
-
-/// Events buffered per stream between the decoding task and the delivery thread.
-const STREAM_QUEUE: usize = 256;
 /// How long `shutdown_timeout` waits for runtime threads.
 const RUNTIME_STOP: Duration = Duration::from_secs(5);
 
@@ -51,11 +47,6 @@ extern "C" fn entry(arg: *mut libc::c_void) -> *mut libc::c_void {
     std::ptr::null_mut()
 }
 
-struct Live {
-    shared: Arc<StreamShared>,
-    cancel: Arc<Notify>,
-}
-
 /// Answers a `bp_discover` caller exactly once: with the result, or, if the runtime shuts down
 /// before the discovery finished, with "shutting down" from `Drop`.
 struct Answer {
@@ -88,7 +79,9 @@ fn run(args: Args) {
     let (started, stopped) = (control.clone(), control.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(1024)
+        // The delivery pool's threads, plus room for the SDK's own blocking work (DNS lookups).
+        .max_blocking_threads(pool::MAX_THREADS + 64)
+        .thread_keep_alive(Duration::from_secs(1))
         .thread_name("bp-runtime")
         .enable_all()
         .on_thread_start(move || {
@@ -105,25 +98,18 @@ fn run(args: Args) {
     let clients = Arc::new(runtime.block_on(Clients::new(settings)));
     control.set_ready(Ok(()));
 
-    let live: Arc<std::sync::Mutex<HashMap<u64, Live>>> = Arc::default();
+    let live = Arc::new(Live::default());
+    let pool = Pool::new(runtime.handle().clone());
     // Discoveries in flight, aborted when `free` gives up waiting: a discovery has nothing to
     // finish cleanly, and its Answer tells the caller it was cut short.
     let mut discoveries: Vec<tokio::task::AbortHandle> = Vec::new();
     loop {
         match control.next() {
             Command::Start { shared, request, callback } => {
-                let cancel = Arc::new(Notify::new());
-                let slot = Arc::new(TerminalSlot::default());
-                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-                let id = shared.id;
-                live.lock().unwrap().insert(id, Live { shared: shared.clone(), cancel: cancel.clone() });
-                let live_done = live.clone();
-                let delivery = Delivery::new(rx, slot.clone(), callback, shared.clone(), registry.clone(), cancel.clone(), request.model.id.clone());
-                runtime.spawn(stream::run(clients.clone(), request, tx, slot, cancel));
-                runtime.spawn_blocking(move || {
-                    delivery.run();
-                    live_done.lock().unwrap().remove(&id);
-                });
+                live.insert(shared.clone());
+                let model_id = request.model.id.clone();
+                let outbox = Outbox::new(shared, callback, pool.clone(), registry.clone(), live.clone(), model_id);
+                runtime.spawn(stream::run(clients.clone(), request, outbox));
             }
             Command::Discover { refresh, reply } => {
                 let answer = Answer { reply: Some(reply), registry: registry.clone() };
@@ -134,15 +120,11 @@ fn run(args: Args) {
                 });
                 discoveries.push(task.abort_handle());
             }
-            Command::Cancel(id) => {
-                if let Some(l) = live.lock().unwrap().get(&id) {
-                    l.cancel.notify_one();
-                }
-            }
+            Command::Cancel(shared) => shared.cancel.notify_one(),
             Command::CancelAll => {
-                for l in live.lock().unwrap().values() {
-                    l.shared.request_cancel();
-                    l.cancel.notify_one();
+                for shared in live.all() {
+                    shared.request_cancel();
+                    shared.cancel.notify_one();
                 }
                 discoveries.drain(..).for_each(|d| d.abort());
             }
@@ -151,5 +133,7 @@ fn run(args: Args) {
     }
     drop(clients);
     drop(discovery);
+    pool.close();
     runtime.shutdown_timeout(RUNTIME_STOP);
+    pool.drain_here();
 }

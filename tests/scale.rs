@@ -1,0 +1,144 @@
+//! Delivery at gateway scale, through the C ABI and the real SDK: threads follow the callbacks
+//! that are running, not the streams that are open; there is no ceiling on streams that receive
+//! events; a callback that blocks holds only its own stream.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::ffi::c_char;
+use std::os::raw::c_void;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Each test counts the process's plugin threads: they run one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The plugin names every thread it starts `bp-…`.
+fn plugin_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("bp-")))
+        .count()
+}
+
+fn raise_fd_limit(want: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert!(limit.rlim_max >= want, "this test needs {want} file descriptors; the hard limit is {}", limit.rlim_max);
+    limit.rlim_cur = limit.rlim_cur.max(want);
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+}
+
+/// Waits until `done` holds, failing after `timeout` with `what`.
+fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} (waited {timeout:?})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn fifteen_hundred_open_streams_all_receive_events_on_a_handful_of_threads() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // Each open stream is a socket on both sides of loopback (the emulator runs in this process).
+    const STREAMS: usize = 1500;
+    raise_fd_limit(2 * STREAMS as u64 + 512);
+    let (emulator, p) = setup();
+    // Bedrock's events come 1.5 s apart: the first delta after 1.5 s, the end after 7.5 s. Every
+    // stream receives a delta before any stream ends, unless streams wait for others to end (the
+    // old design's ceiling was 1,024 streams receiving at once).
+    let streams: Vec<Stream> =
+        (0..STREAMS).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=2 delay_ms=1500", json!({})))).collect();
+    let mut peak_threads = 0;
+    wait_until(Duration::from_secs(60), "every open stream receives its first delta", || {
+        peak_threads = peak_threads.max(plugin_threads());
+        streams.iter().all(|s| s.collector.events.lock().unwrap().iter().any(|e| e["type"] == "text_delta"))
+    });
+    let ended = streams.iter().filter(|s| s.collector.events.lock().unwrap().iter().any(is_terminal)).count();
+    assert_eq!(ended, 0, "all {STREAMS} streams were receiving at once, none had to end first");
+    assert!(emulator.stats().max_open_streams >= STREAMS as u64, "peak {} open streams", emulator.stats().max_open_streams);
+    // Control thread, two runtime workers, the delivery pool's two core threads, and a few the
+    // pool may add for a moment when the machine is busy: not one per stream.
+    assert!(peak_threads <= 12, "{peak_threads} plugin threads for {STREAMS} open streams");
+    wait_until(Duration::from_secs(60), "every stream ends", || streams.iter().all(|s| s.collector.events.lock().unwrap().iter().any(is_terminal)));
+    for (i, s) in streams.iter().enumerate() {
+        let events = s.collector.events.lock().unwrap();
+        assert!(s.collector.violations.lock().unwrap().is_empty(), "stream {i}: {:?}", s.collector.violations.lock().unwrap());
+        assert_eq!(text_of(&events), "w0 w1 ", "stream {i}");
+        assert_eq!(events.iter().filter(|e| is_terminal(e)).count(), 1, "stream {i}");
+        assert_eq!(terminal(&events)["reason"], "stop", "stream {i}");
+    }
+    drop(streams);
+    assert_eq!(p.free(10_000), 0);
+}
+
+/// A callback that blocks on its first event until the test opens the gate.
+struct Gated {
+    gate: Arc<(Mutex<bool>, Condvar)>,
+    events: Mutex<Vec<serde_json::Value>>,
+    done: Condvar,
+}
+
+unsafe extern "C" fn gated(user: *mut c_void, json: *const c_char, len: usize) -> i32 {
+    let g = &*(user as *const Gated);
+    let (open, cv) = &*g.gate;
+    let mut is_open = open.lock().unwrap();
+    while !*is_open {
+        is_open = cv.wait(is_open).unwrap();
+    }
+    drop(is_open);
+    let event: serde_json::Value = serde_json::from_slice(std::slice::from_raw_parts(json.cast::<u8>(), len)).unwrap();
+    g.events.lock().unwrap().push(event);
+    g.done.notify_all();
+    0
+}
+
+#[test]
+fn callbacks_that_block_hold_only_their_own_streams() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (_emulator, p) = setup();
+    let before = plugin_threads();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    // More blocked callbacks than the pool's core threads: the others can go on only if the
+    // pool adds threads for them.
+    let blocked: Vec<(Arc<Gated>, *mut c_void)> = (0..4)
+        .map(|_| {
+            let g = Arc::new(Gated { gate: gate.clone(), events: Mutex::default(), done: Condvar::new() });
+            let body = std::ffi::CString::new(request("emulator.echo", "emulator: chunks=5", json!({})).to_string()).unwrap();
+            let (mut handle, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+            let rc = unsafe { (api().stream_start)(p.0, body.as_ptr(), Some(gated), Arc::as_ptr(&g) as *mut c_void, &mut handle, &mut err) };
+            assert_eq!(rc, 0);
+            (g, handle)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let free: Vec<Stream> = (0..40).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=20", json!({})))).collect();
+    for s in &free {
+        let events = s.finish();
+        assert_eq!(terminal(&events)["reason"], "stop");
+        assert_eq!(events.iter().filter(|e| e["type"] == "text_delta").count(), 20);
+    }
+    assert!(blocked.iter().all(|(g, _)| g.events.lock().unwrap().is_empty()), "the blocked callbacks are still in their first call");
+    let during = plugin_threads();
+    assert!(during > before, "the pool grew beside the blocked callbacks ({before} → {during} threads)");
+
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    for (g, handle) in &blocked {
+        let mut events = g.events.lock().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !events.iter().any(is_terminal) {
+            assert!(Instant::now() < deadline, "a released stream ends");
+            events = g.done.wait_timeout(events, Duration::from_millis(100)).unwrap().0;
+        }
+        assert_eq!(text_of(&events), "w0 w1 w2 w3 w4 ");
+        assert_eq!(events.iter().filter(|e| is_terminal(e)).count(), 1);
+        unsafe { (api().stream_release)(*handle) };
+    }
+    // Threads added for blocked callbacks leave once idle.
+    wait_until(Duration::from_secs(30), "the pool shrinks back once nothing blocks", || plugin_threads() <= before.max(5));
+    drop(free);
+    assert_eq!(p.free(10_000), 0);
+}
