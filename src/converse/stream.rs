@@ -120,7 +120,9 @@ async fn drive<O: Outlet>(clients: &Clients, request: StreamRequest, run: &mut R
     let output = tokio::select! {
         biased;
         _ = outlet.cancelled().notified() => return Err(cancelled()),
-        r = tokio::time::timeout(idle, open(clients, &request, run)) => match r {
+        // Boxed: the SDK's send future is most of a stream task's size, and only needed until
+        // the response starts; on the heap it is freed then instead of held for the whole stream.
+        r = tokio::time::timeout(idle, Box::pin(open(clients, &request, run))) => match r {
             Err(_) => return Err(idle_timeout(idle.as_millis())),
             Ok(r) => r?,
         },

@@ -162,7 +162,7 @@ impl Translator {
                 if let Content::ToolCall { arguments, .. } = call {
                     *arguments = parse_arguments(&block.partial_json);
                 }
-                out.push(Event::ToolcallEnd { content_index, tool_call: call.clone() });
+                out.push(Event::ToolcallEnd { content_index, tool_call: Box::new(call.clone()) });
             }
             None => {}
         }

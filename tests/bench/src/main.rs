@@ -1,7 +1,7 @@
 //! bedrock-plugin's benchmark: the plugin through its C ABI (dlopen, bp_get_api, a callback)
 //! against aws-sdk-bedrockruntime consumed directly, on the same local stand-in, in one run.
 //!
-//!   cargo run --release -p bench -- [--plugin PATH] [--max-streams N] [--out FILE]
+//!   cargo run --release -p bench -- [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
 //!
 //! Scenarios (issue 8): 1. one stream of 100,000 deltas: events/s and CPU per event; 2. time to
 //! first event over 1,000 sequential short streams; 3. 1 … 10,000 concurrent streams of 1,000
@@ -132,7 +132,7 @@ impl Bench<'_> {
     fn one_long_stream(&mut self, deltas: usize) {
         let mut plugin_runs = Vec::new();
         let mut direct_runs = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             let sink = Sink::new(false, Duration::ZERO);
             let (cpu, t) = (cpu_time(), Instant::now());
             let stream = self.provider.start(deltas, &sink);
@@ -260,6 +260,9 @@ fn main() {
     let exe_dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
     let build = value("--plugin").map(PathBuf::from).unwrap_or_else(|| exe_dir.join("libbedrock_plugin.so"));
     let max_streams: usize = value("--max-streams").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    // Scenarios to run (all by default), for looking at one while changing the plugin.
+    let only: Vec<u32> = value("--only").map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect()).unwrap_or_default();
+    let run = |scenario: u32| only.is_empty() || only.contains(&scenario);
     let out = value("--out").map(PathBuf::from).unwrap_or_else(|| exe_dir.join("../bench-results.md"));
     for (k, v) in [
         ("AWS_EC2_METADATA_DISABLED", "true"), ("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
@@ -302,12 +305,18 @@ fn main() {
     });
     bench.direct.rt.block_on(direct::stream(bench.direct.client.clone(), 1000, false));
 
-    bench.one_long_stream(100_000);
-    bench.time_to_first_event(1000);
-    for streams in [1, 10, 100, 1000, 10_000].into_iter().filter(|s| *s <= max_streams) {
+    if run(1) {
+        bench.one_long_stream(100_000);
+    }
+    if run(2) {
+        bench.time_to_first_event(1000);
+    }
+    for streams in [1, 10, 100, 1000, 10_000].into_iter().filter(|s| *s <= max_streams && run(3)) {
         bench.concurrent(streams, 1000);
     }
-    bench.slow_neighbour();
+    if run(4) {
+        bench.slow_neighbour();
+    }
     bench.row("5. init: dlopen → provider ready, median of 5, ms", format!("{:.1}", percentile(&mut init_ms, 0.5)), "", "");
 
     // 5. discovery against the emulator with 150 models and 60 profiles.
