@@ -7,8 +7,10 @@
 //! first event over 1,000 sequential short streams; 3. 1 … 10,000 concurrent streams of 1,000
 //! deltas: events/s, p99 gap, peak RSS per stream, peak threads; 4. one slow consumer beside 99
 //! fast streams; 5. init, discovery (150 models, 60 profiles) and the .so size. Prints a Markdown
-//! table and writes it to --out (default target/bench-results.md).
+//! table and writes it to --out (default target/bench-results.md), with a chart of scenario 3
+//! beside it (the same name, .png).
 
+mod chart;
 mod direct;
 mod plugin;
 mod standin;
@@ -119,6 +121,7 @@ struct Bench<'a> {
     provider: plugin::Provider<'a>,
     direct: direct::Direct,
     rows: Vec<[String; 4]>,
+    levels: Vec<chart::Level>,
 }
 
 impl Bench<'_> {
@@ -207,6 +210,13 @@ impl Bench<'_> {
         let gaps: Vec<u32> = seen.into_iter().flat_map(|s| s.gaps).collect();
         let direct = (events as f64 / wall.as_secs_f64(), p99_gap_us(gaps), peak_rss.saturating_sub(rss_before) as f64 / streams as f64, peak_threads);
 
+        self.levels.push(chart::Level {
+            streams,
+            plugin_events_per_s: plugin.0,
+            direct_events_per_s: direct.0,
+            plugin_kib_per_stream: plugin.2,
+            direct_kib_per_stream: direct.2,
+        });
         self.row(format!("3. {streams} streams × {deltas} deltas, events/s"), format!("{:.0}", plugin.0), format!("{:.0}", direct.0), format!("{:.0}%", 100.0 * plugin.0 / direct.0));
         self.row(format!("3. {streams} streams, p99 gap between events, µs"), format!("{:.0}", plugin.1), format!("{:.0}", direct.1), "");
         self.row(format!("3. {streams} streams, peak RSS per open stream, KiB"), format!("{:.1}", plugin.2), format!("{:.1}", direct.2), "");
@@ -295,7 +305,7 @@ fn main() {
     println!("bedrock-plugin benchmark: plugin {} vs aws-sdk-bedrockruntime direct, stand-in {endpoint}\n", build.display());
     println!("| figure | plugin | direct SDK | plugin vs direct |\n|---|---|---|---|");
     let plugin = Plugin::load(&build, &copies.join("bench.so"));
-    let mut bench = Bench { provider: plugin.provider(&config), direct: direct::Direct::new(&endpoint), rows: Vec::new() };
+    let mut bench = Bench { provider: plugin.provider(&config), direct: direct::Direct::new(&endpoint), rows: Vec::new(), levels: Vec::new() };
     // Warm both paths (connections, lazily built state) before measuring.
     let warm = Sink::new(false, Duration::ZERO);
     drop({
@@ -360,6 +370,7 @@ fn main() {
         "",
     );
     let rows = std::mem::take(&mut bench.rows);
+    let levels = std::mem::take(&mut bench.levels);
     drop(bench);
     drop(plugin);
     let _ = std::fs::remove_dir_all(&copies);
@@ -373,4 +384,10 @@ fn main() {
     }
     std::fs::File::create(&out).and_then(|mut f| f.write_all(md.as_bytes())).unwrap_or_else(|e| eprintln!("cannot write {}: {e}", out.display()));
     println!("\nwritten to {}", out.display());
+    let png = out.with_extension("png");
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    match chart::draw(&png, &levels, &format!("{cores} cores, {cpu}")) {
+        Ok(()) => println!("chart: {}", png.display()),
+        Err(e) => eprintln!("no chart ({}): {e}", png.display()),
+    }
 }
