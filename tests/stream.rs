@@ -116,6 +116,41 @@ fn request_is_mapped_to_converse() {
 }
 
 #[test]
+fn service_tier_and_structured_output_reach_bedrock_in_its_shape() {
+    let (emulator, p) = setup();
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let options = json!({
+        "serviceTier": "flex",
+        "outputConfig": {"effort": "low", "textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"schema": schema, "name": "place"}}}},
+    });
+    let events = chat(&p, "hello", options);
+    assert_eq!(terminal(&events)["type"], "done");
+    let body = emulator.stats().last_body.unwrap();
+    assert_eq!(body["serviceTier"], json!({"type": "flex"}));
+    assert_eq!(body["outputConfig"]["effort"], "low");
+    let sent = &body["outputConfig"]["textFormat"];
+    assert_eq!((sent["type"].as_str(), sent["structure"]["jsonSchema"]["name"].as_str()), (Some("json_schema"), Some("place")));
+    // Bedrock takes the schema as JSON text; the same schema as text is sent unchanged.
+    assert_eq!(serde_json::from_str::<Value>(sent["structure"]["jsonSchema"]["schema"].as_str().unwrap()).unwrap(), schema);
+    let text = schema.to_string();
+    chat(&p, "hello", json!({"outputConfig": {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"schema": text}}}}}));
+    assert_eq!(emulator.stats().last_body.unwrap()["outputConfig"]["textFormat"]["structure"]["jsonSchema"]["schema"], json!(text));
+    assert!(emulator.stats().last_body.unwrap().get("serviceTier").is_none(), "no tier unless asked");
+
+    for (options, says) in [
+        (json!({"serviceTier": "turbo"}), "options.serviceTier: must be one of default, flex, priority, reserved; got \"turbo\""),
+        (json!({"outputConfig": {"effort": "huge"}}), "options.outputConfig.effort: must be one of low, medium, high, xhigh, max"),
+        (json!({"outputConfig": {"textFormat": {"type": "xml"}}}), "options.outputConfig.textFormat.type: must be \"json_schema\""),
+        (json!({"outputConfig": {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"schema": "{not json"}}}}}), "jsonSchema.schema: must be a JSON Schema object"),
+        (json!({"outputConfig": {"format": {}}}), "options.outputConfig"),
+    ] {
+        let (rc, err) = try_start(&p, &request("emulator.echo", "hi", options.clone()), Collector::default()).err().expect("refused");
+        assert_eq!(rc, 1, "{options}: {err}");
+        assert!(err["message"].as_str().unwrap().contains(says), "{options}: {err}");
+    }
+}
+
+#[test]
 fn errors_before_the_stream_have_the_right_code() {
     let (_e, p) = setup();
     // The last column is how pi-ai's Bedrock provider begins `errorMessage` for that exception.

@@ -4,6 +4,7 @@
 pub mod document;
 pub mod errors;
 pub mod outlet;
+pub mod output_options;
 pub mod request;
 pub mod stream;
 pub mod translate;

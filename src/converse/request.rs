@@ -10,7 +10,7 @@ use aws_sdk_bedrockruntime::types::{
     AnyToolChoice, AutoToolChoice, CachePointBlock, CachePointType, CacheTtl, ContentBlock, ConversationRole,
     ImageBlock, ImageFormat, ImageSource, InferenceConfiguration, Message, ReasoningContentBlock, ReasoningTextBlock,
     SpecificToolChoice, SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock,
-    ToolResultContentBlock, ToolResultStatus, ToolSpecification, ToolUseBlock,
+    ToolResultContentBlock, ToolResultStatus, ToolSpecification, ToolUseBlock, OutputConfig, ServiceTier,
 };
 use aws_smithy_types::Document;
 use serde_json::Value;
@@ -33,6 +33,8 @@ pub struct StreamRequest {
     pub idle_timeout: Duration,
     /// The inference profile to retry with if Bedrock serves this model only through one.
     pub fallback_model_id: Option<String>,
+    pub service_tier: Option<ServiceTier>,
+    pub output_config: Option<OutputConfig>,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -105,7 +107,18 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         .set_top_p(options.top_p.map(|t| t as f32))
         .set_stop_sequences(options.stop_sequences.clone())
         .build();
-    Ok(StreamRequest { model, messages, system, tool_config, inference, additional_fields, idle_timeout: options.idle_timeout, fallback_model_id: None })
+    Ok(StreamRequest {
+        model,
+        messages,
+        system,
+        tool_config,
+        inference,
+        additional_fields,
+        idle_timeout: options.idle_timeout,
+        fallback_model_id: None,
+        service_tier: options.service_tier,
+        output_config: options.output_config,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +133,8 @@ struct Options {
     tool_choice: Option<Value>,
     cache_retention: String,
     interleaved_thinking: Option<bool>,
+    service_tier: Option<ServiceTier>,
+    output_config: Option<OutputConfig>,
 }
 
 impl Default for Options {
@@ -135,6 +150,8 @@ impl Default for Options {
             tool_choice: None,
             cache_retention: "short".into(),
             interleaved_thinking: None,
+            service_tier: None,
+            output_config: None,
         }
     }
 }
@@ -143,7 +160,7 @@ impl Options {
     fn parse(o: &Obj<'_>) -> Result<Options> {
         o.only(&[
             "maxTokens", "temperature", "topP", "stopSequences", "idleTimeoutMs", "reasoning", "thinkingBudgets",
-            "toolChoice", "cacheRetention", "interleavedThinking", "sessionId",
+            "toolChoice", "cacheRetention", "interleavedThinking", "sessionId", "serviceTier", "outputConfig",
         ])?;
         let reasoning = o.str("reasoning")?.map(str::to_string);
         if let Some(r) = &reasoning {
@@ -199,6 +216,8 @@ impl Options {
             tool_choice: o.get("toolChoice").cloned(),
             cache_retention,
             interleaved_thinking: o.bool("interleavedThinking")?,
+            service_tier: super::output_options::service_tier(o)?,
+            output_config: super::output_options::output_config(o)?,
         })
     }
 

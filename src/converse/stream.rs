@@ -88,6 +88,8 @@ async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut R
             .set_tool_config(request.tool_config.clone())
             .inference_config(request.inference.clone())
             .set_additional_model_request_fields(request.additional_fields.clone())
+            .set_service_tier(request.service_tier.clone())
+            .set_output_config(request.output_config.clone())
             .send()
             .await;
         let e = match sent {
