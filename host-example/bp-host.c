@@ -44,6 +44,7 @@ struct api {
     int32_t (*provider_free)(bp_provider *, uint32_t);
     void (*string_free)(char *);
     int32_t (*discover)(bp_provider *, const char *, char **, char **); /* ABI 1.1 */
+    int32_t (*embed)(bp_provider *, const char *, char **, char **);    /* ABI 1.4 */
 };
 
 /* ---- commands ---- */
@@ -210,6 +211,55 @@ static int cmd_chat(struct api *api, bp_provider *provider, const char *model, l
     return c.failed;
 }
 
+/* Embeds texts and prints each vector's length and first values. */
+static int cmd_embed(struct api *api, bp_provider *provider, const char *model, long dimensions, char **texts, int count) {
+    size_t cap = 256 + (model ? strlen(model) * 6 : 0);
+    for (int i = 0; i < count; i++) cap += strlen(texts[i]) * 6 + 4;
+    char *req = malloc(cap);
+    if (!req) return 1;
+    snprintf(req, cap, "{\"texts\":[");
+    for (int i = 0; i < count; i++) {
+        if (i) strcat(req, ",");
+        json_string(req, cap, texts[i]);
+    }
+    strcat(req, "]");
+    if (model) {
+        strcat(req, ",\"model\":");
+        json_string(req, cap, model);
+    }
+    if (dimensions > 0) snprintf(req + strlen(req), cap - strlen(req), ",\"dimensions\":%ld", dimensions);
+    strcat(req, "}");
+    char *out = NULL, *err = NULL;
+    int32_t rc = api->embed(provider, req, &out, &err);
+    free(req);
+    if (rc != BP_OK) {
+        fprintf(stderr, "embed: %s\n", err ? err : "failed");
+        api->string_free(err);
+        return 1;
+    }
+    char name[512] = "";
+    read_string(member(out, "model"), name, sizeof name);
+    printf("model: %s, dimensions: %.0f\n", name, number(member(out, "dimensions")));
+    const char *vector = member(out, "embeddings");
+    vector = vector ? skip_ws(vector + 1) : NULL; /* the first vector, inside the outer list */
+    for (int i = 0; i < count && vector && *vector == '['; i++) {
+        const char *end = value_end(vector), *x = skip_ws(vector + 1);
+        int values = 0;
+        printf("[%d]", i);
+        while (x < end && *x != ']') {
+            if (values < 5) printf(" %.6f", number(x));
+            values++;
+            x = skip_ws(value_end(x));
+            if (*x == ',') x = skip_ws(x + 1);
+        }
+        printf("%s  (%d values) %s\n", values > 5 ? " ..." : "", values, texts[i]);
+        vector = skip_ws(end);
+        if (*vector == ',') vector = skip_ws(vector + 1);
+    }
+    api->string_free(out);
+    return 0;
+}
+
 static char *read_file(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -226,13 +276,16 @@ static char *read_file(const char *path) {
 static void usage(void) {
     fprintf(stderr, "usage: bp-host [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]\n"
                     "       bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT\n"
-                    "       bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--drain-ms N]\n");
+                    "       bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--drain-ms N]\n"
+                    "       bp-host [--plugin PATH] [--config FILE] embed [--model ID] [--dimensions N] TEXT...\n");
 }
 
 int main(int argc, char **argv) {
     char default_plugin[PATH_MAX + 64] = "";
     const char *plugin = getenv("BP_PLUGIN"), *config_path = getenv("BP_CONFIG"), *model = NULL, *prompt = NULL, *command = NULL;
-    long max_tokens = 1024, drain_ms = 30000;
+    long max_tokens = 1024, drain_ms = 30000, dimensions = 0;
+    char **texts = calloc((size_t)argc, sizeof *texts);
+    int text_count = 0;
     const char *socket_path = NULL;
     int json = 0, refresh = 0;
     for (int i = 1; i < argc; i++) {
@@ -244,14 +297,18 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) max_tokens = atol(argv[++i]);
         else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) socket_path = argv[++i];
         else if (strcmp(argv[i], "--drain-ms") == 0 && i + 1 < argc) drain_ms = atol(argv[++i]);
+        else if (strcmp(argv[i], "--dimensions") == 0 && i + 1 < argc) dimensions = atol(argv[++i]);
         else if (!command) command = argv[i];
+        else if (strcmp(command, "embed") == 0 && texts) texts[text_count++] = argv[i];
         else if (!prompt) prompt = argv[i];
         else { usage(); return 2; }
     }
     int is_models = command && strcmp(command, "models") == 0 && (!prompt || strcmp(prompt, "list") == 0);
     int is_serve = command && strcmp(command, "serve") == 0 && !prompt && drain_ms >= 0 && drain_ms <= UINT32_MAX;
-    if (!command || (strcmp(command, "chat") == 0 && (!model || !prompt)) || (strcmp(command, "chat") && !is_models && !is_serve)) {
+    int is_embed = command && strcmp(command, "embed") == 0 && text_count > 0 && dimensions >= 0;
+    if (!command || (strcmp(command, "chat") == 0 && (!model || !prompt)) || (strcmp(command, "chat") && !is_models && !is_serve && !is_embed)) {
         usage();
+        free(texts);
         return 2;
     }
     if (!plugin) {
@@ -269,17 +326,18 @@ int main(int argc, char **argv) {
         plugin = default_plugin;
     }
     char *config = config_path ? read_file(config_path) : NULL;
-    if (config_path && !config) { fprintf(stderr, "cannot read config %s\n", config_path); return 1; }
+    if (config_path && !config) { fprintf(stderr, "cannot read config %s\n", config_path); free(texts); return 1; }
 
     if (is_serve) {
         /* serve loads (and reloads) the plugin itself, from private copies of this file. */
         struct serve_options options = {plugin, config ? config : DEFAULT_CONFIG, socket_path, (uint32_t)drain_ms};
         int status = cmd_serve(&options);
         free(config);
+        free(texts);
         return status;
     }
     void *handle = dlopen(plugin, RTLD_NOW | RTLD_LOCAL);
-    if (!handle) { fprintf(stderr, "cannot load plugin: %s\n", dlerror()); free(config); return 1; }
+    if (!handle) { fprintf(stderr, "cannot load plugin: %s\n", dlerror()); free(config); free(texts); return 1; }
     struct api api;
     *(void **)&api.abi_version = dlsym(handle, "bp_abi_version");
     *(void **)&api.provider_new = dlsym(handle, "bp_provider_new");
@@ -288,6 +346,7 @@ int main(int argc, char **argv) {
     *(void **)&api.provider_free = dlsym(handle, "bp_provider_free");
     *(void **)&api.string_free = dlsym(handle, "bp_string_free");
     *(void **)&api.discover = (api.abi_version && (api.abi_version() & 0xFFFF) >= 1) ? dlsym(handle, "bp_discover") : NULL;
+    *(void **)&api.embed = (api.abi_version && (api.abi_version() & 0xFFFF) >= 4) ? dlsym(handle, "bp_embed") : NULL;
     int status = 1;
     if (!api.abi_version || !api.provider_new || !api.stream_start || !api.stream_release || !api.provider_free || !api.string_free) {
         fprintf(stderr, "%s is not a bedrock-plugin (missing exports)\n", plugin);
@@ -296,6 +355,8 @@ int main(int argc, char **argv) {
                 api.abi_version() & 0xFFFF, BP_ABI_VERSION_MAJOR);
     } else if (is_models) {
         status = cmd_models(&api, config ? config : DEFAULT_CONFIG, json, refresh);
+    } else if (is_embed && !api.embed) {
+        fprintf(stderr, "plugin ABI %u.%u has no bp_embed (1.4 or later is needed)\n", api.abi_version() >> 16, api.abi_version() & 0xFFFF);
     } else {
         char *err = NULL;
         bp_provider *provider = NULL;
@@ -303,7 +364,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "init: %s\n", err ? err : "failed");
             api.string_free(err);
         } else {
-            status = cmd_chat(&api, provider, model, max_tokens, prompt);
+            status = is_embed ? cmd_embed(&api, provider, model, dimensions, texts, text_count) : cmd_chat(&api, provider, model, max_tokens, prompt);
             api.provider_free(provider, 10000);
         }
     }
@@ -312,5 +373,6 @@ int main(int argc, char **argv) {
     const char *keep = getenv("BP_HOST_KEEP_LOADED");
     if (!keep || strcmp(keep, "1") != 0) dlclose(handle);
     free(config);
+    free(texts);
     return status;
 }

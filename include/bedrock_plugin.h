@@ -1,12 +1,12 @@
 /*
  * bedrock_plugin.h — the C ABI of bedrock-plugin, the Amazon Bedrock model provider.
  *
- * This header is the whole contract (ABI version 1.3). Load the plugin with dlopen, check
+ * This header is the whole contract (ABI version 1.4). Load the plugin with dlopen, check
  * bp_abi_version() before anything else, and refuse a plugin whose major version differs; a host
  * that loads more than one copy (hot swap) takes every function from bp_get_api(BP_ABI_VERSION_MAJOR).
  * Minor versions add functions and fields: 1.1 added bp_discover; 1.2 gave the terminal "error"
  * event pi-ai's exact shape (see bp_event_fn), the one change to existing JSON, made so that a
- * pi-ai host reads every event unchanged; 1.3 added bp_get_api.
+ * pi-ai host reads every event unchanged; 1.3 added bp_get_api; 1.4 added bp_embed.
  *
  * Ownership: bp_provider_new -> bp_provider_free; bp_stream_start -> bp_stream_release; every
  * char * the plugin returns -> bp_string_free. Strings are UTF-8 and NUL-terminated. No function
@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define BP_ABI_VERSION_MAJOR 1
-#define BP_ABI_VERSION_MINOR 3
+#define BP_ABI_VERSION_MINOR 4
 /* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
 #define BP_MAX_CONFIG_BYTES (4u << 20)
 #define BP_MAX_REQUEST_BYTES (32u << 20)
@@ -106,6 +106,19 @@ int32_t bp_stream_start(bp_provider *provider, const char *request_json, bp_even
  */
 int32_t bp_discover(bp_provider *provider, const char *options_json, char **out_json, char **err_json);
 
+/*
+ * Embeds texts through Bedrock InvokeModel (ABI 1.4). Blocks until answered; safe from any
+ * thread and concurrently with streams (not from inside an event callback). request_json:
+ * {"model": "<id; default amazon.titan-embed-text-v2:0; a leading amazon-bedrock/ or bedrock/ is
+ *   stripped>", "texts": ["...", ...], "purpose": "query" | "document" (default),
+ *  "dimensions": N (one the model offers; the model's default otherwise)}.
+ * Families: Titan Text Embeddings G1/V2, Cohere Embed v3/v4 (up to 96 texts per call), Nova
+ * Multimodal Embeddings, TwelveLabs Marengo. On BP_OK, *out_json (free with bp_string_free) is
+ * {"model", "dimensions", "embeddings": [[...], ...]} in input order, every vector L2-normalized;
+ * a blank text gets [] without a call.
+ */
+int32_t bp_embed(bp_provider *provider, const char *request_json, char **out_json, char **err_json);
+
 /* Cancels a stream: idempotent, any thread, also after the end. NULL is ignored. */
 void bp_stream_cancel(bp_stream *stream);
 
@@ -124,7 +137,7 @@ int32_t bp_provider_free(bp_provider *provider, uint32_t drain_timeout_ms);
 void bp_string_free(char *s);
 
 /*
- * Every function of one loaded copy of the plugin (ABI 1.3). Fields are only ever appended:
+ * Every function of one loaded copy of the plugin (ABI 1.4). Fields are only ever appended:
  * a field lies beyond a copy's table when offsetof(bp_api, field) >= size, and must then not be
  * read. The functions behave exactly as the exports of the same name.
  */
@@ -140,6 +153,7 @@ typedef struct bp_api {
     void (*stream_release)(bp_stream *stream);
     int32_t (*provider_free)(bp_provider *provider, uint32_t drain_timeout_ms);
     void (*string_free)(char *s);
+    int32_t (*embed)(bp_provider *provider, const char *request_json, char **out_json, char **err_json); /* 1.4 */
 } bp_api;
 
 /*

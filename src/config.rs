@@ -15,6 +15,8 @@ pub const PROVIDER: &str = "amazon-bedrock";
 pub struct Config {
     pub provider: ProviderConfig,
     pub discovery: DiscoveryConfig,
+    /// `InvokeModel` calls in flight at once per `bp_embed` (`embeddings.concurrency`).
+    pub embed_concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -59,14 +61,25 @@ const MAX_TOKENS_LIMIT: u64 = 100_000_000;
 pub fn parse(text: &str) -> Result<Config> {
     let value: Value = serde_json::from_str(text).map_err(|e| Error::config(format!("config is not valid JSON: {e}")))?;
     let top = Obj::new(&value, "", Kind::Config)?;
-    top.only(&["provider", "discovery"])?;
+    top.only(&["provider", "discovery", "embeddings"])?;
     let provider = top.obj("provider")?.ok_or_else(|| top.err("provider", "is required"))?;
     let provider = parse_provider(&provider)?;
     let discovery = match top.obj("discovery")? {
         Some(d) => parse_discovery(&d)?,
         None => DiscoveryConfig::default(),
     };
-    Ok(Config { provider, discovery })
+    let embed_concurrency = match top.obj("embeddings")? {
+        Some(e) => {
+            e.only(&["concurrency"])?;
+            match e.uint("concurrency", 64)? {
+                Some(0) => return Err(e.err("concurrency", "must be between 1 and 64")),
+                Some(n) => n as usize,
+                None => crate::embed::DEFAULT_CONCURRENCY,
+            }
+        }
+        None => crate::embed::DEFAULT_CONCURRENCY,
+    };
+    Ok(Config { provider, discovery, embed_concurrency })
 }
 
 fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {

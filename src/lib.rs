@@ -10,6 +10,7 @@ mod clients;
 pub mod config;
 mod converse;
 mod discovery;
+mod embed;
 pub mod error;
 pub mod events;
 mod json;

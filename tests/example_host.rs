@@ -58,6 +58,30 @@ fn lists_models_and_streams_a_chat() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("error (error, throttled): Throttling error: Too many requests"));
 }
 
+#[test]
+fn embeds_texts_and_prints_each_vector() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let config = write_config(&emulator, "embed");
+    let host = build_host();
+    let run = |args: &[&str]| Command::new(&host).arg("--plugin").arg(plugin_path()).arg("--config").arg(&config).args(args).output().unwrap();
+    let out = run(&["embed", "--model", "cohere.embed-v4:0", "--dimensions", "256", "first \"text\"", "second"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "model: cohere.embed-v4:0, dimensions: 256", "{text}");
+    for (line, input) in lines[1..].iter().zip(["first \"text\"", "second"]) {
+        let v = bedrock_emulator::embeddings::vector_for(input, 256);
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let first = format!("{:.6}", v[0] / norm);
+        assert!(line.contains(&first) && line.ends_with(&format!("...  (256 values) {input}")), "{line} (first value {first})");
+    }
+    assert_eq!(lines.len(), 3, "{text}");
+    let out = run(&["embed", "--dimensions", "300", "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("valid values are 1024, 512, 256"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Runs bp-host under valgrind: a streamed chat, then a discovery (`models list`).
 fn valgrind_host(keep_loaded: bool, leak_kinds: &str) -> Vec<(Option<i32>, String)> {
     hermetic_env();

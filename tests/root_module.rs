@@ -15,9 +15,9 @@ fn a_rust_host_streams_through_the_layout_checked_module() {
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig::default());
     let module = PluginModuleRef::load_from_file(&plugin_path()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((module.abi_version())(), (1 << 16) | 3);
+    assert_eq!((module.abi_version())(), (1 << 16) | 4);
     let info = unsafe { CStr::from_ptr((module.plugin_info())()) }.to_str().unwrap();
-    assert!(info.contains("\"abiVersion\":\"1.3\""), "{info}");
+    assert!(info.contains("\"abiVersion\":\"1.4\""), "{info}");
 
     let config = CString::new(config_for(&emulator.endpoint()).to_string()).unwrap();
     let (mut provider, mut err): (*mut BpProvider, *mut c_char) = (std::ptr::null_mut(), std::ptr::null_mut());
@@ -27,6 +27,12 @@ fn a_rust_host_streams_through_the_layout_checked_module() {
     let listed = unsafe { CStr::from_ptr(models) }.to_str().unwrap().to_string();
     unsafe { (module.string_free())(models) };
     assert!(listed.contains("\"id\":\"emulator.echo\""), "{listed}");
+    // 1.4's field, read through its optional accessor.
+    let embed = module.embed().expect("a 1.4 plugin has embed");
+    let (body, mut answer) = (CString::new(r#"{"texts": ["hi"], "dimensions": 256}"#).unwrap(), std::ptr::null_mut());
+    assert_eq!(unsafe { embed(provider, body.as_ptr(), &mut answer, &mut err) }, 0);
+    let answer: serde_json::Value = serde_json::from_str(unsafe { CStr::from_ptr(answer) }.to_str().unwrap()).unwrap();
+    assert_eq!(answer["embeddings"][0].as_array().map(Vec::len), Some(256));
 
     let collector = Arc::new(Collector::default());
     let body = CString::new(request("emulator.echo", "emulator: chunks=3", json!({})).to_string()).unwrap();

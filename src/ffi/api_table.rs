@@ -16,6 +16,7 @@ static API: BpApi = BpApi {
     stream_release: bp_stream_release,
     provider_free: bp_provider_free,
     string_free: bp_string_free,
+    embed: bp_embed,
 };
 
 /// The function table of this copy for ABI major `abi_major`, or NULL when this copy does not

@@ -1,4 +1,4 @@
-//! The C ABI (version 1.3). Thin by design: check arguments, call inward, map the result once.
+//! The C ABI (version 1.4). Thin by design: check arguments, call inward, map the result once.
 //! `include/bedrock_plugin.h` is the contract; `tests/header.rs` checks it against this file.
 //!
 //! Ownership: `bp_provider_new` → `bp_provider_free`; `bp_stream_start` → `bp_stream_release`;
@@ -23,7 +23,7 @@ use std::os::raw::{c_char, c_void};
 use std::time::Duration;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 3;
+pub const ABI_MINOR: u32 = 4;
 /// Largest `config_json` accepted.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// Largest `request_json` accepted (images travel base64-encoded inside it).
@@ -43,7 +43,7 @@ unsafe fn provider_ref<'a>(p: *mut BpProvider) -> Result<&'a Provider> {
 static PLUGIN_INFO: &str = concat!(
     "{\"name\":\"bedrock-plugin\",\"version\":\"",
     env!("CARGO_PKG_VERSION"),
-    "\",\"abiVersion\":\"1.3\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
+    "\",\"abiVersion\":\"1.4\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
 );
 
 /// `(major << 16) | minor`.
@@ -144,6 +144,28 @@ fn parse_discover_options(text: &str) -> Result<bool> {
     let options = crate::json::Obj::new(&value, "options", crate::error::Kind::InvalidArgument)?;
     options.only(&["refresh"])?;
     Ok(options.bool("refresh")?.unwrap_or(false))
+}
+
+/// Embeds texts through Bedrock `InvokeModel` (ABI 1.4). `request_json`:
+/// `{"model"?, "texts": [...], "purpose"?: "query" | "document", "dimensions"?}`. Blocks until
+/// every text is embedded; any thread, concurrently with streams. On `BP_OK`, `*out_json` is
+/// `{"model", "dimensions", "embeddings": [[...], ...]}` in input order, each vector L2-normalized
+/// (a blank text gets `[]`).
+///
+/// # Safety
+/// `provider` is live; `request_json` is NUL-terminated; `out_json` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn bp_embed(provider: *mut BpProvider, request_json: *const c_char, out_json: *mut *mut c_char, err_json: *mut *mut c_char) -> i32 {
+    guard(err_json, || {
+        out_param(out_json, "out_json")?;
+        let provider = provider_ref(provider)?;
+        if crate::provider::in_callback() {
+            return Err(Error::invalid("bp_embed must not be called from inside an event callback (it would block that stream's delivery)"));
+        }
+        let text = strings::borrow(request_json, "request_json", MAX_REQUEST_BYTES)?;
+        *out_json = strings::to_c_string(provider.embed(text)?);
+        Ok(Status::Ok)
+    })
 }
 
 /// Asks the stream to stop; it ends with `error` / `aborted`. Idempotent, callable from any

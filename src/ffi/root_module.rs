@@ -30,6 +30,7 @@ fn root_module() -> PluginModuleRef {
         stream_release: bp_stream_release,
         provider_free: bp_provider_free,
         string_free: bp_string_free,
+        embed: bp_embed,
     }
     .leak_into_prefix()
 }

@@ -72,7 +72,7 @@ impl Live {
     }
 }
 
-/// Where a `bp_discover` caller waits for the answer computed on the runtime.
+/// Where a `bp_discover` or `bp_embed` caller waits for the answer computed on the runtime.
 #[derive(Default)]
 pub struct Reply {
     value: Mutex<Option<Result<String>>>,
@@ -99,6 +99,7 @@ impl Reply {
 pub enum Command {
     Start { shared: Arc<StreamShared>, request: StreamRequest, callback: Callback },
     Discover { refresh: bool, reply: Arc<Reply> },
+    Embed { request: crate::embed::EmbedRequest, reply: Arc<Reply> },
     Cancel(Arc<StreamShared>),
     CancelAll,
     Shutdown,

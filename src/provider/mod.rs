@@ -34,6 +34,7 @@ pub struct Provider {
     models: Vec<Arc<Model>>,
     discovery: Arc<Discovery>,
     region: String,
+    embed_concurrency: usize,
     thread: Option<libc::pthread_t>,
     next_id: AtomicU64,
 }
@@ -100,6 +101,7 @@ impl Provider {
             models: config.provider.models,
             discovery,
             region: runtime_region,
+            embed_concurrency: config.embed_concurrency,
             thread: Some(thread),
             next_id: AtomicU64::new(1),
         })
@@ -120,6 +122,15 @@ impl Provider {
     pub fn discover(&self, refresh: bool) -> Result<String> {
         let reply = Arc::new(Reply::default());
         self.registry.admit(&self.control, Command::Discover { refresh, reply: reply.clone() })?;
+        reply.wait()
+    }
+
+    /// Blocks the calling host thread until every text is embedded (`bp_embed`).
+    pub fn embed(&self, text: &str) -> Result<String> {
+        let mut request = crate::embed::parse(text)?;
+        request.concurrency = self.embed_concurrency;
+        let reply = Arc::new(Reply::default());
+        self.registry.admit(&self.control, Command::Embed { request, reply: reply.clone() })?;
         reply.wait()
     }
 

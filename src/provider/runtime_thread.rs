@@ -47,12 +47,13 @@ extern "C" fn entry(arg: *mut libc::c_void) -> *mut libc::c_void {
     std::ptr::null_mut()
 }
 
-/// Answers a `bp_discover` caller exactly once: with the result, or, if the runtime shuts down
-/// before the discovery finished, with "shutting down" from `Drop`.
+/// Answers a `bp_discover` or `bp_embed` caller exactly once: with the result, or, if the
+/// runtime shuts down before the work finished, with "shutting down" from `Drop`.
 struct Answer {
     /// Taken by the one answer given.
     reply: Option<Arc<Reply>>,
     registry: Arc<Registry>,
+    what: &'static str,
 }
 
 impl Answer {
@@ -66,7 +67,7 @@ impl Answer {
 impl Drop for Answer {
     fn drop(&mut self) {
         if let Some(reply) = self.reply.take() {
-            reply.set(Err(Error::new(Kind::ShuttingDown, "discovery was cut short: the provider is shutting down")));
+            reply.set(Err(Error::new(Kind::ShuttingDown, format!("{} was cut short: the provider is shutting down", self.what))));
         }
         self.registry.finished();
     }
@@ -100,9 +101,9 @@ fn run(args: Args) {
 
     let live = Arc::new(Live::default());
     let pool = Pool::new(runtime.handle().clone());
-    // Discoveries in flight, aborted when `free` gives up waiting: a discovery has nothing to
-    // finish cleanly, and its Answer tells the caller it was cut short.
-    let mut discoveries: Vec<tokio::task::AbortHandle> = Vec::new();
+    // Discoveries and embeddings in flight, aborted when `free` gives up waiting: they have
+    // nothing to finish cleanly, and their Answer tells the caller they were cut short.
+    let mut calls: Vec<tokio::task::AbortHandle> = Vec::new();
     loop {
         match control.next() {
             Command::Start { shared, request, callback } => {
@@ -112,13 +113,22 @@ fn run(args: Args) {
                 runtime.spawn(stream::run(clients.clone(), request, outbox));
             }
             Command::Discover { refresh, reply } => {
-                let answer = Answer { reply: Some(reply), registry: registry.clone() };
+                let answer = Answer { reply: Some(reply), registry: registry.clone(), what: "discovery" };
                 let (discovery, clients) = (discovery.clone(), clients.clone());
-                discoveries.retain(|d| !d.is_finished());
+                calls.retain(|d| !d.is_finished());
                 let task = runtime.spawn(async move {
                     answer.send(discovery.run(&clients, refresh).await.map(|v| v.to_string()));
                 });
-                discoveries.push(task.abort_handle());
+                calls.push(task.abort_handle());
+            }
+            Command::Embed { request, reply } => {
+                let answer = Answer { reply: Some(reply), registry: registry.clone(), what: "embedding" };
+                let clients = clients.clone();
+                calls.retain(|d| !d.is_finished());
+                let task = runtime.spawn(async move {
+                    answer.send(crate::embed::run(clients, request).await.map(|v| v.to_string()));
+                });
+                calls.push(task.abort_handle());
             }
             Command::Cancel(shared) => shared.cancel.notify_one(),
             Command::CancelAll => {
@@ -126,7 +136,7 @@ fn run(args: Args) {
                     shared.request_cancel();
                     shared.cancel.notify_one();
                 }
-                discoveries.drain(..).for_each(|d| d.abort());
+                calls.drain(..).for_each(|d| d.abort());
             }
             Command::Shutdown => break,
         }

@@ -27,6 +27,7 @@ pub struct Api {
     pub provider_free: unsafe extern "C" fn(*mut c_void, u32) -> i32,
     pub string_free: unsafe extern "C" fn(*mut c_char),
     pub discover: unsafe extern "C" fn(*mut c_void, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
+    pub embed: unsafe extern "C" fn(*mut c_void, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
 }
 
 pub fn target_dir() -> PathBuf {
@@ -129,6 +130,7 @@ pub fn api() -> &'static Api {
                 provider_free: std::mem::transmute(sym("bp_provider_free")),
                 string_free: std::mem::transmute(sym("bp_string_free")),
                 discover: std::mem::transmute(sym("bp_discover")),
+                embed: std::mem::transmute(sym("bp_embed")),
             }
         }
     })
@@ -197,6 +199,20 @@ impl Provider {
             Ok(take_json(out))
         } else {
             assert!(out.is_null());
+            Err((rc, take_json(err)))
+        }
+    }
+
+    /// `bp_embed`: the answer, or the status and error JSON.
+    pub fn embed(&self, request: &Value) -> Result<Value, (i32, Value)> {
+        let body = CString::new(request.to_string()).unwrap();
+        let (mut out, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let rc = unsafe { (api().embed)(self.0, body.as_ptr(), &mut out, &mut err) };
+        if rc == 0 {
+            assert!(err.is_null());
+            Ok(take_json(out))
+        } else {
+            assert!(out.is_null(), "no answer on failure");
             Err((rc, take_json(err)))
         }
     }

@@ -33,7 +33,7 @@ pub struct BpStream {
 /// thread; returns 0 to go on, non-zero to cancel the stream.
 pub type EventFn = unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char, len: usize) -> i32;
 
-/// The header's `bp_api` (ABI 1.3): every function of one loaded copy. Fields are only ever
+/// The header's `bp_api` (ABI 1.4): every function of one loaded copy. Fields are only ever
 /// appended; `size` says which ones a copy has.
 #[repr(C)]
 pub struct BpApi {
@@ -47,6 +47,8 @@ pub struct BpApi {
     pub stream_release: unsafe extern "C" fn(*mut BpStream),
     pub provider_free: unsafe extern "C" fn(*mut BpProvider, u32) -> i32,
     pub string_free: unsafe extern "C" fn(*mut c_char),
+    /// Since 1.4: present when `size` covers it.
+    pub embed: unsafe extern "C" fn(*mut BpProvider, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
 }
 
 /// `bp_get_api`'s signature, for hosts that resolve it by name.
@@ -79,6 +81,9 @@ pub struct PluginModule {
     pub provider_free: unsafe extern "C" fn(*mut BpProvider, u32) -> i32,
     #[sabi(last_prefix_field)]
     pub string_free: unsafe extern "C" fn(*mut c_char),
+    /// Since 1.4 (`bp_embed`); read through `embed()`, which is None for an older plugin.
+    #[sabi(missing_field(option))]
+    pub embed: unsafe extern "C" fn(*mut BpProvider, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
 }
 
 impl RootModule for PluginModuleRef {

@@ -4,6 +4,7 @@
 //! frames driven by scripted scenarios (see `scenario`).
 
 pub mod catalog;
+pub mod embeddings;
 pub mod eventstream;
 pub mod identity;
 pub mod scenario;
@@ -79,7 +80,7 @@ impl Emulator {
     }
 
     pub fn start_on(config: Config, port: u16) -> Emulator {
-        let state = Arc::new(server::State { config: Mutex::new(config), stats: Mutex::new(Stats::default()), identity: Default::default() });
+        let state = Arc::new(server::State { config: Mutex::new(config), stats: Mutex::new(Stats::default()), identity: Default::default(), throttles: Default::default() });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let thread_state = state.clone();

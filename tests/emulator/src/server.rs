@@ -19,6 +19,7 @@ pub struct State {
     pub config: Mutex<Config>,
     pub stats: Mutex<Stats>,
     pub identity: identity::Store,
+    pub throttles: Mutex<crate::embeddings::Throttles>,
 }
 
 /// Counters and last-seen values that tests assert on.
@@ -26,6 +27,8 @@ pub struct State {
 pub struct Stats {
     pub requests: u64,
     pub converse_streams: u64,
+    /// InvokeModel calls (embeddings), answered or refused.
+    pub invoke_model: u64,
     pub auth_failures: u64,
     pub sigv4_ok: u64,
     pub bearer_ok: u64,
@@ -60,7 +63,7 @@ pub struct Stats {
 impl Stats {
     pub fn to_json(&self) -> Value {
         json!({
-            "requests": self.requests, "converseStreams": self.converse_streams,
+            "requests": self.requests, "converseStreams": self.converse_streams, "invokeModel": self.invoke_model,
             "authFailures": self.auth_failures, "sigv4Ok": self.sigv4_ok, "bearerOk": self.bearer_ok,
             "listFoundationModels": self.list_foundation_models, "listInferenceProfiles": self.list_inference_profiles,
             "openStreams": self.open_streams, "maxOpenStreams": self.max_open_streams,
@@ -98,6 +101,33 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
 fn request_id() -> String {
     format!("0e1d2c3b-4a59-4687-9a0b-{:012x}", REQUEST_IDS.fetch_add(1, Ordering::Relaxed))
+}
+
+/// InvokeModel: embedding models only (see `embeddings`), JSON in and out.
+fn invoke_model(state: &State, model_id: &str, body: &Bytes, headers: &[(String, String)]) -> Response<BoxedBody> {
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let request: Option<Value> = serde_json::from_slice(body).ok();
+    {
+        let mut stats = state.stats.lock().unwrap();
+        stats.invoke_model += 1;
+        stats.last_model_id = Some(model_id.to_string());
+        stats.model_ids.push(model_id.to_string());
+        stats.last_body = request.clone();
+    }
+    if header("content-type") != Some("application/json") {
+        return aws_error(400, "ValidationException", "contentType must be application/json for this model");
+    }
+    if header("accept").is_some_and(|a| a != "application/json" && a != "*/*") {
+        return aws_error(400, "ValidationException", "accept must be application/json for this model");
+    }
+    let Some(request) = request else {
+        return aws_error(400, "ValidationException", "Malformed input request, please reformat your input and try again.");
+    };
+    let answer = crate::embeddings::invoke(model_id, &request, &mut state.throttles.lock().unwrap());
+    match answer {
+        Ok(v) => json_ok(v),
+        Err(r) => aws_error(r.status, r.error_type, &r.message),
+    }
 }
 
 fn aws_error(status: u16, error_type: &str, message: &str) -> Response<BoxedBody> {
@@ -238,6 +268,22 @@ fn validate_converse(body: &Value) -> Result<(), String> {
         }
         expected = if expected == "user" { "assistant" } else { "user" };
     }
+    if let Some(tier) = body.get("serviceTier") {
+        if !matches!(tier.get("type").and_then(Value::as_str), Some("default" | "flex" | "priority" | "reserved")) || tier.as_object().is_some_and(|o| o.len() != 1) {
+            return Err(format!("Malformed input request: serviceTier: {tier} is not a valid ServiceTier"));
+        }
+    }
+    if let Some(config) = body.get("outputConfig") {
+        let keys_ok = config.as_object().is_some_and(|o| o.keys().all(|k| k == "textFormat" || k == "effort"));
+        let format_ok = config.get("textFormat").is_none_or(|f| {
+            f["type"] == "json_schema"
+                && f["structure"]["jsonSchema"]["schema"].as_str().is_some_and(|s| serde_json::from_str::<Value>(s).is_ok_and(|v| v.is_object()))
+        });
+        let effort_ok = config.get("effort").is_none_or(|e| matches!(e.as_str(), Some("low" | "medium" | "high" | "xhigh" | "max")));
+        if !(keys_ok && format_ok && effort_ok) {
+            return Err(format!("Malformed input request: outputConfig: {config} is not a valid OutputConfig"));
+        }
+    }
     Ok(())
 }
 
@@ -329,6 +375,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             .cloned()
             .collect();
         return Ok(json_ok(catalog::page("inferenceProfileSummaries", &profiles, &query, config.page_size)));
+    }
+    if let Some(raw_model) = path.strip_prefix("/model/").and_then(|rest| rest.strip_suffix("/invoke")).filter(|_| method == "POST") {
+        return Ok(invoke_model(&state, &sigv4::percent_decode(raw_model), &body, &headers));
     }
     let converse_model = path.strip_prefix("/model/").and_then(|rest| rest.strip_suffix("/converse-stream"));
     let Some(raw_model) = (if method == "POST" { converse_model } else { None }) else {
