@@ -1,12 +1,13 @@
 /*
  * bedrock_plugin.h — the C ABI of bedrock-plugin, the Amazon Bedrock model provider.
  *
- * This header is the whole contract (ABI version 1.4). Load the plugin with dlopen, check
+ * This header is the whole contract (ABI version 1.5). Load the plugin with dlopen, check
  * bp_abi_version() before anything else, and refuse a plugin whose major version differs; a host
  * that loads more than one copy (hot swap) takes every function from bp_get_api(BP_ABI_VERSION_MAJOR).
  * Minor versions add functions and fields: 1.1 added bp_discover; 1.2 gave the terminal "error"
  * event pi-ai's exact shape (see bp_event_fn), the one change to existing JSON, made so that a
- * pi-ai host reads every event unchanged; 1.3 added bp_get_api; 1.4 added bp_embed.
+ * pi-ai host reads every event unchanged; 1.3 added bp_get_api; 1.4 added bp_embed;
+ * 1.5 added bp_stream_start_batched.
  *
  * Ownership: bp_provider_new -> bp_provider_free; bp_stream_start -> bp_stream_release; every
  * char * the plugin returns -> bp_string_free. Strings are UTF-8 and NUL-terminated. No function
@@ -26,7 +27,7 @@ extern "C" {
 #endif
 
 #define BP_ABI_VERSION_MAJOR 1
-#define BP_ABI_VERSION_MINOR 4
+#define BP_ABI_VERSION_MINOR 5
 /* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
 #define BP_MAX_CONFIG_BYTES (4u << 20)
 #define BP_MAX_REQUEST_BYTES (32u << 20)
@@ -94,6 +95,21 @@ int32_t bp_stream_start(bp_provider *provider, const char *request_json, bp_even
                         void *user_data, bp_stream **out, char **err_json);
 
 /*
+ * Receives every event queued for one stream at once (ABI 1.5): events_ndjson holds count events,
+ * each one line of JSON ending in '\n', in order; the whole is NUL-terminated, len excludes the
+ * NUL, and it is valid only during the call. Same threading, order, terminal and cancel rules as
+ * bp_event_fn: the terminal event is the last line of the last call.
+ */
+typedef int32_t (*bp_events_fn)(void *user_data, const char *events_ndjson, size_t len, size_t count);
+
+/*
+ * As bp_stream_start, with one callback per batch of events instead of one per event (ABI 1.5):
+ * for hosts where each call is a costly hop to another thread (Node, Python, ...).
+ */
+int32_t bp_stream_start_batched(bp_provider *provider, const char *request_json, bp_events_fn on_events,
+                                void *user_data, bp_stream **out, char **err_json);
+
+/*
  * Lists the models this provider can stream (ABI 1.1): the configured models first, then those
  * found through Bedrock's ListFoundationModels / ListInferenceProfiles, cached for
  * discovery.refreshInterval seconds. Blocks until answered; safe from any thread and
@@ -137,7 +153,7 @@ int32_t bp_provider_free(bp_provider *provider, uint32_t drain_timeout_ms);
 void bp_string_free(char *s);
 
 /*
- * Every function of one loaded copy of the plugin (ABI 1.4). Fields are only ever appended:
+ * Every function of one loaded copy of the plugin (ABI 1.5). Fields are only ever appended:
  * a field lies beyond a copy's table when offsetof(bp_api, field) >= size, and must then not be
  * read. The functions behave exactly as the exports of the same name.
  */
@@ -154,6 +170,8 @@ typedef struct bp_api {
     int32_t (*provider_free)(bp_provider *provider, uint32_t drain_timeout_ms);
     void (*string_free)(char *s);
     int32_t (*embed)(bp_provider *provider, const char *request_json, char **out_json, char **err_json); /* 1.4 */
+    int32_t (*stream_start_batched)(bp_provider *provider, const char *request_json, bp_events_fn on_events,
+                                    void *user_data, bp_stream **out, char **err_json); /* 1.5 */
 } bp_api;
 
 /*

@@ -380,3 +380,92 @@ fn free_right_after_the_terminal_event_is_a_clean_drain() {
         assert_eq!(p.free(0), 0, "round {round}: BP_OK, nothing had to be cancelled");
     }
 }
+
+/// What a batched callback saw: every call's lines, and whether a call ever ran beside another.
+#[derive(Default)]
+struct Batches {
+    calls: std::sync::Mutex<Vec<Vec<Value>>>,
+    done: std::sync::Condvar,
+    /// Return non-zero once this many events were seen.
+    stop_after: Option<usize>,
+}
+
+unsafe extern "C" fn on_batch(user: *mut std::os::raw::c_void, ndjson: *const std::os::raw::c_char, len: usize, count: usize) -> i32 {
+    let b = &*(user as *const Batches);
+    assert_eq!(*ndjson.add(len), 0, "NUL-terminated");
+    let text = std::str::from_utf8(std::slice::from_raw_parts(ndjson.cast::<u8>(), len)).unwrap();
+    assert!(text.ends_with('\n'), "every line ends in a newline");
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("each line is one JSON event")).collect();
+    assert_eq!(lines.len(), count, "count is the number of lines");
+    let mut calls = b.calls.lock().unwrap();
+    calls.push(lines);
+    b.done.notify_all();
+    let seen: usize = calls.iter().map(Vec::len).sum();
+    i32::from(b.stop_after.is_some_and(|n| seen >= n))
+}
+
+fn start_batched(p: &Provider, request: &Value, batches: &Batches) -> *mut std::os::raw::c_void {
+    let body = std::ffi::CString::new(request.to_string()).unwrap();
+    let (mut handle, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+    let user = batches as *const Batches as *mut std::os::raw::c_void;
+    let rc = unsafe { (api().stream_start_batched)(p.0, body.as_ptr(), Some(on_batch), user, &mut handle, &mut err) };
+    assert_eq!(rc, 0, "{}", if err.is_null() { Value::Null } else { take_json(err) });
+    handle
+}
+
+fn wait_batches(b: &Batches) -> Vec<Vec<Value>> {
+    let mut calls = b.calls.lock().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !calls.iter().flatten().any(is_terminal) {
+        assert!(std::time::Instant::now() < deadline, "no terminal event");
+        calls = b.done.wait_timeout(calls, Duration::from_millis(100)).unwrap().0;
+    }
+    calls.clone()
+}
+
+#[test]
+fn batched_delivery_gives_the_same_events_in_fewer_calls() {
+    let (_e, p) = setup();
+    let prompt = "emulator: chunks=300 input_tokens=7";
+    let each = chat(&p, prompt, json!({}));
+    let batches = Batches::default();
+    let handle = start_batched(&p, &request("emulator.echo", prompt, json!({})), &batches);
+    let calls = wait_batches(&batches);
+    let events: Vec<Value> = calls.iter().flatten().cloned().collect();
+    // The same events as one call each (timestamps aside), the terminal one last and alone in its call.
+    let strip = |e: &Value| {
+        let mut e = e.clone();
+        for m in ["/partial", "/message"] {
+            if let Some(m) = e.pointer_mut(m) {
+                m["timestamp"] = json!(0);
+            }
+        }
+        e
+    };
+    assert_eq!(events.iter().map(strip).collect::<Vec<_>>(), each.iter().map(strip).collect::<Vec<_>>());
+    assert_eq!(calls.last().unwrap().len(), 1);
+    assert!(is_terminal(&calls.last().unwrap()[0]));
+    assert!(calls.len() < events.len(), "{} calls for {} events", calls.len(), events.len());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(batches.calls.lock().unwrap().len(), calls.len(), "nothing after the terminal event");
+    unsafe { (api().stream_release)(handle) };
+}
+
+#[test]
+fn a_batched_callback_cancels_by_its_return_value() {
+    let (_e, p) = setup();
+    let batches = Batches { stop_after: Some(1), ..Default::default() };
+    let handle = start_batched(&p, &request("emulator.echo", "emulator: chunks=50 delay_ms=20", json!({})), &batches);
+    let calls = wait_batches(&batches);
+    let end = calls.last().unwrap().last().unwrap();
+    assert_eq!((end["type"].as_str(), end["reason"].as_str()), (Some("error"), Some("aborted")));
+    let deltas = calls.iter().flatten().filter(|e| e["type"] == "text_delta").count();
+    assert!(deltas < 50, "the stream stopped early ({deltas} deltas)");
+    unsafe { (api().stream_release)(handle) };
+    // NULL callback: refused, never called.
+    let body = std::ffi::CString::new(request("emulator.echo", "hi", json!({})).to_string()).unwrap();
+    let mut err = std::ptr::null_mut();
+    let rc = unsafe { (api().stream_start_batched)(p.0, body.as_ptr(), None, std::ptr::null_mut(), std::ptr::null_mut(), &mut err) };
+    assert_eq!(rc, 1);
+    assert!(take_json(err)["message"].as_str().unwrap().contains("on_events is NULL"));
+}

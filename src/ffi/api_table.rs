@@ -17,6 +17,7 @@ static API: BpApi = BpApi {
     provider_free: bp_provider_free,
     string_free: bp_string_free,
     embed: bp_embed,
+    stream_start_batched: bp_stream_start_batched,
 };
 
 /// The function table of this copy for ABI major `abi_major`, or NULL when this copy does not

@@ -1,4 +1,4 @@
-//! The C ABI (version 1.4). Thin by design: check arguments, call inward, map the result once.
+//! The C ABI (version 1.5). Thin by design: check arguments, call inward, map the result once.
 //! `include/bedrock_plugin.h` is the contract; `tests/header.rs` checks it against this file.
 //!
 //! Ownership: `bp_provider_new` → `bp_provider_free`; `bp_stream_start` → `bp_stream_release`;
@@ -16,14 +16,14 @@ pub use bedrock_plugin_abi::{BpApi, BpProvider, BpStream};
 
 use crate::config;
 use crate::error::{Error, Result};
-use crate::provider::{Callback, EventFn, FreeOutcome, Provider, StreamHandle};
+use crate::provider::{Callback, EventFn, EventsFn, FreeOutcome, Provider, StreamHandle};
 use boundary::{guard, guard_void};
 use status::Status;
 use std::os::raw::{c_char, c_void};
 use std::time::Duration;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 4;
+pub const ABI_MINOR: u32 = 5;
 /// Largest `config_json` accepted.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// Largest `request_json` accepted (images travel base64-encoded inside it).
@@ -43,7 +43,7 @@ unsafe fn provider_ref<'a>(p: *mut BpProvider) -> Result<&'a Provider> {
 static PLUGIN_INFO: &str = concat!(
     "{\"name\":\"bedrock-plugin\",\"version\":\"",
     env!("CARGO_PKG_VERSION"),
-    "\",\"abiVersion\":\"1.4\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
+    "\",\"abiVersion\":\"1.5\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
 );
 
 /// `(major << 16) | minor`.
@@ -100,19 +100,46 @@ pub unsafe extern "C" fn bp_stream_start(
     err_json: *mut *mut c_char,
 ) -> i32 {
     guard(err_json, || {
-        if !out.is_null() {
-            *out = std::ptr::null_mut();
-        }
-        let provider = provider_ref(provider)?;
-        let f = on_event.ok_or_else(|| Error::invalid("on_event is NULL"))?;
-        let text = strings::borrow(request_json, "request_json", MAX_REQUEST_BYTES)?;
-        let request = provider.parse_request(text)?;
-        let handle = provider.start(request, Callback { f, user_data })?;
-        if !out.is_null() {
-            *out = Box::into_raw(Box::new(StreamBox(handle))).cast();
-        }
-        Ok(Status::Ok)
+        let f = on_event.ok_or_else(|| Error::invalid("on_event is NULL"));
+        start(provider, request_json, f.map(|f| Callback::Each { f, user_data }), out)
     })
+}
+
+/// As `bp_stream_start` (ABI 1.5), but the callback receives every event queued for the stream
+/// at once, as NDJSON, with the same order, terminal and cancel guarantees: one host call per
+/// delivery pass instead of one per event, for hosts where each call is a thread hop.
+///
+/// # Safety
+/// As `bp_stream_start`.
+#[no_mangle]
+pub unsafe extern "C" fn bp_stream_start_batched(
+    provider: *mut BpProvider,
+    request_json: *const c_char,
+    on_events: Option<EventsFn>,
+    user_data: *mut c_void,
+    out: *mut *mut BpStream,
+    err_json: *mut *mut c_char,
+) -> i32 {
+    guard(err_json, || {
+        let f = on_events.ok_or_else(|| Error::invalid("on_events is NULL"));
+        start(provider, request_json, f.map(|f| Callback::Batched { f, user_data }), out)
+    })
+}
+
+/// What both stream starts share once the callback is checked.
+unsafe fn start(provider: *mut BpProvider, request_json: *const c_char, callback: Result<Callback>, out: *mut *mut BpStream) -> Result<Status> {
+    if !out.is_null() {
+        *out = std::ptr::null_mut();
+    }
+    let provider = provider_ref(provider)?;
+    let callback = callback?;
+    let text = strings::borrow(request_json, "request_json", MAX_REQUEST_BYTES)?;
+    let request = provider.parse_request(text)?;
+    let handle = provider.start(request, callback)?;
+    if !out.is_null() {
+        *out = Box::into_raw(Box::new(StreamBox(handle))).cast();
+    }
+    Ok(Status::Ok)
 }
 
 /// Lists the models this provider can stream: the configured ones first, then those Bedrock's

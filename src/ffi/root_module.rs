@@ -4,7 +4,7 @@
 
 use super::*;
 use abi_stable::prefix_type::PrefixTypeTrait;
-use bedrock_plugin_abi::{EventCallback, PluginModule, PluginModuleRef};
+use bedrock_plugin_abi::{EventCallback, EventsCallback, PluginModule, PluginModuleRef};
 
 /// The module's `stream_start`: the callback arrives wrapped (see `EventCallback`).
 unsafe extern "C" fn stream_start(
@@ -16,6 +16,18 @@ unsafe extern "C" fn stream_start(
     err_json: *mut *mut c_char,
 ) -> i32 {
     bp_stream_start(provider, request_json, Some(on_event.0), user_data, out, err_json)
+}
+
+/// The module's `stream_start_batched`: the callback arrives wrapped too.
+unsafe extern "C" fn stream_start_batched(
+    provider: *mut BpProvider,
+    request_json: *const c_char,
+    on_events: EventsCallback,
+    user_data: *mut c_void,
+    out: *mut *mut BpStream,
+    err_json: *mut *mut c_char,
+) -> i32 {
+    bp_stream_start_batched(provider, request_json, Some(on_events.0), user_data, out, err_json)
 }
 
 #[abi_stable::export_root_module]
@@ -31,6 +43,7 @@ fn root_module() -> PluginModuleRef {
         provider_free: bp_provider_free,
         string_free: bp_string_free,
         embed: bp_embed,
+        stream_start_batched,
     }
     .leak_into_prefix()
 }

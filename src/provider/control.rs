@@ -12,12 +12,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-pub use bedrock_plugin_abi::EventFn;
+pub use bedrock_plugin_abi::{EventFn, EventsFn};
 
-/// The host's callback and its `user_data`, moved to the stream's outbox.
-pub struct Callback {
-    pub f: EventFn,
-    pub user_data: *mut c_void,
+/// The host's callback and its `user_data`, moved to the stream's outbox: one call per event
+/// (`bp_stream_start`), or one call per delivery pass with every event it has (1.5's
+/// `bp_stream_start_batched`, for hosts where each call is a costly thread hop).
+pub enum Callback {
+    Each { f: EventFn, user_data: *mut c_void },
+    Batched { f: EventsFn, user_data: *mut c_void },
 }
 
 // SAFETY: the ABI contract makes the host responsible for `user_data` being usable from the

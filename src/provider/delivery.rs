@@ -1,5 +1,6 @@
-//! Calling the host: one event, serialized into the delivering thread's reused buffer; the
-//! pointer handed to the host is valid only during the call.
+//! Calling the host: the events of one delivery pass, serialized into the delivering thread's
+//! reused buffer, one call per event or one call for all of them (NDJSON); the pointer handed to
+//! the host is valid only during the call.
 
 use super::control::Callback;
 use crate::events::Event;
@@ -15,18 +16,60 @@ pub fn in_callback() -> bool {
     IN_CALLBACK.with(Cell::get)
 }
 
-/// Calls the host with `event`; returns its verdict: true to go on, false to cancel the stream.
-pub fn deliver(callback: &Callback, event: &Event, buf: &mut Vec<u8>) -> bool {
-    buf.clear();
-    if serde_json::to_writer(&mut *buf, event).is_err() {
-        return true;
-    }
-    let len = buf.len();
-    buf.push(0);
+fn call(callback: &Callback, buf: &[u8], count: usize) -> bool {
     IN_CALLBACK.with(|c| c.set(true));
-    // SAFETY: the host promised `f` and `user_data` stay valid until the terminal event; the
-    // buffer is NUL-terminated and outlives the call.
-    let verdict = unsafe { (callback.f)(callback.user_data, buf.as_ptr().cast(), len) };
+    // SAFETY: the host promised `f` and `user_data` stay valid until the terminal event; `buf`
+    // is NUL-terminated (its length excludes the NUL) and outlives the call.
+    let verdict = unsafe {
+        match *callback {
+            Callback::Each { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1),
+            Callback::Batched { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1, count),
+        }
+    };
     IN_CALLBACK.with(|c| c.set(false));
     verdict == 0
+}
+
+/// Delivers `events` in order; stops early when `go_on` says the stream was cancelled (those
+/// left are dropped). Returns the number of host calls made, and false once the host asked to
+/// cancel.
+pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, go_on: impl Fn() -> bool) -> (u64, bool) {
+    let mut calls = 0;
+    match callback {
+        Callback::Each { .. } => {
+            for event in events {
+                if !go_on() {
+                    break;
+                }
+                buf.clear();
+                if serde_json::to_writer(&mut *buf, event).is_err() {
+                    continue;
+                }
+                buf.push(0);
+                calls += 1;
+                if !call(callback, buf, 1) {
+                    return (calls, false);
+                }
+            }
+        }
+        Callback::Batched { .. } => {
+            if events.is_empty() || !go_on() {
+                return (0, true);
+            }
+            buf.clear();
+            let mut count = 0;
+            for event in events {
+                if serde_json::to_writer(&mut *buf, event).is_ok() {
+                    buf.push(b'\n');
+                    count += 1;
+                }
+            }
+            buf.push(0);
+            calls += 1;
+            if !call(callback, buf, count) {
+                return (calls, false);
+            }
+        }
+    }
+    (calls, true)
 }

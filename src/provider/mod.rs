@@ -18,7 +18,7 @@ use crate::discovery::{self, select, Discovery};
 use crate::error::{Error, Kind, Result};
 use crate::model::Model;
 use crate::region::{self, RegionSource};
-pub use control::{Callback, EventFn, StreamShared};
+pub use control::{Callback, EventFn, EventsFn, StreamShared};
 pub use delivery::in_callback;
 use control::{Command, Control, Registry, Reply};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -104,16 +104,12 @@ impl Outbox {
                 None
             }
         };
-        for event in receiver.batch.drain(..) {
-            // Once a cancel was asked for, later events are dropped: the end is error/aborted.
-            if self.shared.cancel_requested() {
-                continue;
-            }
-            let go_on = deliver(&receiver.callback, &event, buf);
-            progress.fetch_add(1, Ordering::Relaxed);
-            if !go_on && self.shared.request_cancel() {
-                self.shared.cancel.notify_one();
-            }
+        // Once a cancel was asked for, later events are dropped: the end is error/aborted.
+        let (calls, go_on) = deliver(&receiver.callback, &receiver.batch, buf, || !self.shared.cancel_requested());
+        receiver.batch.clear();
+        progress.fetch_add(calls, Ordering::Relaxed);
+        if !go_on && self.shared.request_cancel() {
+            self.shared.cancel.notify_one();
         }
         let Some(terminal) = terminal else {
             let mut state = lock(&self.state);
@@ -129,7 +125,7 @@ impl Outbox {
         self.shared.mark_finished();
         self.live.remove(self.shared.id);
         self.registry.finished();
-        deliver(&receiver.callback, &terminal, buf);
+        deliver(&receiver.callback, std::slice::from_ref(&terminal), buf, || true);
         progress.fetch_add(1, Ordering::Relaxed);
         Pass::Finished
     }

@@ -28,7 +28,10 @@ pub struct Api {
     pub string_free: unsafe extern "C" fn(*mut c_char),
     pub discover: unsafe extern "C" fn(*mut c_void, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
     pub embed: unsafe extern "C" fn(*mut c_void, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
+    pub stream_start_batched: unsafe extern "C" fn(*mut c_void, *const c_char, Option<EventsFn>, *mut c_void, *mut *mut c_void, *mut *mut c_char) -> i32,
 }
+
+pub type EventsFn = unsafe extern "C" fn(*mut c_void, *const c_char, usize, usize) -> i32;
 
 pub fn target_dir() -> PathBuf {
     // tests run from target/<profile>/deps/<test binary>
@@ -131,6 +134,7 @@ pub fn api() -> &'static Api {
                 string_free: std::mem::transmute(sym("bp_string_free")),
                 discover: std::mem::transmute(sym("bp_discover")),
                 embed: std::mem::transmute(sym("bp_embed")),
+                stream_start_batched: std::mem::transmute(sym("bp_stream_start_batched")),
             }
         }
     })

@@ -33,7 +33,12 @@ pub struct BpStream {
 /// thread; returns 0 to go on, non-zero to cancel the stream.
 pub type EventFn = unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char, len: usize) -> i32;
 
-/// The header's `bp_api` (ABI 1.4): every function of one loaded copy. Fields are only ever
+/// `bp_events_fn` (1.5): receives every event queued for a stream at once, as NDJSON (one event
+/// per line, each line ending in `\n`, the whole NUL-terminated and valid only during the call);
+/// `count` is the number of lines. Returns 0 to go on, non-zero to cancel the stream.
+pub type EventsFn = unsafe extern "C" fn(user_data: *mut c_void, events_ndjson: *const c_char, len: usize, count: usize) -> i32;
+
+/// The header's `bp_api` (ABI 1.5): every function of one loaded copy. Fields are only ever
 /// appended; `size` says which ones a copy has.
 #[repr(C)]
 pub struct BpApi {
@@ -49,6 +54,8 @@ pub struct BpApi {
     pub string_free: unsafe extern "C" fn(*mut c_char),
     /// Since 1.4: present when `size` covers it.
     pub embed: unsafe extern "C" fn(*mut BpProvider, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
+    /// Since 1.5.
+    pub stream_start_batched: unsafe extern "C" fn(*mut BpProvider, *const c_char, Option<EventsFn>, *mut c_void, *mut *mut BpStream, *mut *mut c_char) -> i32,
 }
 
 /// `bp_get_api`'s signature, for hosts that resolve it by name.
@@ -59,6 +66,11 @@ pub type GetApiFn = unsafe extern "C" fn(abi_major: u32) -> *const BpApi;
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct EventCallback(pub unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char, len: usize) -> i32);
+
+/// The batched callback as a field type of the root module (see `EventCallback`).
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct EventsCallback(pub unsafe extern "C" fn(user_data: *mut c_void, events_ndjson: *const c_char, len: usize, count: usize) -> i32);
 
 /// The root module abi_stable loads: the C functions' behaviour, with checked layouts. Fields up
 /// to `string_free` exist in every plugin that exports the module; later minor versions append
@@ -84,6 +96,9 @@ pub struct PluginModule {
     /// Since 1.4 (`bp_embed`); read through `embed()`, which is None for an older plugin.
     #[sabi(missing_field(option))]
     pub embed: unsafe extern "C" fn(*mut BpProvider, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
+    /// Since 1.5 (`bp_stream_start_batched`); None for an older plugin.
+    #[sabi(missing_field(option))]
+    pub stream_start_batched: unsafe extern "C" fn(*mut BpProvider, *const c_char, EventsCallback, *mut c_void, *mut *mut BpStream, *mut *mut c_char) -> i32,
 }
 
 impl RootModule for PluginModuleRef {
