@@ -1,0 +1,60 @@
+import type { Api, AssistantMessageEventStream, Context, Model, SimpleStreamOptions } from "@mariozechner/pi-ai";
+
+/** The plugin's init config: `{provider: <models.providers["amazon-bedrock"]>, discovery?, embeddings?}`. */
+export interface PluginConfig {
+  provider: Record<string, unknown>;
+  discovery?: Record<string, unknown>;
+  embeddings?: { concurrency?: number };
+}
+
+export interface BedrockPluginOptions {
+  /** Path of libbedrock_plugin.so (or .dylib); loaded from a private copy. */
+  path: string;
+  config: PluginConfig;
+  /** How long a retired or closing copy waits for its open streams (default 30000). */
+  drainMs?: number;
+  /** pi-ai registry source id (default "bedrock-plugin"). */
+  sourceId?: string;
+}
+
+export interface PluginInfo {
+  name: string;
+  version: string;
+  abiVersion: string;
+  provider: "amazon-bedrock";
+  api: "bedrock-converse-stream";
+}
+
+export interface EmbedRequest {
+  model?: string;
+  texts: string[];
+  purpose?: "query" | "document";
+  dimensions?: number;
+}
+
+export interface EmbedResult {
+  model: string;
+  dimensions: number;
+  embeddings: number[][];
+}
+
+export declare class BedrockPlugin {
+  constructor(options: BedrockPluginOptions);
+  /** Static info of the copy that serves new streams. */
+  readonly info: PluginInfo;
+  /** pi-ai's StreamFunction for `bedrock-converse-stream` (an AbortSignal cancels the stream). */
+  stream(model: Model<Api>, context: Context, options?: SimpleStreamOptions): AssistantMessageEventStream;
+  /** Registers this plugin as pi-ai's provider for `bedrock-converse-stream`. */
+  register(sourceId?: string): void;
+  /** Configured and discovered models, as pi-ai Model objects. */
+  models(options?: { refresh?: boolean }): Promise<Model<"bedrock-converse-stream">[]>;
+  /** Memory embeddings through Bedrock InvokeModel. */
+  embed(request: EmbedRequest): Promise<EmbedResult>;
+  /** Serves new streams from another build; the old copy is freed once its streams ended. */
+  swap(path: string): Promise<PluginInfo>;
+  /** Unregisters from pi-ai and frees every copy (open streams get drainMs). */
+  close(): Promise<void>;
+}
+
+/** Loads the plugin and registers it as pi-ai's `bedrock-converse-stream` provider. */
+export declare function registerBedrockPlugin(options: BedrockPluginOptions): BedrockPlugin;
