@@ -1,6 +1,7 @@
 //! Which AWS region the provider talks to, and where that answer came from (for the discovery
 //! report and logs): explicit settings in a caller-given order, then `AWS_REGION`,
-//! `AWS_DEFAULT_REGION`, then `us-east-1`.
+//! `AWS_DEFAULT_REGION`, then the active profile's `region` in the shared config file (the SDK's
+//! own order), then `us-east-1`.
 
 /// Where the region came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +11,8 @@ pub enum RegionSource {
     DiscoveryRegion,
     AwsRegion,
     AwsDefaultRegion,
+    /// `region` of the active profile in the shared config file.
+    Profile,
     Default,
 }
 
@@ -21,6 +24,7 @@ impl RegionSource {
             RegionSource::DiscoveryRegion => "discovery.region",
             RegionSource::AwsRegion => "AWS_REGION",
             RegionSource::AwsDefaultRegion => "AWS_DEFAULT_REGION",
+            RegionSource::Profile => "profile",
             RegionSource::Default => "default",
         }
     }
@@ -41,7 +45,40 @@ pub fn resolve(
     if let Some(r) = nonempty("AWS_DEFAULT_REGION") {
         return (r, RegionSource::AwsDefaultRegion);
     }
+    if let Some(r) = profile_region(&env) {
+        return (r, RegionSource::Profile);
+    }
     ("us-east-1".to_string(), RegionSource::Default)
+}
+
+/// The `region` of the active profile (`AWS_PROFILE`, else `default`) in the shared config file
+/// (`AWS_CONFIG_FILE`, else `~/.aws/config`), read as the SDK reads it: `[default]` or
+/// `[profile NAME]` sections, `key = value` lines, `#` and `;` comments.
+fn profile_region(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let path = env("AWS_CONFIG_FILE").filter(|p| !p.is_empty()).or_else(|| env("HOME").map(|h| format!("{h}/.aws/config")))?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let profile = env("AWS_PROFILE").filter(|p| !p.trim().is_empty()).unwrap_or_else(|| "default".into());
+    region_in(&text, profile.trim())
+}
+
+fn region_in(config: &str, profile: &str) -> Option<String> {
+    let mut in_profile = false;
+    let mut found = None;
+    for line in config.lines() {
+        let line = line.split(['#', ';']).next().unwrap_or("").trim();
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let name = section.trim();
+            let name = name.strip_prefix("profile ").map(str::trim).unwrap_or(name);
+            in_profile = name == profile && (section.trim().starts_with("profile ") || name == "default");
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            if in_profile && key.trim() == "region" && !value.trim().is_empty() {
+                found = Some(value.trim().to_string());
+            }
+        }
+    }
+    found
 }
 
 /// The region named by an AWS Bedrock Runtime hostname (`bedrock-runtime[-fips].<region>.amazonaws.com[.cn]`).
@@ -97,6 +134,15 @@ pub fn geography(region: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_region_is_read_from_its_section_only() {
+        let config = "[default]\nregion = us-west-1\n\n[profile work] ; comment\noutput = json\nregion = eu-central-1 # trailing\n[profile other]\nregion = ap-south-1\n[work]\nregion = wrong\n";
+        assert_eq!(region_in(config, "work").as_deref(), Some("eu-central-1"));
+        assert_eq!(region_in(config, "default").as_deref(), Some("us-west-1"));
+        assert_eq!(region_in(config, "missing"), None);
+        assert_eq!(region_in("[profile default]\nregion=sa-east-1", "default").as_deref(), Some("sa-east-1"));
+    }
 
     #[test]
     fn cleartext_remote_is_plain_http_beyond_loopback() {

@@ -386,6 +386,19 @@ fn region_order() {
         assert_eq!(emulator.stats().last_region.as_deref(), Some(region), "case {i}: streams go to the same region");
         assert!(run.stderr.contains(&format!("region {region} (from {source})")), "case {i}: {}", run.stderr);
     }
+    // A named profile's region, after the environment and before the default (the SDK's order).
+    let mut env = shared_files("region-profile", "[default]\nregion = us-west-1\n[profile work]\nregion = eu-central-1\n", "");
+    env.retain(|(k, _)| *k != "AWS_REGION");
+    env.extend(keys());
+    env.push(("AWS_PROFILE", some("work")));
+    let run = run_child("region-profile", "refresh,chat", &config(&emulator, json!({})), &env, || {});
+    let report = &run.get("refresh", 0)["discovery"];
+    assert_eq!((report["region"].as_str(), report["regionSource"].as_str()), (Some("eu-central-1"), Some("profile")));
+    assert_done(run.get("chat", 0));
+    assert_eq!(emulator.stats().last_region.as_deref(), Some("eu-central-1"));
+    env.push(("AWS_DEFAULT_REGION", some("ca-central-1")));
+    let run = run_child("region-profile-env", "refresh", &config(&emulator, json!({})), &env, || {});
+    assert_eq!(run.get("refresh", 0)["discovery"]["regionSource"], "AWS_DEFAULT_REGION", "the environment comes first");
 }
 
 fn proxies_from_the_environment() {
