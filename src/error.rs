@@ -17,10 +17,15 @@ pub enum Kind {
     Timeout,
     /// Bedrock refused the request as invalid (`ValidationException`).
     InvalidRequest,
+    /// The prompt does not fit the model's context window (a `ValidationException` that says so):
+    /// a gateway compacts and retries.
+    ContextOverflow,
     /// The model failed while producing its answer.
     ModelError,
     /// The connection failed or broke off.
     Network,
+    /// The stream ended before the model finished its answer (no `messageStop`).
+    Truncated,
     /// A guardrail or content filter stopped the answer.
     ContentFiltered,
     TooLarge,
@@ -43,8 +48,10 @@ impl Kind {
             Kind::Internal => "internal",
             Kind::Timeout => "timeout",
             Kind::InvalidRequest => "invalid_request",
+            Kind::ContextOverflow => "context_overflow",
             Kind::ModelError => "model_error",
             Kind::Network => "network",
+            Kind::Truncated => "truncated",
             Kind::ContentFiltered => "content_filtered",
             Kind::TooLarge => "too_large",
             Kind::Busy => "busy",
@@ -53,7 +60,7 @@ impl Kind {
 
     /// Whether the same request may succeed if sent again later.
     pub fn default_retryable(self) -> bool {
-        matches!(self, Kind::Throttled | Kind::Unavailable | Kind::Timeout | Kind::Network)
+        matches!(self, Kind::Throttled | Kind::Unavailable | Kind::Timeout | Kind::Network | Kind::Truncated)
     }
 }
 

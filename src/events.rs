@@ -78,6 +78,9 @@ pub struct AssistantMessage {
     /// What a host needs to act on a failure without parsing `errorMessage`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_info: Option<ErrorInfo>,
+    /// The values of `options.additionalModelResponseFieldPaths`, as Bedrock returned them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub additional_model_response_fields: Option<serde_json::Value>,
     pub timestamp: u64,
 }
 
@@ -94,6 +97,7 @@ impl AssistantMessage {
             stop_reason: StopReason::Stop,
             error_message: None,
             error_info: None,
+            additional_model_response_fields: None,
             timestamp: now_millis(),
         }
     }

@@ -63,8 +63,33 @@ fn pi_ai_prefix(aws_type: &str) -> &str {
     }
 }
 
+/// The phrasings Bedrock and its model families use for a prompt beyond the context window
+/// (Bedrock's own, Anthropic's, Mistral/OpenAI-style, Nova's, Llama's).
+fn is_context_overflow(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "input is too long",
+        "prompt is too long",
+        "exceeds the context window",
+        "exceed context limit",
+        "exceeds context limit",
+        "model_context_window_exceeded",
+        "maximum context length",
+        "context length exceeded",
+        "too many input tokens",
+        "input tokens exceed",
+        "exceeds the maximum number of tokens",
+        "prompt contains more tokens than",
+    ]
+    .iter()
+    .any(|phrase| m.contains(phrase))
+}
+
 pub fn service_error(aws_type: &str, message: Option<&str>, status: Option<u16>, request_id: Option<String>) -> Error {
-    let (kind, retryable) = classify(aws_type, status);
+    let (mut kind, retryable) = classify(aws_type, status);
+    if kind == Kind::InvalidRequest && message.is_some_and(is_context_overflow) {
+        kind = Kind::ContextOverflow;
+    }
     let mut e = Error::new(kind, format!("{}: {}", pi_ai_prefix(aws_type), message.unwrap_or("(no message)"))).retryable(retryable);
     e.http_status = status;
     e.request_id = request_id;

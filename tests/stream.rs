@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[test]
@@ -48,7 +49,13 @@ fn each_stop_reason_maps_to_pi_ai() {
         assert_eq!((done["type"].as_str(), done["reason"].as_str()), (Some("done"), Some(ours)), "{bedrock}");
         assert_eq!(done["message"]["stopReason"], ours);
     }
-    for (bedrock, code) in [("guardrail_intervened", "content_filtered"), ("content_filtered", "content_filtered"), ("malformed_model_output", "model_error")] {
+    for (bedrock, code) in [
+        ("guardrail_intervened", "content_filtered"),
+        ("content_filtered", "content_filtered"),
+        ("refusal", "content_filtered"),
+        ("malformed_model_output", "model_error"),
+        ("malformed_tool_use", "model_error"),
+    ] {
         let events = chat(&p, &format!("emulator: chunks=2 stop={bedrock}"), json!({}));
         let e = terminal(&events);
         assert_eq!((e["reason"].as_str(), failure(e)["code"].as_str()), (Some("error"), Some(code)), "{bedrock}");
@@ -104,7 +111,8 @@ fn request_is_mapped_to_converse() {
     assert_eq!(terminal(&events)["type"], "done", "{}", terminal(&events));
     let sent: Value = serde_json::from_str(&text_of(&events)).expect("echo of the request body");
     assert_eq!(sent["system"], json!([{"text": "Be brief."}]));
-    assert_eq!(sent["inferenceConfig"], json!({"maxTokens": 321, "temperature": 0.25, "topP": 0.5, "stopSequences": ["END"]}));
+    // A Claude model: with temperature and topP both set, only temperature goes out.
+    assert_eq!(sent["inferenceConfig"], json!({"maxTokens": 321, "temperature": 0.25, "stopSequences": ["END"]}));
     assert_eq!(sent["toolConfig"]["tools"][0]["toolSpec"]["name"], "get_weather");
     assert_eq!(sent["toolConfig"]["toolChoice"], json!({"auto": {}}));
     let messages = sent["messages"].as_array().unwrap();
@@ -148,6 +156,229 @@ fn service_tier_and_structured_output_reach_bedrock_in_its_shape() {
         assert_eq!(rc, 1, "{options}: {err}");
         assert!(err["message"].as_str().unwrap().contains(says), "{options}: {err}");
     }
+}
+
+#[test]
+fn guardrail_performance_metadata_and_additional_fields_pass_through() {
+    let (emulator, p) = setup();
+    let options = json!({
+        "guardrailConfig": {"guardrailIdentifier": "gr-123", "guardrailVersion": "2", "trace": "enabled", "streamProcessingMode": "async"},
+        "performanceConfig": {"latency": "optimized"},
+        "requestMetadata": {"tenant": "acme", "session": "s-1"},
+        "additionalModelRequestFields": {"top_k": 40},
+        "additionalModelResponseFieldPaths": ["/stop_sequence", "/usage/detail"],
+    });
+    let events = chat(&p, "hello", options);
+    let body = emulator.stats().last_body.unwrap();
+    assert_eq!(body["guardrailConfig"], json!({"guardrailIdentifier": "gr-123", "guardrailVersion": "2", "trace": "enabled", "streamProcessingMode": "async"}));
+    assert_eq!(body["performanceConfig"], json!({"latency": "optimized"}));
+    assert_eq!(body["requestMetadata"], json!({"tenant": "acme", "session": "s-1"}));
+    assert_eq!(body["additionalModelRequestFields"], json!({"top_k": 40}));
+    assert_eq!(body["additionalModelResponseFieldPaths"], json!(["/stop_sequence", "/usage/detail"]));
+    // The values Bedrock returned for those paths ride on the final message.
+    let message = final_message(terminal(&events));
+    assert_eq!(message["additionalModelResponseFields"], json!({"stop_sequence": "emulator value of /stop_sequence", "usage": {"detail": "emulator value of /usage/detail"}}));
+    // The host's fields merge with the plugin's own (thinking) rather than replacing them.
+    let claude = json!({"id": "anthropic.claude-sonnet-4-5-20250929-v1:0", "reasoning": true, "maxTokens": 8000});
+    let thinking = json!({"model": claude, "context": {"messages": [{"role": "user", "content": "hi"}]},
+        "options": {"reasoning": "low", "additionalModelRequestFields": {"top_k": 5}}});
+    start(&p, &thinking).finish();
+    let fields = &emulator.stats().last_body.unwrap()["additionalModelRequestFields"];
+    assert_eq!((fields["top_k"].as_i64(), fields["thinking"]["type"].as_str()), (Some(5), Some("enabled")), "{fields}");
+
+    for (options, says) in [
+        (json!({"guardrailConfig": {"guardrailIdentifier": "g"}}), "options.guardrailConfig.guardrailVersion: is required"),
+        (json!({"guardrailConfig": {"guardrailIdentifier": "g", "guardrailVersion": "1", "trace": "loud"}}), "options.guardrailConfig.trace: must be one of enabled, disabled, enabled_full"),
+        (json!({"performanceConfig": {"latency": "fast"}}), "options.performanceConfig.latency: must be one of standard, optimized"),
+        (json!({"requestMetadata": {"n": 1}}), "options.requestMetadata.n: expected a string"),
+        (json!({"additionalModelResponseFieldPaths": ["stop_sequence"]}), "is not a JSON Pointer"),
+        (json!({"additionalModelRequestFields": [1]}), "options.additionalModelRequestFields"),
+    ] {
+        let (rc, err) = try_start(&p, &request("emulator.echo", "hi", options.clone()), Collector::default()).err().expect("refused");
+        assert_eq!(rc, 1, "{options}: {err}");
+        assert!(err["message"].as_str().unwrap().contains(says), "{options}: {err}");
+    }
+}
+
+#[test]
+fn newer_claude_models_get_adaptive_thinking_older_ones_a_budget() {
+    let (emulator, p) = setup();
+    let ask = |id: &str, name: &str, level: &str| {
+        let model = json!({"id": id, "name": name, "reasoning": true, "maxTokens": 8000});
+        let request = json!({"model": model, "context": {"messages": [{"role": "user", "content": "hi"}]}, "options": {"reasoning": level}});
+        assert_eq!(terminal(&start(&p, &request).finish())["type"], "done");
+        emulator.stats().last_body.unwrap()["additionalModelRequestFields"].clone()
+    };
+    for (id, level, effort) in [
+        ("global.anthropic.claude-opus-4-6-v1", "low", "low"),
+        ("us.anthropic.claude-sonnet-4-6", "medium", "medium"),
+        ("anthropic.claude-opus-4-7-v1:0", "high", "high"),
+        ("anthropic.claude-sonnet-5-20261001-v1:0", "xhigh", "max"),
+        ("anthropic.claude-opus-4-6-v1", "minimal", "low"),
+    ] {
+        assert_eq!(ask(id, id, level), json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": effort}}), "{id} {level}");
+    }
+    // An application inference profile whose ARN does not name the model: its name does.
+    let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123";
+    assert_eq!(ask(arn, "Claude Opus 4.6 (team)", "high")["thinking"]["type"], "adaptive");
+    let older = ask("anthropic.claude-sonnet-4-5-20250929-v1:0", "Sonnet 4.5", "medium");
+    assert_eq!(older["thinking"], json!({"type": "enabled", "budget_tokens": 8192}));
+}
+
+#[test]
+fn claude_gets_temperature_without_top_p_other_models_get_both() {
+    let (emulator, p) = setup();
+    let claude = json!({"id": "anthropic.claude-haiku-4-5-20251001-v1:0"});
+    let request = json!({"model": claude, "context": {"messages": [{"role": "user", "content": "hi"}]}, "options": {"temperature": 0.3, "topP": 0.8}});
+    let events = start(&p, &request).finish();
+    assert_eq!(terminal(&events)["type"], "done", "Bedrock would refuse both for newer Claude models");
+    let inference = &emulator.stats().last_body.unwrap()["inferenceConfig"];
+    assert!((inference["temperature"].as_f64().unwrap() - 0.3).abs() < 1e-6 && inference.get("topP").is_none(), "{inference}");
+    let request = json!({"model": claude, "context": {"messages": [{"role": "user", "content": "hi"}]}, "options": {"topP": 0.8}});
+    start(&p, &request).finish();
+    assert!(emulator.stats().last_body.unwrap()["inferenceConfig"].get("topP").is_some(), "topP alone is sent");
+    chat(&p, "hi", json!({"temperature": 0.3, "topP": 0.8}));
+    let inference = &emulator.stats().last_body.unwrap()["inferenceConfig"];
+    assert!(inference.get("temperature").is_some() && inference.get("topP").is_some(), "{inference}");
+}
+
+#[test]
+fn lone_surrogates_from_a_javascript_host_are_replaced_not_refused() {
+    let (emulator, p) = setup();
+    // What JSON.stringify writes for a string cut inside an emoji.
+    let body = r#"{"model":"emulator.echo","context":{"messages":[{"role":"user","content":"cut \ud83d here, pair \ud83d\ude00"}]}}"#;
+    let collector = Arc::new(Collector::default());
+    let text = std::ffi::CString::new(body).unwrap();
+    let (mut handle, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+    let rc = unsafe { (api().stream_start)(p.0, text.as_ptr(), Some(collect), Arc::as_ptr(&collector) as *mut _, &mut handle, &mut err) };
+    assert_eq!(rc, 0, "{}", if err.is_null() { Value::Null } else { take_json(err) });
+    let events = collector.wait_terminal(Duration::from_secs(30));
+    assert_eq!(terminal(&events)["type"], "done");
+    let sent = emulator.stats().last_body.unwrap()["messages"][0]["content"][0]["text"].clone();
+    assert_eq!(sent, "cut \u{fffd} here, pair \u{1f600}");
+    unsafe { (api().stream_release)(handle) };
+}
+
+#[test]
+fn tool_names_bedrock_refuses_are_mapped_and_calls_come_back_under_the_hosts_name() {
+    let (emulator, p) = setup();
+    let tools = json!([{"name": "weather.get/v2", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let request = json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "emulator: tool=first"}], "tools": tools},
+        "options": {"toolChoice": {"type": "tool", "name": "weather.get/v2"}}});
+    let events = start(&p, &request).finish();
+    let sent = emulator.stats().last_body.unwrap();
+    let bedrock_name = sent["toolConfig"]["tools"][0]["toolSpec"]["name"].as_str().unwrap().to_string();
+    assert!(bedrock_name.starts_with("weather_get_v2_"), "{bedrock_name}");
+    assert_eq!(sent["toolConfig"]["toolChoice"]["tool"]["name"], bedrock_name.as_str());
+    let call = events.iter().find(|e| e["type"] == "toolcall_end").expect("a tool call");
+    assert_eq!(call["toolCall"]["name"], "weather.get/v2", "the host's name, not Bedrock's");
+    let start_event = events.iter().find(|e| e["type"] == "toolcall_start").unwrap();
+    assert_eq!(start_event["name"], "weather.get/v2");
+    // The next turn: the history's call is sent under the same Bedrock name.
+    let done = final_message(terminal(&events)).clone();
+    let id = call["toolCall"]["id"].as_str().unwrap();
+    let next = json!({"model": "emulator.echo", "context": {"tools": tools, "messages": [
+        {"role": "user", "content": "weather?"}, done,
+        {"role": "toolResult", "toolCallId": id, "toolName": "weather.get/v2", "content": [{"type": "text", "text": "sunny"}], "isError": false}]}});
+    assert_eq!(terminal(&start(&p, &next).finish())["type"], "done");
+    let sent = emulator.stats().last_body.unwrap();
+    let history = sent["messages"][1]["content"].as_array().unwrap().iter().find_map(|b| b.get("toolUse")).expect("the call in the history").clone();
+    assert_eq!(history["name"], bedrock_name.as_str());
+}
+
+#[test]
+fn tool_history_without_tools_in_the_request_still_goes_out() {
+    let (emulator, p) = setup();
+    let first = json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "emulator: tool=get_weather"}],
+        "tools": [{"name": "get_weather", "parameters": {"type": "object"}}]}});
+    let events = start(&p, &first).finish();
+    let done = final_message(terminal(&events)).clone();
+    let id = events.iter().find(|e| e["type"] == "toolcall_end").unwrap()["toolCall"]["id"].as_str().unwrap().to_string();
+    // The same conversation, continued with no tools declared (a gateway that switched them off).
+    let next = json!({"model": "emulator.echo", "context": {"messages": [
+        {"role": "user", "content": "weather?"}, done,
+        {"role": "toolResult", "toolCallId": id, "toolName": "get_weather", "content": [{"type": "text", "text": "sunny"}], "isError": false},
+        {"role": "user", "content": "thanks"}]}});
+    let events = start(&p, &next).finish();
+    assert_eq!(terminal(&events)["type"], "done", "{}", terminal(&events));
+    let sent = emulator.stats().last_body.unwrap();
+    assert_eq!(sent["toolConfig"]["tools"][0]["toolSpec"]["name"], "get_weather", "the history's tools are declared");
+}
+
+#[test]
+fn documents_in_user_messages_become_document_blocks_with_names_bedrock_takes() {
+    let (emulator, p) = setup();
+    let data = "aGVsbG8gZG9jdW1lbnQ="; // "hello document"
+    let content = json!([
+        {"type": "text", "text": "summarise these"},
+        {"type": "document", "data": data, "mimeType": "application/pdf", "name": "Q3 report.v2/final.pdf"},
+        {"type": "document", "data": data, "format": "csv", "name": "Q3 report.v2/final.pdf"},
+        {"type": "document", "data": data, "mimeType": "text/markdown"},
+    ]);
+    let request = json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": content}]}});
+    assert_eq!(terminal(&start(&p, &request).finish())["type"], "done");
+    let blocks = emulator.stats().last_body.unwrap()["messages"][0]["content"].clone();
+    let docs: Vec<(&str, &str)> = blocks.as_array().unwrap().iter().filter_map(|b| b.get("document")).map(|d| (d["name"].as_str().unwrap(), d["format"].as_str().unwrap())).collect();
+    assert_eq!(docs, [("Q3 report v2 final pdf", "pdf"), ("Q3 report v2 final pdf (2)", "csv"), ("document", "md")]);
+    assert_eq!(blocks[1]["document"]["source"]["bytes"], data, "the bytes as sent");
+    for (doc, says) in [
+        (json!({"type": "document", "data": data, "format": "exe"}), "\"exe\" is not a document format Bedrock takes"),
+        (json!({"type": "document", "data": data, "mimeType": "application/zip"}), "\"application/zip\" is not a document type"),
+        (json!({"type": "document", "data": "%%%", "format": "txt"}), "not valid base64"),
+        (json!({"type": "document", "data": data}), "format: is required"),
+    ] {
+        let request = json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": [doc.clone()]}]}});
+        let (rc, err) = try_start(&p, &request, Collector::default()).err().expect("refused before anything is sent");
+        assert_eq!(rc, 1, "{doc}: {err}");
+        assert!(err["message"].as_str().unwrap().contains(says), "{doc}: {err}");
+    }
+}
+
+#[test]
+fn max_retries_retries_throttling_before_the_stream_but_never_validation() {
+    let (emulator, p) = setup();
+    let before = emulator.stats().converse_streams;
+    let events = chat(&p, "emulator: error=throttling", json!({"maxRetries": 2, "maxRetryDelayMs": 50}));
+    assert_eq!(failure(terminal(&events))["code"], "throttled");
+    assert_eq!(emulator.stats().converse_streams - before, 3, "the first attempt and two retries");
+    let before = emulator.stats().converse_streams;
+    chat(&p, "emulator: error=serviceUnavailable", json!({"maxRetries": 1, "maxRetryDelayMs": 50}));
+    assert_eq!(emulator.stats().converse_streams - before, 2, "5xx is retried too");
+    let before = emulator.stats().converse_streams;
+    chat(&p, "emulator: error=validation", json!({"maxRetries": 3, "maxRetryDelayMs": 50}));
+    assert_eq!(emulator.stats().converse_streams - before, 1, "a validation error is never retried");
+    let before = emulator.stats().converse_streams;
+    chat(&p, "emulator: error=throttling", json!({"maxRetries": 0}));
+    assert_eq!(emulator.stats().converse_streams - before, 1);
+    let (rc, err) = try_start(&p, &request("emulator.echo", "hi", json!({"maxRetries": 11})), Collector::default()).err().unwrap();
+    assert_eq!(rc, 1, "{err}");
+}
+
+#[test]
+fn a_context_overflow_has_its_own_code_whatever_the_phrasing() {
+    let (_e, p) = setup();
+    let phrasings = [
+        "Input is too long for requested model.",
+        "prompt is too long: 250001 tokens > 200000 maximum",
+        "input length and `max_tokens` exceed context limit: 197000 + 8192 > 200000, decrease input length or `max_tokens` and try again",
+        "The model returned the following errors: This model's maximum context length is 32768 tokens. However, you requested 40000 tokens.",
+        "Input Tokens Exceeded: Number of input tokens exceeds maximum length. Please update the request and try again.",
+        "The input length exceeds the context window of this model",
+        "model_context_window_exceeded",
+    ];
+    for phrasing in phrasings {
+        for at in ["error=validation", "chunks=3 error=validation at=mid after=2"] {
+            let events = chat(&p, &format!("emulator: {at} error_message={phrasing}"), json!({}));
+            let info = failure(terminal(&events));
+            assert_eq!((info["code"].as_str(), info["retryable"].as_bool()), (Some("context_overflow"), Some(false)), "{phrasing} ({at}): {info}");
+            assert_eq!(final_message(terminal(&events))["errorMessage"], format!("Validation error: {phrasing}"));
+        }
+    }
+    // Other validation errors, and throttling that mentions tokens, stay what they are.
+    let info = failure(terminal(&chat(&p, "emulator: error=validation error_message=The provided request is not valid", json!({}))));
+    assert_eq!(info["code"], "invalid_request");
+    let info = failure(terminal(&chat(&p, "emulator: error=throttling error_message=Too many tokens, please wait before trying again.", json!({}))));
+    assert_eq!(info["code"], "throttled");
 }
 
 #[test]
@@ -202,6 +433,16 @@ fn errors_mid_stream_keep_the_partial_answer() {
         assert!(err["message"].as_str().unwrap().starts_with(prefix), "{kind}: {err}");
         assert_eq!(e["error"]["content"], json!([{"type": "text", "text": "w0 w1 "}]), "{kind}");
     }
+}
+
+#[test]
+fn an_answer_that_ends_without_message_stop_is_truncated_never_a_success() {
+    let (_e, p) = setup();
+    let events = chat(&p, "emulator: chunks=5 end=4", json!({}));
+    assert_eq!(text_of(&events), "w0 w1 w2 ");
+    let err = failure(terminal(&events));
+    assert_eq!((err["code"].as_str(), err["retryable"].as_bool()), (Some("truncated"), Some(true)), "{err}");
+    assert!(final_message(terminal(&events))["errorMessage"].as_str().unwrap().contains("ended without"), "pi's retry matcher sees it");
 }
 
 #[test]

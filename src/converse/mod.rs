@@ -2,9 +2,13 @@
 //! per-stream task that ties them to the SDK client.
 
 pub mod document;
+mod documents;
 pub mod errors;
 pub mod outlet;
 pub mod output_options;
+pub mod passthrough;
 pub mod request;
 pub mod stream;
+mod surrogates;
+pub mod tool_names;
 pub mod translate;

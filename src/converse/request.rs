@@ -2,6 +2,7 @@
 //! (plain data only) so that bad input is refused before anything is queued.
 
 use super::document::to_document;
+use super::tool_names::ToolNames;
 use crate::error::{Error, Kind, Result};
 use crate::json::{describe, Obj};
 use crate::model::Model;
@@ -35,6 +36,15 @@ pub struct StreamRequest {
     pub fallback_model_id: Option<String>,
     pub service_tier: Option<ServiceTier>,
     pub output_config: Option<OutputConfig>,
+    pub guardrail: Option<aws_sdk_bedrockruntime::types::GuardrailStreamConfiguration>,
+    pub performance: Option<aws_sdk_bedrockruntime::types::PerformanceConfiguration>,
+    pub request_metadata: Option<std::collections::HashMap<String, String>>,
+    pub response_field_paths: Option<Vec<String>>,
+    /// Tool names changed for Bedrock, to name calls back as the host does.
+    pub tool_names: ToolNames,
+    /// `options.maxRetries` / `maxRetryDelayMs`: this request's retry policy before the stream
+    /// starts (the SDK's configured one, from `AWS_MAX_ATTEMPTS`, when the host sets neither).
+    pub retry: Option<aws_smithy_types::retry::RetryConfig>,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -47,7 +57,8 @@ fn built<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> R
 
 /// Parses `{"model", "context", "options"}`. `lookup` resolves a model id to a known model.
 pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<StreamRequest> {
-    let value: Value = serde_json::from_str(text).map_err(|e| bad(format!("request is not valid JSON: {e}")))?;
+    let text = super::surrogates::replace_lone(text);
+    let value: Value = serde_json::from_str(&text).map_err(|e| bad(format!("request is not valid JSON: {e}")))?;
     let top = Obj::new(&value, "", Kind::InvalidArgument)?;
     top.only(&["model", "context", "options"])?;
     let model = match top.get("model") {
@@ -77,7 +88,9 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         }
     }
     let raw_messages = context.array("messages")?.ok_or_else(|| context.err("messages", "is required"))?;
-    let mut messages = convert_messages(raw_messages, &model, &context.path)?;
+    let mut tool_names = ToolNames::default();
+    let mut messages = convert_messages(raw_messages, &model, &context.path, &mut tool_names)?;
+    super::documents::unique_names(&mut messages);
     if messages.is_empty() {
         return Err(context.err("messages", "must contain at least one user message"));
     }
@@ -86,25 +99,36 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
             last.content.push(ContentBlock::CachePoint(cache_point(&options.cache_retention)?));
         }
     }
-    let tool_config = convert_tools(&context, &options)?;
+    let tool_config = match convert_tools(&context, &options, &mut tool_names)? {
+        None => tools_of_the_history(&messages)?,
+        config => config,
+    };
 
     let mut max_tokens = options.max_tokens.unwrap_or(model.max_tokens);
-    let additional_fields = match (&options.reasoning, model.reasoning) {
-        (Some(level), true) if is_claude(&model.id) => {
+    let own_fields = match (&options.reasoning, model.reasoning) {
+        // Adaptive thinking: the model decides how much to think, at the effort asked for.
+        (Some(level), true) if is_claude_model(&model) && supports_adaptive_thinking(&model.id, &model.name) => {
+            Some(serde_json::json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": adaptive_effort(level)}}))
+        }
+        (Some(level), true) if is_claude_model(&model) => {
             let budget = options.thinking_budget(level);
             max_tokens = max_tokens.max(budget + 1024);
             let mut fields = serde_json::json!({"thinking": {"type": "enabled", "budget_tokens": budget}});
             if options.interleaved_thinking.unwrap_or(true) {
                 fields["anthropic_beta"] = serde_json::json!(["interleaved-thinking-2025-05-14"]);
             }
-            Some(to_document(&fields))
+            Some(fields)
         }
         _ => None,
     };
+    let additional_fields = super::passthrough::merge_fields(own_fields, options.passthrough.additional_request_fields.as_ref());
+    // Newer Claude models refuse temperature and topP together ("cannot both be specified"):
+    // for Claude, temperature wins and topP is left out.
+    let top_p = options.top_p.filter(|_| !(options.temperature.is_some() && is_claude_model(&model)));
     let inference = InferenceConfiguration::builder()
         .max_tokens(i32::try_from(max_tokens).map_err(|_| bad("options.maxTokens: too large"))?)
         .set_temperature(options.temperature.map(|t| t as f32))
-        .set_top_p(options.top_p.map(|t| t as f32))
+        .set_top_p(top_p.map(|t| t as f32))
         .set_stop_sequences(options.stop_sequences.clone())
         .build();
     Ok(StreamRequest {
@@ -118,6 +142,12 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         fallback_model_id: None,
         service_tier: options.service_tier,
         output_config: options.output_config,
+        guardrail: options.passthrough.guardrail,
+        performance: options.passthrough.performance,
+        request_metadata: options.passthrough.request_metadata,
+        response_field_paths: options.passthrough.response_field_paths,
+        tool_names,
+        retry: retry_policy(options.max_retries, options.max_retry_delay_ms),
     })
 }
 
@@ -135,6 +165,9 @@ struct Options {
     interleaved_thinking: Option<bool>,
     service_tier: Option<ServiceTier>,
     output_config: Option<OutputConfig>,
+    passthrough: super::passthrough::Passthrough,
+    max_retries: Option<u64>,
+    max_retry_delay_ms: Option<u64>,
 }
 
 impl Default for Options {
@@ -152,6 +185,9 @@ impl Default for Options {
             interleaved_thinking: None,
             service_tier: None,
             output_config: None,
+            passthrough: Default::default(),
+            max_retries: None,
+            max_retry_delay_ms: None,
         }
     }
 }
@@ -161,6 +197,8 @@ impl Options {
         o.only(&[
             "maxTokens", "temperature", "topP", "stopSequences", "idleTimeoutMs", "reasoning", "thinkingBudgets",
             "toolChoice", "cacheRetention", "interleavedThinking", "sessionId", "serviceTier", "outputConfig",
+            "guardrailConfig", "performanceConfig", "requestMetadata", "additionalModelRequestFields", "additionalModelResponseFieldPaths",
+            "maxRetries", "maxRetryDelayMs",
         ])?;
         let reasoning = o.str("reasoning")?.map(str::to_string);
         if let Some(r) = &reasoning {
@@ -218,6 +256,9 @@ impl Options {
             interleaved_thinking: o.bool("interleavedThinking")?,
             service_tier: super::output_options::service_tier(o)?,
             output_config: super::output_options::output_config(o)?,
+            passthrough: super::passthrough::parse(o)?,
+            max_retries: o.uint("maxRetries", 10)?,
+            max_retry_delay_ms: o.uint("maxRetryDelayMs", 600_000)?,
         })
     }
 
@@ -231,6 +272,33 @@ impl Options {
             _ => 16384,
         })
     }
+}
+
+/// Claude Opus 4.6 and later, Sonnet 4.6 and later and the Claude 5 families take
+/// `thinking: {type: "adaptive"}` (with an effort) instead of a token budget. The name is looked
+/// at too, for application inference profiles whose ARN does not say the model.
+fn supports_adaptive_thinking(id: &str, name: &str) -> bool {
+    [id, name].iter().any(|s| {
+        let s = s.to_ascii_lowercase().replace(['.', '_', ' ', ':'], "-");
+        ["opus-4-6", "opus-4-7", "opus-4-8", "opus-4-9", "sonnet-4-6", "sonnet-4-7", "sonnet-4-8", "sonnet-4-9", "opus-5", "sonnet-5", "haiku-5", "claude-5"]
+            .iter()
+            .any(|family| s.contains(family))
+    })
+}
+
+/// pi-ai's thinking levels as adaptive thinking's effort: xhigh is the most these models offer.
+fn adaptive_effort(level: &str) -> &'static str {
+    match level {
+        "minimal" | "low" => "low",
+        "medium" => "medium",
+        "high" => "high",
+        _ => "max",
+    }
+}
+
+/// By id, or by name for application inference profiles whose ARN does not say the model.
+fn is_claude_model(model: &Model) -> bool {
+    is_claude(&model.id) || (model.id.starts_with("arn:") && model.name.to_ascii_lowercase().contains("claude"))
 }
 
 fn is_claude(id: &str) -> bool {
@@ -286,7 +354,8 @@ fn user_part(item: &Value, path: &str, model: &Model) -> Result<Option<ContentBl
         }
         "image" if model.accepts_images() => image_block(&o).map(Some),
         "image" => Ok(Some(ContentBlock::Text("(image omitted: this model does not accept image input)".into()))),
-        other => Err(o.err("type", format!("unknown content type \"{other}\" (text or image)"))),
+        "document" => super::documents::block(&o).map(Some),
+        other => Err(o.err("type", format!("unknown content type \"{other}\" (text, image or document)"))),
     }
 }
 
@@ -317,7 +386,7 @@ fn missing_tool_result(id: &str) -> Result<ContentBlock> {
     Ok(ContentBlock::ToolResult(built(block, "tool result")?))
 }
 
-fn assistant_content(o: &Obj<'_>, model: &Model, tool_ids: &mut Vec<String>) -> Result<Vec<ContentBlock>> {
+fn assistant_content(o: &Obj<'_>, model: &Model, tool_ids: &mut Vec<String>, names: &mut ToolNames) -> Result<Vec<ContentBlock>> {
     let mut blocks = Vec::new();
     let items = o.array("content")?.ok_or_else(|| o.err("content", "is required"))?;
     for (i, item) in items.iter().enumerate() {
@@ -335,7 +404,7 @@ fn assistant_content(o: &Obj<'_>, model: &Model, tool_ids: &mut Vec<String>) -> 
                     continue;
                 }
                 // Only Claude accepts reasoning blocks (and their signatures) back in a conversation.
-                if is_claude(&model.id) {
+                if is_claude_model(&model) {
                     let block = ReasoningTextBlock::builder().text(thinking).set_signature(c.str("thinkingSignature")?.map(str::to_string)).build();
                     blocks.push(ContentBlock::ReasoningContent(ReasoningContentBlock::ReasoningText(built(block, &c.path)?)));
                 } else {
@@ -345,7 +414,7 @@ fn assistant_content(o: &Obj<'_>, model: &Model, tool_ids: &mut Vec<String>) -> 
             "toolCall" => {
                 let id = tool_use_id(c.req_str("id")?);
                 let input = c.get("arguments").cloned().unwrap_or_else(|| serde_json::json!({}));
-                let block = ToolUseBlock::builder().tool_use_id(&id).name(c.req_str("name")?).input(to_document(&input)).build();
+                let block = ToolUseBlock::builder().tool_use_id(&id).name(names.map(c.req_str("name")?)).input(to_document(&input)).build();
                 blocks.push(ContentBlock::ToolUse(built(block, &c.path)?));
                 tool_ids.push(id);
             }
@@ -358,7 +427,7 @@ fn assistant_content(o: &Obj<'_>, model: &Model, tool_ids: &mut Vec<String>) -> 
 /// Messages in Bedrock's terms: tool results become user turns, consecutive turns of one role are
 /// merged, failed assistant turns are dropped, and unanswered tool calls get an error result,
 /// because Bedrock refuses conversations that break any of those rules.
-fn convert_messages(items: &[Value], model: &Model, context_path: &str) -> Result<Vec<Message>> {
+fn convert_messages(items: &[Value], model: &Model, context_path: &str, names: &mut ToolNames) -> Result<Vec<Message>> {
     let mut turns: Vec<(ConversationRole, Vec<ContentBlock>)> = Vec::new();
     let mut pending_tool_ids: Vec<String> = Vec::new();
     let push = |turns: &mut Vec<(ConversationRole, Vec<ContentBlock>)>, role: ConversationRole, blocks: Vec<ContentBlock>| {
@@ -399,7 +468,7 @@ fn convert_messages(items: &[Value], model: &Model, context_path: &str) -> Resul
                     continue;
                 }
                 let mut ids = Vec::new();
-                let blocks = assistant_content(&m, model, &mut ids)?;
+                let blocks = assistant_content(&m, model, &mut ids, names)?;
                 if !blocks.is_empty() {
                     push(&mut turns, ConversationRole::Assistant, blocks);
                     pending_tool_ids = ids;
@@ -425,7 +494,62 @@ fn convert_messages(items: &[Value], model: &Model, context_path: &str) -> Resul
         .collect()
 }
 
-fn convert_tools(context: &Obj<'_>, options: &Options) -> Result<Option<ToolConfiguration>> {
+/// Throttling and server errors before the stream starts are retried by the SDK (exponential
+/// backoff with jitter; validation and access errors never); a host may set how often and how
+/// long the longest wait is.
+fn retry_policy(max_retries: Option<u64>, max_delay_ms: Option<u64>) -> Option<aws_smithy_types::retry::RetryConfig> {
+    if max_retries.is_none() && max_delay_ms.is_none() {
+        return None;
+    }
+    let max_delay = Duration::from_millis(max_delay_ms.unwrap_or(60_000));
+    Some(
+        aws_smithy_types::retry::RetryConfig::standard()
+            .with_max_attempts(max_retries.unwrap_or(3) as u32 + 1)
+            .with_initial_backoff(Duration::from_millis(250).min(max_delay))
+            .with_max_backoff(max_delay),
+    )
+}
+
+/// Bedrock refuses tool-use and tool-result blocks unless tools are declared. When the history
+/// has them and the request declares none (a later turn with tools switched off), the tools the
+/// history used are declared with an open schema, so the conversation goes on.
+fn tools_of_the_history(messages: &[Message]) -> Result<Option<ToolConfiguration>> {
+    let mut used: Vec<&str> = Vec::new();
+    let mut any = false;
+    for block in messages.iter().flat_map(|m| &m.content) {
+        match block {
+            ContentBlock::ToolUse(t) => {
+                any = true;
+                if !used.contains(&t.name()) {
+                    used.push(t.name());
+                }
+            }
+            ContentBlock::ToolResult(_) => any = true,
+            _ => {}
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    if used.is_empty() {
+        // Results whose calls were dropped (a failed turn): any declared tool will do.
+        used.push("tool");
+    }
+    let specs = used
+        .into_iter()
+        .map(|name| {
+            let spec = ToolSpecification::builder()
+                .name(name)
+                .description("A tool used earlier in this conversation.")
+                .input_schema(ToolInputSchema::Json(to_document(&serde_json::json!({"type": "object"}))))
+                .build();
+            built(spec, "tools").map(Tool::ToolSpec)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    built(ToolConfiguration::builder().set_tools(Some(specs)).build(), "tools").map(Some)
+}
+
+fn convert_tools(context: &Obj<'_>, options: &Options, names: &mut ToolNames) -> Result<Option<ToolConfiguration>> {
     let Some(tools) = context.array("tools")?.filter(|t| !t.is_empty()) else { return Ok(None) };
     if options.tool_choice.as_ref().and_then(Value::as_str) == Some("none") {
         return Ok(None);
@@ -442,7 +566,7 @@ fn convert_tools(context: &Obj<'_>, options: &Options) -> Result<Option<ToolConf
             return Err(o.err("name", "must not be empty"));
         }
         let spec = ToolSpecification::builder()
-            .name(name)
+            .name(names.map(name))
             .set_description(o.str("description")?.filter(|d| !d.is_empty()).map(str::to_string))
             .input_schema(ToolInputSchema::Json(to_document(&schema)))
             .build();
@@ -454,7 +578,7 @@ fn convert_tools(context: &Obj<'_>, options: &Options) -> Result<Option<ToolConf
         Some(Value::String(s)) if s == "any" => Some(ToolChoice::Any(AnyToolChoice::builder().build())),
         Some(v) if v.get("type").and_then(Value::as_str) == Some("tool") => {
             let name = v.get("name").and_then(Value::as_str).ok_or_else(|| bad("options.toolChoice.name: is required"))?;
-            Some(ToolChoice::Tool(built(SpecificToolChoice::builder().name(name).build(), "options.toolChoice")?))
+            Some(ToolChoice::Tool(built(SpecificToolChoice::builder().name(names.map(name)).build(), "options.toolChoice")?))
         }
         Some(_) => return Err(bad("options.toolChoice: must be \"auto\", \"any\", \"none\" or {\"type\":\"tool\",\"name\":...}")),
     };

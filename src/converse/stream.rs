@@ -56,7 +56,7 @@ fn idle_timeout(ms: u128) -> Error {
 }
 
 pub async fn run<O: Outlet>(clients: Arc<Clients>, request: StreamRequest, outlet: Arc<O>) {
-    let translator = Translator::new(&request.model.id, request.model.cost);
+    let translator = Translator::new(&request.model.id, request.model.cost, request.tool_names.clone());
     let mut run = Run { translator, outlet: Some(outlet.clone()) };
     let outcome = drive(&clients, request, &mut run, &outlet).await;
     let terminal = match outcome.and_then(|()| run.translator.finish()) {
@@ -79,7 +79,7 @@ async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut R
     let mut fallback = request.fallback_model_id.clone();
     let mut refreshed = false;
     loop {
-        let sent = built
+        let call = built
             .runtime
             .converse_stream()
             .model_id(model_id.as_str())
@@ -90,8 +90,14 @@ async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut R
             .set_additional_model_request_fields(request.additional_fields.clone())
             .set_service_tier(request.service_tier.clone())
             .set_output_config(request.output_config.clone())
-            .send()
-            .await;
+            .set_guardrail_config(request.guardrail.clone())
+            .set_performance_config(request.performance.clone())
+            .set_request_metadata(request.request_metadata.clone())
+            .set_additional_model_response_field_paths(request.response_field_paths.clone());
+        let sent = match &request.retry {
+            Some(policy) => call.customize().config_override(aws_sdk_bedrockruntime::config::Builder::default().retry_config(policy.clone())).send().await,
+            None => call.send().await,
+        };
         let e = match sent {
             Ok(output) => {
                 if model_id != request.model.id {

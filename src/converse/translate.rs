@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Kind, Result};
 use crate::events::{AssistantMessage, Content, Event, StopReason};
+use super::tool_names::ToolNames;
 use crate::model::Cost;
 use aws_sdk_bedrockruntime::types::{
     ContentBlockDelta, ContentBlockStart, ConverseStreamOutput, ReasoningContentBlockDelta, StopReason as BedrockStop,
@@ -15,6 +16,7 @@ struct OpenBlock {
 
 pub struct Translator {
     message: AssistantMessage,
+    tool_names: ToolNames,
     cost: Cost,
     open: Vec<OpenBlock>,
     stop: Option<BedrockStop>,
@@ -22,8 +24,8 @@ pub struct Translator {
 }
 
 impl Translator {
-    pub fn new(model_id: &str, cost: Cost) -> Translator {
-        Translator { message: AssistantMessage::new(model_id), cost, open: Vec::new(), stop: None, started: false }
+    pub fn new(model_id: &str, cost: Cost, tool_names: ToolNames) -> Translator {
+        Translator { message: AssistantMessage::new(model_id), tool_names, cost, open: Vec::new(), stop: None, started: false }
     }
 
     /// The message as far as it got, for an `error` event.
@@ -56,7 +58,7 @@ impl Translator {
             ConverseStreamOutput::ContentBlockStart(e) => {
                 self.ensure_started(out);
                 if let Some(ContentBlockStart::ToolUse(t)) = e.start {
-                    let (id, name) = (t.tool_use_id, t.name);
+                    let (id, name) = (t.tool_use_id, self.tool_names.to_host(&t.name));
                     let content = Content::ToolCall { id: id.clone(), name: name.clone(), arguments: serde_json::json!({}) };
                     let content_index = self.open_block(e.content_block_index, content);
                     out.push(Event::ToolcallStart { content_index, id, name });
@@ -74,7 +76,10 @@ impl Translator {
                     self.close(block, out);
                 }
             }
-            ConverseStreamOutput::MessageStop(e) => self.stop = Some(e.stop_reason),
+            ConverseStreamOutput::MessageStop(e) => {
+                self.message.additional_model_response_fields = e.additional_model_response_fields.as_ref().map(super::document::from_document);
+                self.stop = Some(e.stop_reason);
+            }
             ConverseStreamOutput::Metadata(e) => {
                 if let Some(u) = e.usage {
                     let usage = &mut self.message.usage;
@@ -171,7 +176,7 @@ impl Translator {
     /// Called when Bedrock ends the stream: the `done` event, or why the answer is unusable.
     pub fn finish(&mut self) -> Result<Event> {
         let Some(stop) = self.stop.take() else {
-            return Err(Error::new(Kind::Network, "the stream ended without the model finishing its answer (no messageStop event)"));
+            return Err(Error::new(Kind::Truncated, "the stream ended without the model finishing its answer (no messageStop event)"));
         };
         let mut rest = Vec::new();
         for block in std::mem::take(&mut self.open) {
@@ -181,7 +186,8 @@ impl Translator {
             BedrockStop::EndTurn | BedrockStop::StopSequence => StopReason::Stop,
             BedrockStop::MaxTokens | BedrockStop::ModelContextWindowExceeded => StopReason::Length,
             BedrockStop::ToolUse => StopReason::ToolUse,
-            BedrockStop::GuardrailIntervened | BedrockStop::ContentFiltered => {
+            // Newer Claude models decline with stop reason "refusal" (not in this SDK's enum yet).
+            other if matches!(other, BedrockStop::GuardrailIntervened | BedrockStop::ContentFiltered) || other.as_str() == "refusal" => {
                 return Err(Error::new(Kind::ContentFiltered, format!("the answer was stopped by Bedrock ({})", stop.as_str())).retryable(false));
             }
             other => {

@@ -59,9 +59,10 @@ impl From<Kind> for Status {
             Kind::ShuttingDown => Status::ShuttingDown,
             Kind::Internal => Status::Internal,
             Kind::Timeout => Status::Timeout,
-            Kind::InvalidRequest => Status::InvalidRequest,
+            // A kind of invalid request; the error JSON's `code` tells them apart.
+            Kind::InvalidRequest | Kind::ContextOverflow => Status::InvalidRequest,
             Kind::ModelError => Status::ModelError,
-            Kind::Network => Status::Network,
+            Kind::Network | Kind::Truncated => Status::Network,
             Kind::ContentFiltered => Status::ContentFiltered,
             Kind::TooLarge => Status::TooLarge,
             Kind::Busy => Status::Busy,

@@ -3,11 +3,11 @@
 //!
 //! Keys: `chunks=N` (text as N deltas "w0 ", "w1 ", …), `reply=<rest of line>` (text split into
 //! words), `echo=request` (the received request body as the text), `stop=<bedrock stop reason>`,
-//! `tool=<name>` (a tool call with `{"city":"Paris","days":3}` input in two deltas),
+//! `error_message=<rest of line>` (the scripted error's words), `tool=<name>` (a tool call with `{"city":"Paris","days":3}` input in two deltas),
 //! `reasoning=1` (a reasoning block with a signature before the text; `reasoning=redacted`: a
 //! redacted one, whose opaque payload is `redacted-emulator-1`), `error=<type>` with
 //! `at=before|mid` and `after=N` (events before a mid-stream exception), `drop=N` (close the
-//! connection after N events), `delay_ms=N` (between events), `first_delay_ms=N` (before the first
+//! connection after N events), `end=N` (end the body cleanly after N events), `delay_ms=N` (between events), `first_delay_ms=N` (before the first
 //! event, after the response headers), `input_tokens=N`, `cache_read=N`, `cache_write=N`.
 
 use serde_json::{json, Value};
@@ -22,11 +22,17 @@ pub struct Scenario {
     pub redacted_reasoning: bool,
     pub error: Option<(String, bool, usize)>, // (type, mid-stream, events before it)
     pub drop_after: Option<usize>,
+    /// `end=N`: the body ends cleanly after N events (no messageStop: a truncated answer).
+    pub end_after: Option<usize>,
     pub delay: Duration,
     pub first_delay: Duration,
     pub input_tokens: u64,
     pub cache_read: u64,
     pub cache_write: u64,
+    /// `error_message=<rest of line>`: the words of the scripted error, instead of the default.
+    pub error_message: Option<String>,
+    /// The request's `additionalModelResponseFieldPaths`: each answered in messageStop.
+    pub response_paths: Vec<String>,
 }
 
 /// What the HTTP layer does for one request.
@@ -70,12 +76,18 @@ fn words(text: &str) -> Vec<String> {
 pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
     let prompt = last_user_text(request);
     let mut s = Scenario { stop: "end_turn".into(), input_tokens: 11, ..Default::default() };
+    s.response_paths = request["additionalModelResponseFieldPaths"].as_array().map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect()).unwrap_or_default();
     let directive = prompt.lines().find_map(|l| l.trim().strip_prefix("emulator:").map(str::trim));
     let Some(directive) = directive else {
         s.reply = words(&format!("You said: {}", prompt.trim()));
         return s;
     };
     s.reply = words("Hello from the Bedrock emulator.");
+    let (directive, message_rest) = match directive.find("error_message=") {
+        Some(i) => (&directive[..i], Some(directive[i + 14..].trim().to_string())),
+        None => (directive, None),
+    };
+    s.error_message = message_rest;
     let (directive, reply_rest) = match directive.find("reply=") {
         Some(i) => (&directive[..i], Some(&directive[i + 6..])),
         None => (directive, None),
@@ -93,6 +105,8 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
             "chunks" => s.reply = (0..n).map(|i| format!("w{i} ")).collect(),
             "echo" => s.reply = vec![String::from_utf8_lossy(raw_body).into_owned()],
             "stop" => s.stop = v.to_string(),
+            // `tool=first`: the first tool the request declares, under the name Bedrock got.
+            "tool" if v == "first" => s.tool = request["toolConfig"]["tools"][0]["toolSpec"]["name"].as_str().map(str::to_string),
             "tool" => s.tool = Some(v.to_string()),
             "reasoning" => {
                 s.reasoning = n > 0 || v == "redacted";
@@ -102,6 +116,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
             "at" => error_at_before = v != "mid",
             "after" => after = n as usize,
             "drop" => s.drop_after = Some(n as usize),
+            "end" => s.end_after = Some(n as usize),
             "delay_ms" => s.delay = Duration::from_millis(n),
             "first_delay_ms" => s.first_delay = Duration::from_millis(n),
             "input_tokens" => s.input_tokens = n,
@@ -170,7 +185,7 @@ fn padded(mut v: Value) -> Value {
 pub fn script(s: &Scenario) -> Step {
     if let Some((kind, false, _)) = &s.error {
         let (status, error_type) = error_shape(kind);
-        return Step::Fail(status, error_type, error_message(kind));
+        return Step::Fail(status, error_type, s.error_message.clone().unwrap_or_else(|| error_message(kind)));
     }
     use crate::eventstream::{event, exception};
     let mut events: Vec<Vec<u8>> = vec![event("messageStart", &padded(json!({"role": "assistant"})))];
@@ -204,7 +219,21 @@ pub fn script(s: &Scenario) -> Step {
         }
         events.push(event("contentBlockStop", &padded(json!({"contentBlockIndex": index}))));
     }
-    events.push(event("messageStop", &padded(json!({"stopReason": s.stop}))));
+    let mut stop = json!({"stopReason": s.stop});
+    if !s.response_paths.is_empty() {
+        // Each requested JSON Pointer answered with a value naming it.
+        let mut fields = json!({});
+        for path in &s.response_paths {
+            let mut at = &mut fields;
+            let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let leaf = i + 1 == parts.len();
+                at = at.as_object_mut().unwrap().entry(part.to_string()).or_insert_with(|| if leaf { json!(format!("emulator value of {path}")) } else { json!({}) });
+            }
+        }
+        stop["additionalModelResponseFields"] = fields;
+    }
+    events.push(event("messageStop", &padded(stop)));
     let output_tokens = s.reply.len() as u64 + if s.tool.is_some() { 2 } else { 0 };
     events.push(event(
         "metadata",
@@ -225,9 +254,12 @@ pub fn script(s: &Scenario) -> Step {
     for (i, e) in events.into_iter().enumerate() {
         if let Some((kind, true, after)) = &s.error {
             if i == *after {
-                frames.push(Frame::Bytes(exception(stream_exception_type(kind), &error_message(kind))));
+                frames.push(Frame::Bytes(exception(stream_exception_type(kind), &s.error_message.clone().unwrap_or_else(|| error_message(kind)))));
                 return Step::Stream(frames);
             }
+        }
+        if s.end_after == Some(i) {
+            return Step::Stream(frames);
         }
         if s.drop_after == Some(i) {
             // Let the frames already written reach the client before the connection dies.

@@ -273,6 +273,50 @@ fn validate_converse(body: &Value) -> Result<(), String> {
             return Err(format!("Malformed input request: serviceTier: {tier} is not a valid ServiceTier"));
         }
     }
+    let mut document_names: Vec<&str> = Vec::new();
+    for doc in messages.iter().flat_map(|m| m["content"].as_array().into_iter().flatten()).filter_map(|b| b.get("document")) {
+        let name = doc["name"].as_str().unwrap_or("");
+        let name_ok = !name.is_empty() && !name.contains("  ") && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '(' | ')' | '[' | ']'));
+        if !name_ok {
+            return Err(format!("The document file name can only contain alphanumeric characters, whitespace characters, hyphens, parentheses, and square brackets. The name can't contain more than one consecutive whitespace character. ({name:?})"));
+        }
+        if document_names.contains(&name) {
+            return Err("Duplicate document names are not allowed.".into());
+        }
+        document_names.push(name);
+        if !matches!(doc["format"].as_str(), Some("pdf" | "csv" | "doc" | "docx" | "xls" | "xlsx" | "html" | "txt" | "md")) || doc["source"]["bytes"].as_str().is_none() {
+            return Err(format!("Malformed input request: document {doc} is not a valid DocumentBlock"));
+        }
+    }
+    let tool_blocks = messages.iter().flat_map(|m| m["content"].as_array().into_iter().flatten()).any(|b| b.get("toolUse").is_some() || b.get("toolResult").is_some());
+    if tool_blocks && body.get("toolConfig").is_none() {
+        return Err("The toolConfig field must be defined when using toolUse and toolResult content blocks.".into());
+    }
+    let valid_name = |n: &str| !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let mut names: Vec<&str> = body["toolConfig"]["tools"].as_array().into_iter().flatten().filter_map(|t| t["toolSpec"]["name"].as_str()).collect();
+    names.extend(messages.iter().flat_map(|m| m["content"].as_array().into_iter().flatten()).filter_map(|b| b["toolUse"]["name"].as_str()));
+    if let Some(bad) = names.into_iter().find(|n| !valid_name(n)) {
+        return Err(format!("1 validation error detected: Value '{bad}' at 'toolConfig.tools.1.member.toolSpec.name' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+"));
+    }
+    if let Some(g) = body.get("guardrailConfig") {
+        let ok = g["guardrailIdentifier"].as_str().is_some_and(|s| !s.is_empty())
+            && g["guardrailVersion"].as_str().is_some_and(|s| !s.is_empty())
+            && g.get("trace").is_none_or(|t| matches!(t.as_str(), Some("enabled" | "disabled" | "enabled_full")))
+            && g.get("streamProcessingMode").is_none_or(|m| matches!(m.as_str(), Some("sync" | "async")));
+        if !ok {
+            return Err(format!("Malformed input request: guardrailConfig: {g} is not a valid GuardrailStreamConfiguration"));
+        }
+    }
+    if let Some(p) = body.get("performanceConfig") {
+        if !matches!(p["latency"].as_str(), Some("standard" | "optimized")) {
+            return Err(format!("Malformed input request: performanceConfig: {p} is not valid"));
+        }
+    }
+    if let Some(m) = body.get("requestMetadata") {
+        if !m.as_object().is_some_and(|o| o.len() <= 16 && o.values().all(Value::is_string)) {
+            return Err(format!("Malformed input request: requestMetadata: {m} is not a map of strings"));
+        }
+    }
     if let Some(config) = body.get("outputConfig") {
         let keys_ok = config.as_object().is_some_and(|o| o.keys().all(|k| k == "textFormat" || k == "effort"));
         let format_ok = config.get("textFormat").is_none_or(|f| {
@@ -395,6 +439,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         stats.model_ids.push(model_id.clone());
         stats.last_raw_path = Some(path.clone());
         stats.last_body = Some(request.clone());
+    }
+    let inference = &request["inferenceConfig"];
+    if model_id.contains("anthropic.claude") && inference.get("temperature").is_some() && inference.get("topP").is_some() {
+        // What newer Claude models answer when both are set.
+        return Ok(aws_error(400, "ValidationException", "The model returned the following errors: `temperature` and `top_p` cannot both be specified for this model. Please use only one."));
     }
     if let Err(message) = validate_converse(&request) {
         return Ok(aws_error(400, "ValidationException", &message));
