@@ -45,6 +45,10 @@ pub enum Content {
         id: String,
         name: String,
         arguments: serde_json::Value,
+        /// The model's arguments as sent, when they were not valid JSON (`arguments` is then `{}`):
+        /// reported, never silently replaced.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        invalid_arguments: Option<String>,
     },
 }
 
@@ -186,7 +190,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"type":"text_delta","contentIndex":2,"delta":"hi"}"#);
         let e = Event::ToolcallEnd {
             content_index: 0,
-            tool_call: Box::new(Content::ToolCall { id: "t".into(), name: "n".into(), arguments: serde_json::json!({"a":1}) }),
+            tool_call: Box::new(Content::ToolCall { id: "t".into(), name: "n".into(), arguments: serde_json::json!({"a":1}), invalid_arguments: None }),
         };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),

@@ -355,6 +355,71 @@ fn max_retries_retries_throttling_before_the_stream_but_never_validation() {
 }
 
 #[test]
+fn the_final_message_round_trips_to_the_same_bedrock_blocks() {
+    let (emulator, p) = setup();
+    let claude = json!({"id": "anthropic.claude-sonnet-4-5-20250929-v1:0", "name": "Claude", "reasoning": true, "maxTokens": 4000});
+    let tools = json!([{"name": "get_weather", "parameters": {"type": "object"}}]);
+    let cases = [
+        ("emulator: chunks=2", json!([{"text": "w0 w1 "}])),
+        ("emulator: reasoning=1 chunks=1", json!([
+            {"reasoningContent": {"reasoningText": {"text": "Let me think. The user wants a greeting.", "signature": "sig-emulator-1"}}}, {"text": "w0 "}])),
+        ("emulator: reasoning=redacted chunks=1", json!([{"reasoningContent": {"redactedContent": "cmVkYWN0ZWQtZW11bGF0b3ItMQ=="}}, {"text": "w0 "}])),
+        ("emulator: tool=get_weather reply=Checking.", json!([{"text": "Checking."}, {"toolUse": {"toolUseId": "TOOL_ID", "name": "get_weather", "input": {"city": "Paris", "days": 3}}}])),
+    ];
+    for (prompt, blocks) in cases {
+        let first = json!({"model": claude, "context": {"tools": tools, "messages": [{"role": "user", "content": prompt}]}});
+        let events = start(&p, &first).finish();
+        let done = final_message(terminal(&events)).clone();
+        let next = json!({"model": claude, "context": {"tools": tools, "messages": [{"role": "user", "content": prompt}, done, {"role": "user", "content": "again"}]}});
+        assert_eq!(terminal(&start(&p, &next).finish())["type"], "done", "{prompt}");
+        let sent = emulator.stats().last_body.unwrap()["messages"][1]["content"].clone();
+        let mut expected = blocks.to_string();
+        if let Some(id) = done["content"].as_array().unwrap().iter().find_map(|c| c["id"].as_str()) {
+            expected = expected.replace("TOOL_ID", id);
+        }
+        assert_eq!(sent, serde_json::from_str::<Value>(&expected).unwrap(), "{prompt}");
+    }
+}
+
+#[test]
+fn tool_arguments_that_are_not_json_are_reported_not_hidden() {
+    let (_e, p) = setup();
+    let events = chat(&p, "emulator: tool=get_weather tool_input=broken", json!({}));
+    let call = &events.iter().find(|e| e["type"] == "toolcall_end").unwrap()["toolCall"];
+    assert_eq!(call["arguments"], json!({}));
+    assert_eq!(call["invalidArguments"], "{\"city\": \"Paris\", days: 3", "the model's text, kept");
+    let done = final_message(terminal(&events));
+    let kept = done["content"].as_array().unwrap().iter().find(|c| c["type"] == "toolCall").unwrap();
+    assert_eq!(kept["invalidArguments"], call["invalidArguments"]);
+    // Valid arguments carry no such field.
+    let events = chat(&p, "emulator: tool=get_weather", json!({}));
+    let call = &events.iter().find(|e| e["type"] == "toolcall_end").unwrap()["toolCall"];
+    assert!(call.get("invalidArguments").is_none() && call["arguments"]["city"] == "Paris", "{call}");
+}
+
+#[test]
+fn cache_points_follow_what_each_model_accepts() {
+    let (emulator, p) = setup();
+    let points = |model: Value, options: Value| {
+        let request = json!({"model": model, "context": {"systemPrompt": "Be brief.", "messages": [{"role": "user", "content": "hi"}]}, "options": options});
+        assert_eq!(terminal(&start(&p, &request).finish())["type"], "done");
+        let body = emulator.stats().last_body.unwrap();
+        let mut found: Vec<Value> = body["system"].as_array().unwrap().iter().filter_map(|b| b.get("cachePoint").cloned()).collect();
+        found.extend(body["messages"].as_array().unwrap().iter().flat_map(|m| m["content"].as_array().unwrap().clone()).filter_map(|b| b.get("cachePoint").cloned()));
+        found
+    };
+    let sonnet45 = json!({"id": "anthropic.claude-sonnet-4-5-20250929-v1:0"});
+    let sonnet37 = json!({"id": "anthropic.claude-3-7-sonnet-20250219-v1:0"});
+    let nova = json!({"id": "amazon.nova-pro-v1:0"});
+    assert_eq!(points(sonnet45.clone(), json!({})), vec![json!({"type": "default"}); 2], "system and last user turn, default TTL");
+    assert_eq!(points(sonnet45, json!({"cacheRetention": "long"})), vec![json!({"type": "default", "ttl": "1h"}); 2]);
+    assert_eq!(points(sonnet37, json!({"cacheRetention": "long"})), vec![json!({"type": "default"}); 2], "no one-hour TTL before Claude 4.5");
+    assert!(points(nova.clone(), json!({})).is_empty(), "Nova caches only when asked");
+    assert_eq!(points(nova, json!({"cacheRetention": "short"})).len(), 2);
+    assert!(points(json!({"id": "anthropic.claude-sonnet-4-5-20250929-v1:0"}), json!({"cacheRetention": "none"})).is_empty());
+}
+
+#[test]
 fn a_context_overflow_has_its_own_code_whatever_the_phrasing() {
     let (_e, p) = setup();
     let phrasings = [

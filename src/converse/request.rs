@@ -78,13 +78,15 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         Some(o) => Options::parse(&o)?,
         None => Options::default(),
     };
-    let cache = options.cache_retention != "none" && supports_prompt_caching(&model);
+    // Nova bills cache writes; it caches only when the host asked (pi-ai's default is "short").
+    let cache = options.cache_retention != "none" && supports_prompt_caching(&model) && (options.cache_retention_explicit || !is_nova(&model.id));
+    let one_hour = options.cache_retention == "long" && supports_one_hour_cache(&model);
 
     let mut system = Vec::new();
     if let Some(prompt) = context.str("systemPrompt")?.filter(|p| !p.is_empty()) {
         system.push(SystemContentBlock::Text(prompt.to_string()));
         if cache {
-            system.push(SystemContentBlock::CachePoint(cache_point(&options.cache_retention)?));
+            system.push(SystemContentBlock::CachePoint(cache_point(one_hour)?));
         }
     }
     let raw_messages = context.array("messages")?.ok_or_else(|| context.err("messages", "is required"))?;
@@ -96,7 +98,7 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
     }
     if cache {
         if let Some(last) = messages.last_mut().filter(|m| m.role == ConversationRole::User) {
-            last.content.push(ContentBlock::CachePoint(cache_point(&options.cache_retention)?));
+            last.content.push(ContentBlock::CachePoint(cache_point(one_hour)?));
         }
     }
     let tool_config = match convert_tools(&context, &options, &mut tool_names)? {
@@ -162,6 +164,8 @@ struct Options {
     thinking_budgets: Option<Value>,
     tool_choice: Option<Value>,
     cache_retention: String,
+    /// Whether the host set `cacheRetention` (Nova caches only then).
+    cache_retention_explicit: bool,
     interleaved_thinking: Option<bool>,
     service_tier: Option<ServiceTier>,
     output_config: Option<OutputConfig>,
@@ -182,6 +186,7 @@ impl Default for Options {
             thinking_budgets: None,
             tool_choice: None,
             cache_retention: "short".into(),
+            cache_retention_explicit: false,
             interleaved_thinking: None,
             service_tier: None,
             output_config: None,
@@ -252,6 +257,7 @@ impl Options {
             reasoning,
             thinking_budgets: o.get("thinkingBudgets").cloned(),
             tool_choice: o.get("toolChoice").cloned(),
+            cache_retention_explicit: o.get("cacheRetention").is_some(),
             cache_retention,
             interleaved_thinking: o.bool("interleavedThinking")?,
             service_tier: super::output_options::service_tier(o)?,
@@ -313,11 +319,23 @@ fn supports_prompt_caching(model: &Model) -> bool {
     (id.contains("claude") && (id.contains("-4-") || id.contains("-4.")))
         || id.contains("claude-3-7-sonnet")
         || id.contains("claude-3-5-haiku")
+        || is_nova(&id)
 }
 
-fn cache_point(retention: &str) -> Result<CachePointBlock> {
+fn is_nova(id: &str) -> bool {
+    id.to_ascii_lowercase().contains("amazon.nova")
+}
+
+/// Bedrock's one-hour cache TTL: Claude 4.5 and later. Others keep the default (5 minutes) even
+/// when `cacheRetention` is "long", rather than be refused.
+fn supports_one_hour_cache(model: &Model) -> bool {
+    let id = format!("{} {}", model.id, if model.id.starts_with("arn:") { model.name.as_str() } else { "" }).to_ascii_lowercase().replace(['.', ' ', '_'], "-");
+    is_claude_model(model) && ["-4-5", "-4-6", "-4-7", "-4-8", "-4-9", "opus-5", "sonnet-5", "haiku-5", "claude-5"].iter().any(|v| id.contains(v))
+}
+
+fn cache_point(one_hour: bool) -> Result<CachePointBlock> {
     let mut b = CachePointBlock::builder().r#type(CachePointType::Default);
-    if retention == "long" {
+    if one_hour {
         b = b.ttl(CacheTtl::OneHour);
     }
     built(b.build(), "cache point")
@@ -400,6 +418,15 @@ fn assistant_content(o: &Obj<'_>, model: &Model, tool_ids: &mut Vec<String>, nam
             }
             "thinking" => {
                 let thinking = c.req_str("thinking")?;
+                // Redacted reasoning travels back verbatim: its opaque payload is the signature
+                // (base64), as the plugin handed it out.
+                if c.bool("redacted")? == Some(true) {
+                    if let (true, Some(payload)) = (is_claude_model(&model), c.str("thinkingSignature")?) {
+                        let bytes = aws_smithy_types::base64::decode(payload).map_err(|e| c.err("thinkingSignature", format!("not valid base64: {e}")))?;
+                        blocks.push(ContentBlock::ReasoningContent(ReasoningContentBlock::RedactedContent(Blob::new(bytes))));
+                    }
+                    continue;
+                }
                 if thinking.trim().is_empty() {
                     continue;
                 }

@@ -59,7 +59,7 @@ impl Translator {
                 self.ensure_started(out);
                 if let Some(ContentBlockStart::ToolUse(t)) = e.start {
                     let (id, name) = (t.tool_use_id, self.tool_names.to_host(&t.name));
-                    let content = Content::ToolCall { id: id.clone(), name: name.clone(), arguments: serde_json::json!({}) };
+                    let content = Content::ToolCall { id: id.clone(), name: name.clone(), arguments: serde_json::json!({}), invalid_arguments: None };
                     let content_index = self.open_block(e.content_block_index, content);
                     out.push(Event::ToolcallStart { content_index, id, name });
                 }
@@ -164,8 +164,14 @@ impl Translator {
             Some(Content::Text { text }) => out.push(Event::TextEnd { content_index, content: text.clone() }),
             Some(Content::Thinking { thinking, .. }) => out.push(Event::ThinkingEnd { content_index, content: thinking.clone() }),
             Some(call @ Content::ToolCall { .. }) => {
-                if let Content::ToolCall { arguments, .. } = call {
-                    *arguments = parse_arguments(&block.partial_json);
+                if let Content::ToolCall { arguments, invalid_arguments, name, .. } = call {
+                    match parse_arguments(&block.partial_json) {
+                        Ok(parsed) => *arguments = parsed,
+                        Err(e) => {
+                            crate::log::warn(&format!("tool call {name}: the model's arguments are not valid JSON ({e}); kept as invalidArguments"));
+                            *invalid_arguments = Some(block.partial_json.clone());
+                        }
+                    }
                 }
                 out.push(Event::ToolcallEnd { content_index, tool_call: Box::new(call.clone()) });
             }
@@ -205,10 +211,14 @@ impl Translator {
     }
 }
 
-/// Tool arguments as the model sent them; an object even when the model sent nothing usable.
-fn parse_arguments(raw: &str) -> serde_json::Value {
+/// Tool arguments as the model sent them: an object (`{}` for no arguments at all), or why not.
+fn parse_arguments(raw: &str) -> std::result::Result<serde_json::Value, String> {
     if raw.trim().is_empty() {
-        return serde_json::json!({});
+        return Ok(serde_json::json!({}));
     }
-    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::json!({}))
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(other) => Err(format!("expected an object, got {}", crate::json::describe(&other))),
+        Err(e) => Err(e.to_string()),
+    }
 }

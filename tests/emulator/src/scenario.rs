@@ -33,6 +33,7 @@ pub struct Scenario {
     pub error_message: Option<String>,
     /// The request's `additionalModelResponseFieldPaths`: each answered in messageStop.
     pub response_paths: Vec<String>,
+    pub broken_tool_input: bool,
 }
 
 /// What the HTTP layer does for one request.
@@ -117,6 +118,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
             "after" => after = n as usize,
             "drop" => s.drop_after = Some(n as usize),
             "end" => s.end_after = Some(n as usize),
+            "tool_input" => s.broken_tool_input = v == "broken",
             "delay_ms" => s.delay = Duration::from_millis(n),
             "first_delay_ms" => s.first_delay = Duration::from_millis(n),
             "input_tokens" => s.input_tokens = n,
@@ -214,7 +216,9 @@ pub fn script(s: &Scenario) -> Step {
     }
     if let Some(name) = &s.tool {
         events.push(event("contentBlockStart", &padded(json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": "tooluse_emulator_1", "name": name}}}))));
-        for part in ["{\"city\": \"Par", "is\", \"days\": 3}"] {
+        // `tool_input=broken`: arguments that are not JSON, as a model sometimes sends.
+        let parts: &[&str] = if s.broken_tool_input { &["{\"city\": \"Par", "is\", days: 3"] } else { &["{\"city\": \"Par", "is\", \"days\": 3}"] };
+        for part in parts {
             events.push(event("contentBlockDelta", &padded(json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": part}}}))));
         }
         events.push(event("contentBlockStop", &padded(json!({"contentBlockIndex": index}))));
