@@ -159,6 +159,7 @@ pub fn parse_model(m: &Obj<'_>, defaults: &DiscoveryConfig) -> Result<Model> {
         cost,
         context_window: m.uint("contextWindow", MAX_TOKENS_LIMIT)?.unwrap_or(defaults.default_context_window),
         max_tokens: m.uint("maxTokens", MAX_TOKENS_LIMIT)?.unwrap_or(defaults.default_max_tokens),
+        base_model: None,
     })
 }
 

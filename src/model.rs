@@ -22,10 +22,19 @@ pub struct Model {
     pub cost: Cost,
     pub context_window: u64,
     pub max_tokens: u64,
+    /// The foundation model behind an inference profile, when discovery found it: what decides
+    /// the model's capabilities (thinking, caching, reasoning blocks) when its id is an ARN.
+    #[serde(skip)]
+    pub base_model: Option<String>,
 }
 
 impl Model {
     pub fn accepts_images(&self) -> bool {
         self.input.iter().any(|i| i == "image")
+    }
+
+    /// The id that says what the model can do: the base model of a profile, else its own id.
+    pub fn capability_id(&self) -> &str {
+        self.base_model.as_deref().unwrap_or(&self.id)
     }
 }

@@ -103,6 +103,26 @@ fn keeps_only_active_streaming_text_models_and_fills_in_known_limits() {
 }
 
 #[test]
+fn an_application_profile_gets_its_base_models_capabilities() {
+    let mut catalog = mixed_catalog();
+    // A name that does not say Claude: only the profile's model ARN does.
+    catalog.inference_profiles.push(application_profile("team-b/prod", "Team B production", CLAUDE));
+    let emulator = Emulator::start(catalog);
+    let p = Provider::try_new(&config(&emulator, json!({"enabled": true}))).unwrap();
+    p.discover(None).unwrap();
+    let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/team-b/prod";
+    // By id, and as a model object the host built itself: Claude's thinking either way.
+    let by_id = request(arn, "hi", json!({"reasoning": "low"}));
+    let mut by_object = request("", "hi", json!({"reasoning": "low"}));
+    by_object["model"] = json!({"id": arn, "name": "prod", "reasoning": true});
+    for req in [by_id, by_object] {
+        assert_eq!(terminal(&start(&p, &req).finish())["type"], "done");
+        let fields = emulator.stats().last_body.unwrap()["additionalModelRequestFields"].clone();
+        assert_eq!(fields["thinking"]["type"], "enabled", "{fields}");
+    }
+}
+
+#[test]
 fn profiles_inherit_their_base_model_and_application_profiles_are_invoked_by_arn() {
     let mut catalog = mixed_catalog();
     catalog.inference_profiles.push(application_profile("team-a/prod", "Team A Claude", CLAUDE));

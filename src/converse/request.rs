@@ -67,7 +67,16 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         })?,
         Some(v @ Value::Object(_)) => {
             let m = Obj::new(v, "model", Kind::InvalidArgument)?;
-            Arc::new(crate::config::parse_model(&m, &Default::default())?)
+            let mut model = crate::config::parse_model(&m, &Default::default())?;
+            // A profile discovery knows brings its base model, whatever the object says.
+            model.base_model = lookup(&model.id).and_then(|known| known.base_model.clone());
+            if model.base_model.is_none() && model.id.contains(":application-inference-profile/") {
+                crate::log::warn(&format!(
+                    "{}: an application inference profile the last discovery did not list; its capabilities are taken from the model entry as given (name \"{}\")",
+                    model.id, model.name
+                ));
+            }
+            Arc::new(model)
         }
         Some(other) => return Err(top.err("model", format!("expected a model id or a model object, got {}", describe(other)))),
         None => return Err(top.err("model", "is required")),
@@ -79,7 +88,7 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         None => Options::default(),
     };
     // Nova bills cache writes; it caches only when the host asked (pi-ai's default is "short").
-    let cache = options.cache_retention != "none" && supports_prompt_caching(&model) && (options.cache_retention_explicit || !is_nova(&model.id));
+    let cache = options.cache_retention != "none" && supports_prompt_caching(&model) && (options.cache_retention_explicit || !is_nova(model.capability_id()));
     let one_hour = options.cache_retention == "long" && supports_one_hour_cache(&model);
 
     let mut system = Vec::new();
@@ -109,7 +118,7 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
     let mut max_tokens = options.max_tokens.unwrap_or(model.max_tokens);
     let own_fields = match (&options.reasoning, model.reasoning) {
         // Adaptive thinking: the model decides how much to think, at the effort asked for.
-        (Some(level), true) if is_claude_model(&model) && supports_adaptive_thinking(&model.id, &model.name) => {
+        (Some(level), true) if is_claude_model(&model) && supports_adaptive_thinking(model.capability_id(), &model.name) => {
             Some(serde_json::json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": adaptive_effort(level)}}))
         }
         (Some(level), true) if is_claude_model(&model) => {
@@ -304,7 +313,7 @@ fn adaptive_effort(level: &str) -> &'static str {
 
 /// By id, or by name for application inference profiles whose ARN does not say the model.
 fn is_claude_model(model: &Model) -> bool {
-    is_claude(&model.id) || (model.id.starts_with("arn:") && model.name.to_ascii_lowercase().contains("claude"))
+    is_claude(model.capability_id()) || (model.id.starts_with("arn:") && model.name.to_ascii_lowercase().contains("claude"))
 }
 
 fn is_claude(id: &str) -> bool {
@@ -315,7 +324,7 @@ fn supports_prompt_caching(model: &Model) -> bool {
     if model.cost.cache_read > 0.0 || model.cost.cache_write > 0.0 {
         return true;
     }
-    let id = model.id.to_lowercase();
+    let id = model.capability_id().to_lowercase();
     (id.contains("claude") && (id.contains("-4-") || id.contains("-4.")))
         || id.contains("claude-3-7-sonnet")
         || id.contains("claude-3-5-haiku")
@@ -329,7 +338,7 @@ fn is_nova(id: &str) -> bool {
 /// Bedrock's one-hour cache TTL: Claude 4.5 and later. Others keep the default (5 minutes) even
 /// when `cacheRetention` is "long", rather than be refused.
 fn supports_one_hour_cache(model: &Model) -> bool {
-    let id = format!("{} {}", model.id, if model.id.starts_with("arn:") { model.name.as_str() } else { "" }).to_ascii_lowercase().replace(['.', ' ', '_'], "-");
+    let id = format!("{} {}", model.capability_id(), if model.id.starts_with("arn:") { model.name.as_str() } else { "" }).to_ascii_lowercase().replace(['.', ' ', '_'], "-");
     is_claude_model(model) && ["-4-5", "-4-6", "-4-7", "-4-8", "-4-9", "opus-5", "sonnet-5", "haiku-5", "claude-5"].iter().any(|v| id.contains(v))
 }
 
@@ -618,7 +627,7 @@ mod tests {
     use super::*;
 
     fn model(id: &str) -> Option<Arc<Model>> {
-        (id == "m").then(|| Arc::new(Model { id: "m".into(), name: "m".into(), reasoning: false, input: vec!["text".into()], cost: Default::default(), context_window: 1000, max_tokens: 77 }))
+        (id == "m").then(|| Arc::new(Model { id: "m".into(), name: "m".into(), reasoning: false, input: vec!["text".into()], cost: Default::default(), context_window: 1000, max_tokens: 77, base_model: None }))
     }
 
     #[test]

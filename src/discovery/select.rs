@@ -76,6 +76,7 @@ fn entry(id: &str, name: &str, base_id: &str, base: Option<&Foundation>, setting
         cost: Cost::default(),
         context_window: known.as_ref().map_or(settings.default_context_window, |k| k.context_window),
         max_tokens: known.as_ref().map_or(settings.default_max_tokens, |k| k.max_tokens),
+        base_model: (!base_id.eq_ignore_ascii_case(id)).then(|| base_id.to_string()),
     }
 }
 
