@@ -11,6 +11,9 @@ use aws_smithy_runtime_api::client::auth::http::HTTP_BEARER_AUTH_SCHEME_ID;
 use std::fmt;
 
 pub const API_KEY_ENV: &str = "AWS_BEARER_TOKEN_BEDROCK";
+/// `AWS_BEDROCK_SKIP_AUTH=1`: send requests unsigned, for gateways behind a proxy that
+/// authenticates to Bedrock itself (the same switch pi-ai's Bedrock provider reads).
+pub const SKIP_AUTH_ENV: &str = "AWS_BEDROCK_SKIP_AUTH";
 
 /// A credential value; `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -45,6 +48,8 @@ pub enum Source {
     Profile(String),
     /// The SDK chain with nothing set up front: default profile, SSO, web identity, container, IMDS.
     DefaultChain,
+    /// `AWS_BEDROCK_SKIP_AUTH=1`: no identity, requests go out unsigned.
+    Unsigned,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +67,7 @@ impl Auth {
         let env_key = get(API_KEY_ENV).map(Secret::new);
         let has_env_keys = get("AWS_ACCESS_KEY_ID").is_some() && get("AWS_SECRET_ACCESS_KEY").is_some();
         let (source, api_key) = match (config_key, env_key) {
+            _ if get(SKIP_AUTH_ENV).as_deref() == Some("1") => (Source::Unsigned, None),
             (Some(k), _) => (Source::ConfigApiKey, Some(k.clone())),
             (None, Some(k)) => (Source::EnvApiKey, Some(k)),
             (None, None) if has_env_keys => (Source::EnvKeys { session_token: get("AWS_SESSION_TOKEN").is_some() }, None),
@@ -71,7 +77,17 @@ impl Auth {
             },
         };
         let mut overridden = Vec::new();
-        if api_key.is_some() {
+        if source == Source::Unsigned {
+            if config_key.is_some() {
+                overridden.push("provider.apiKey".to_string());
+            }
+            if let Some(p) = &profile {
+                overridden.push(format!("AWS_PROFILE={p}"));
+            }
+            if has_env_keys {
+                overridden.push("AWS_ACCESS_KEY_ID".to_string());
+            }
+        } else if api_key.is_some() {
             if let Some(p) = &profile {
                 overridden.push(format!("AWS_PROFILE={p}"));
             }
@@ -101,7 +117,9 @@ impl Auth {
 
     /// `bedrock-api-key` or `aws-sdk`: the kind of identity, for reports.
     pub fn kind(&self) -> &'static str {
-        if self.uses_api_key() {
+        if self.source == Source::Unsigned {
+            "unsigned"
+        } else if self.uses_api_key() {
             "bedrock-api-key"
         } else {
             "aws-sdk"
@@ -117,6 +135,7 @@ impl Auth {
             Source::EnvKeys { session_token: false } => "AWS_ACCESS_KEY_ID".into(),
             Source::Profile(p) => format!("AWS_PROFILE={p}"),
             Source::DefaultChain => "default-chain".into(),
+            Source::Unsigned => format!("{SKIP_AUTH_ENV}=1"),
         }
     }
 
@@ -130,11 +149,16 @@ impl Auth {
             Source::DefaultChain => {
                 "AWS SDK credential chain: default profile, SSO, web identity, container or EC2 instance role".to_string()
             }
+            Source::Unsigned => format!("none: requests are sent unsigned ({SKIP_AUTH_ENV}=1)"),
         };
         if !self.overridden.is_empty() {
             text.push_str(&format!("; ignoring {}", self.overridden.join(", ")));
         }
         text
+    }
+
+    pub fn unsigned(&self) -> bool {
+        self.source == Source::Unsigned
     }
 
     /// Applies a Bedrock API key to a client builder (client-level, so it also wins over the
@@ -177,6 +201,35 @@ pub async fn load_sdk_config(region: &str) -> SdkConfig {
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .load()
         .await
+}
+
+/// Removes what signing added, just before a request leaves: the SDK always signs, so unsigned
+/// requests are signed with placeholder credentials and then stripped.
+#[derive(Debug)]
+pub struct StripSignature;
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for StripSignature {
+    fn name(&self) -> &'static str {
+        "StripSignature"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let headers = context.request_mut().headers_mut();
+        for name in ["authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"] {
+            headers.remove(name);
+        }
+        Ok(())
+    }
+}
+
+/// The placeholder identity that unsigned requests are signed with before being stripped.
+pub fn placeholder_credentials() -> aws_sdk_bedrockruntime::config::Credentials {
+    aws_sdk_bedrockruntime::config::Credentials::new("unsigned", "unsigned", None, None, "AWS_BEDROCK_SKIP_AUTH")
 }
 
 #[cfg(test)]

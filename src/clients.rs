@@ -73,6 +73,10 @@ async fn build(s: &Settings, generation: u64) -> Built {
     if let Some(url) = &s.control_endpoint {
         control = control.endpoint_url(url);
     }
+    if s.auth.unsigned() {
+        runtime = runtime.credentials_provider(auth::placeholder_credentials()).interceptor(auth::StripSignature);
+        control = control.credentials_provider(auth::placeholder_credentials()).interceptor(auth::StripSignature);
+    }
     if let Some((token, preference)) = s.auth.bearer() {
         runtime = runtime.bearer_token(token.clone()).auth_scheme_preference(preference.clone());
         control = control.bearer_token(token).auth_scheme_preference(preference);

@@ -34,6 +34,7 @@ fn main() {
         ("rewritten_credentials_file_is_picked_up_after_expiry", rewritten_credentials_file_is_picked_up_after_expiry),
         ("region_order", region_order),
         ("proxies_from_the_environment", proxies_from_the_environment),
+        ("skip_auth_sends_unsigned_requests", skip_auth_sends_unsigned_requests),
     ];
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let selected: Vec<_> = cases.iter().filter(|(name, _)| filter.as_ref().is_none_or(|f| name.contains(f.as_str()))).collect();
@@ -428,4 +429,22 @@ fn proxies_from_the_environment() {
     assert_eq!(run.get("chat", 0)["type"], "error");
     let seen = proxy.seen();
     assert!(seen.iter().any(|l| l.starts_with("CONNECT bedrock-runtime.us-east-1.amazonaws.com:443")), "{seen:?}");
+}
+
+/// `AWS_BEDROCK_SKIP_AUTH=1`: no identity needed, nothing signed, and a proxy in front of Bedrock
+/// does the authenticating.
+fn skip_auth_sends_unsigned_requests() {
+    let emulator = Emulator::start(EmulatorConfig { allow_unsigned: true, ..EmulatorConfig::default() });
+    let env = vec![("AWS_BEDROCK_SKIP_AUTH", some("1")), ("AWS_REGION", some("us-east-1")), ("AWS_PROFILE", some("ignored"))];
+    let run = run_child("skip-auth", "chat,discover", &config(&emulator, json!({})), &env, || {});
+    assert_done(run.get("chat", 0));
+    let report = &run.get("discover", 0)["discovery"];
+    assert_eq!(report["authSource"], json!({"kind": "unsigned", "origin": "AWS_BEDROCK_SKIP_AUTH=1", "ignored": ["AWS_PROFILE=ignored"]}));
+    let stats = emulator.stats();
+    assert!(stats.unsigned_ok >= 3, "the chat and the list calls went out unsigned ({})", stats.unsigned_ok);
+    assert_eq!((stats.sigv4_ok, stats.bearer_ok, stats.auth_failures), (0, 0, 0), "nothing was signed");
+    // The same emulator without allow_unsigned refuses them: nothing was signed.
+    let strict = Emulator::start(EmulatorConfig::default());
+    let run = run_child("skip-auth-strict", "chat", &config(&strict, json!({})), &env, || {});
+    assert_eq!(failure(run.get("chat", 0))["code"], "auth");
 }

@@ -41,6 +41,9 @@ pub struct Config {
     pub list_delay: std::time::Duration,
     /// Lifetime of credentials handed out by IMDS and STS.
     pub temporary_credentials_ttl: std::time::Duration,
+    /// Accept requests with no signature at all, as a proxy that authenticates for its clients
+    /// does (`AWS_BEDROCK_SKIP_AUTH` clients).
+    pub allow_unsigned: bool,
 }
 
 pub const TEST_ACCESS_KEY: &str = "AKIAEMULATOR0000TEST";
@@ -62,6 +65,7 @@ impl Default for Config {
             imds_role: None,
             list_delay: std::time::Duration::ZERO,
             temporary_credentials_ttl: std::time::Duration::from_secs(3600),
+            allow_unsigned: false,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Stats {
     pub auth_failures: u64,
     pub sigv4_ok: u64,
     pub bearer_ok: u64,
+    /// Requests accepted with no signature (`allow_unsigned`).
+    pub unsigned_ok: u64,
     pub list_foundation_models: u64,
     pub list_inference_profiles: u64,
     pub open_streams: u64,
@@ -64,7 +66,7 @@ impl Stats {
     pub fn to_json(&self) -> Value {
         json!({
             "requests": self.requests, "converseStreams": self.converse_streams, "invokeModel": self.invoke_model,
-            "authFailures": self.auth_failures, "sigv4Ok": self.sigv4_ok, "bearerOk": self.bearer_ok,
+            "authFailures": self.auth_failures, "sigv4Ok": self.sigv4_ok, "bearerOk": self.bearer_ok, "unsignedOk": self.unsigned_ok,
             "listFoundationModels": self.list_foundation_models, "listInferenceProfiles": self.list_inference_profiles,
             "openStreams": self.open_streams, "maxOpenStreams": self.max_open_streams,
             "lastModelId": self.last_model_id, "lastRawPath": self.last_raw_path, "lastRegion": self.last_region,
@@ -177,10 +179,15 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, mut sto
 enum Caller {
     SigV4(sigv4::Verified),
     Bearer,
+    Unsigned,
 }
 
 fn authenticate(state: &State, config: &Config, method: &str, path: &str, query: &str, headers: &[(String, String)], body: &[u8]) -> Result<Caller, sigv4::Rejection> {
     let auth = headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.as_str()).unwrap_or("");
+    let signed = headers.iter().any(|(n, _)| n == "authorization" || n.starts_with("x-amz-date") || n == "x-amz-security-token");
+    if !signed && config.allow_unsigned {
+        return Ok(Caller::Unsigned);
+    }
     if let Some(token) = auth.strip_prefix("Bearer ") {
         return match &config.bearer_token {
             Some(expected) if expected == token => Ok(Caller::Bearer),
@@ -376,6 +383,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
                 Caller::Bearer => {
                     stats.bearer_ok += 1;
                     stats.last_auth = Some("bearer".into());
+                }
+                Caller::Unsigned => {
+                    stats.unsigned_ok += 1;
+                    stats.last_auth = Some("unsigned".into());
                 }
             }
         }
