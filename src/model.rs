@@ -38,3 +38,14 @@ impl Model {
         self.base_model.as_deref().unwrap_or(&self.id)
     }
 }
+
+/// Region prefixes of system-defined inference profiles.
+pub const PROFILE_PREFIXES: &[&str] = &["global.", "us-gov.", "us.", "eu.", "apac.", "ap.", "au.", "jp.", "ca."];
+
+/// `us.anthropic.x-v1:0` → `anthropic.x-v1:0`; `None` when `id` has no profile prefix.
+pub fn without_profile_prefix(id: &str) -> Option<&str> {
+    PROFILE_PREFIXES
+        .iter()
+        .find(|p| id.len() > p.len() && id.is_char_boundary(p.len()) && id[..p.len()].eq_ignore_ascii_case(p))
+        .map(|p| &id[p.len()..])
+}

@@ -30,16 +30,7 @@ fn parse(text: &'static str) -> Vec<Row> {
         .collect()
 }
 
-/// Region prefixes of system-defined inference profiles.
-pub const PROFILE_PREFIXES: &[&str] = &["global.", "us-gov.", "us.", "eu.", "apac.", "ap.", "au.", "jp.", "ca."];
-
-/// `us.anthropic.x-v1:0` → `anthropic.x-v1:0`; `None` when `id` has no profile prefix.
-pub fn without_profile_prefix(id: &str) -> Option<&str> {
-    PROFILE_PREFIXES
-        .iter()
-        .find(|p| id.len() > p.len() && id.is_char_boundary(p.len()) && id[..p.len()].eq_ignore_ascii_case(p))
-        .map(|p| &id[p.len()..])
-}
+pub use crate::model::without_profile_prefix;
 
 /// `us.anthropic.x-v1:0` → `anthropic.x-v1`: the key the table is keyed by.
 pub fn bare_id(id: &str) -> &str {

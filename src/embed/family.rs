@@ -21,17 +21,10 @@ pub enum Purpose {
     Document,
 }
 
-/// Providers whose ids start Bedrock model ids; anything before them is an inference-profile
-/// prefix (`us.`, `eu.`, `apac.`, `global.`, …).
-const PROVIDERS: [&str; 3] = ["amazon", "cohere", "twelvelabs"];
-
 /// The base model id inside `id`: no ARN path, no inference-profile prefix.
 pub fn base_id(id: &str) -> &str {
     let id = if id.starts_with("arn:") { id.rsplit('/').next().unwrap_or(id) } else { id };
-    match id.split_once('.') {
-        Some((prefix, rest)) if !PROVIDERS.contains(&prefix) && PROVIDERS.iter().any(|p| rest.starts_with(&format!("{p}."))) => rest,
-        _ => id,
-    }
+    crate::model::without_profile_prefix(id).unwrap_or(id)
 }
 
 impl Family {
