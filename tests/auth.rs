@@ -35,6 +35,7 @@ fn main() {
         ("region_order", region_order),
         ("proxies_from_the_environment", proxies_from_the_environment),
         ("skip_auth_sends_unsigned_requests", skip_auth_sends_unsigned_requests),
+        ("fake_secrets_never_appear_in_anything_the_plugin_emits", fake_secrets_never_appear_in_anything_the_plugin_emits),
     ];
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let selected: Vec<_> = cases.iter().filter(|(name, _)| filter.as_ref().is_none_or(|f| name.contains(f.as_str()))).collect();
@@ -447,4 +448,57 @@ fn skip_auth_sends_unsigned_requests() {
     let strict = Emulator::start(EmulatorConfig::default());
     let run = run_child("skip-auth-strict", "chat", &config(&strict, json!({})), &env, || {});
     assert_eq!(failure(run.get("chat", 0))["code"], "auth");
+}
+
+/// Every secret the plugin can hold, recognisable, through every kind of outcome (success,
+/// throttling, refused signature, refused key, unreachable host, cleartext refusal), with debug
+/// logging on: nothing the plugin emitted (events, errors, discovery reports, logs) contains one.
+fn fake_secrets_never_appear_in_anything_the_plugin_emits() {
+    const ACCESS: &str = "AKIALEAKCANARY000001";
+    const SECRET: &str = "leak-canary-secret-key-0000000000000001";
+    const TOKEN: &str = "leak-canary-session-token-000001";
+    const BEARER: &str = "ABSKleakcanarybearertoken000001";
+    let secrets = [ACCESS, SECRET, TOKEN, BEARER];
+    let emulator = Emulator::start(EmulatorConfig {
+        access_key: ACCESS.into(),
+        secret_key: SECRET.into(),
+        session_token: Some(TOKEN.into()),
+        bearer_token: Some(BEARER.into()),
+        ..EmulatorConfig::default()
+    });
+    let keys = |secret: &str| {
+        vec![("AWS_ACCESS_KEY_ID", some(ACCESS)), ("AWS_SECRET_ACCESS_KEY", some(secret)), ("AWS_SESSION_TOKEN", some(TOKEN)), ("AWS_REGION", some("us-east-1")), ("BEDROCK_PLUGIN_LOG", some("debug"))]
+    };
+    let bearer = |key: &str| vec![("AWS_BEARER_TOKEN_BEDROCK", some(key)), ("AWS_REGION", some("us-east-1")), ("BEDROCK_PLUGIN_LOG", some("debug"))];
+    let unreachable = json!({"provider": {"baseUrl": "http://127.0.0.1:9", "models": models()}, "discovery": {"enabled": true}});
+    let remote_http = json!({"provider": {"baseUrl": "http://bedrock.example.com", "apiKey": BEARER, "models": models()}});
+    let runs = [
+        run_child("leak-keys", "chat,refresh", &config(&emulator, json!({})), &keys(SECRET), || {}),
+        run_child("leak-wrong-secret", "chat,refresh", &config(&emulator, json!({})), &keys("leak-canary-wrong-secret-00000000000001"), || {}),
+        run_child("leak-bearer", "chat,refresh", &config(&emulator, json!({})), &bearer(BEARER), || {}),
+        run_child("leak-wrong-bearer", "chat,refresh", &config(&emulator, json!({})), &bearer("ABSKleakcanarywrongbearer00001"), || {}),
+        run_child("leak-unreachable", "chat,refresh", &unreachable, &keys(SECRET), || {}),
+        run_child("leak-cleartext", "chat", &remote_http, &bearer(BEARER), || {}),
+    ];
+    assert_done(runs[0].get("chat", 0));
+    assert_done(runs[2].get("chat", 0));
+    assert_eq!(failure(runs[1].get("chat", 0))["code"], "auth");
+    assert_eq!(failure(runs[3].get("chat", 0))["code"], "auth");
+    assert_eq!(failure(runs[4].get("chat", 0))["code"], "network");
+    assert_eq!(runs[5].get("init", 0)["rc"], 2, "plain http to another host refused for the key");
+    let throttled = run_child("leak-throttle", "chat", &config(&emulator, json!({})), &{ let mut e = keys(SECRET); e.push(("BP_MODEL", some("emulator.echo"))); e }, || {});
+    for run in runs.iter().chain([&throttled]) {
+        let all = run.everything();
+        if run.get("init", 0)["rc"] == 0 {
+            assert!(all.contains("bedrock-plugin: "), "debug logging was on: {all}");
+        }
+        for secret in secrets.iter().chain(["leak-canary-wrong-secret-00000000000001", "ABSKleakcanarywrongbearer00001"].iter()) {
+            // The access key id names the identity in reports and is not a secret; everything else is.
+            if *secret == ACCESS {
+                continue;
+            }
+            assert!(!all.contains(secret), "a secret leaked: {secret}\n{all}");
+            assert!(!all.contains(&secret[..16]), "a part of a secret leaked: {secret}\n{all}");
+        }
+    }
 }
