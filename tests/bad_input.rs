@@ -172,3 +172,183 @@ fn an_api_key_goes_only_over_https_or_to_this_machine() {
         Provider::try_new(&config).unwrap_or_else(|e| panic!("{url} refused: {e:?}"));
     }
 }
+
+unsafe extern "C" fn ignore(_: *mut std::os::raw::c_void, _: *const c_char, _: usize) -> i32 {
+    0
+}
+
+/// The rest of the bad-input table: wrong types at every level of a request, unknown roles and
+/// content types, deep nesting, absurd numbers, huge inputs, and the other blocking entry points.
+/// Each row: the request, the status, and how its message starts.
+#[test]
+fn every_level_of_a_request_refuses_what_it_cannot_use() {
+    hermetic_env();
+    let p = Provider::try_new(&config_for("http://127.0.0.1:9").to_string()).unwrap();
+    let user = |content: serde_json::Value| json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": content}]}});
+    let with_options = |options: serde_json::Value| json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": options});
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let cases: Vec<(String, i32, &str)> = vec![
+        ("[]".into(), 1, "(top level): expected an object, got an array"),
+        ("\"text\"".into(), 1, "(top level): expected an object, got a string"),
+        (json!({"model": "emulator.echo", "context": "hi"}).to_string(), 1, "context: expected an object, got a string"),
+        (json!({"model": "emulator.echo", "context": {"messages": {"role": "user"}}}).to_string(), 1, "context.messages: expected an array, got an object"),
+        (json!({"model": "emulator.echo", "context": {"messages": ["hi"]}}).to_string(), 1, "context.messages[0]: expected an object, got a string"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": 1, "content": "x"}]}}).to_string(), 1, "context.messages[0].role: expected a string"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "system", "content": "x"}]}}).to_string(), 1, "context.messages[0].role"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"content": "x"}]}}).to_string(), 1, "context.messages[0].role: is required"),
+        (json!({"model": "emulator.echo", "context": {"systemPrompt": 5, "messages": [{"role": "user", "content": "x"}]}}).to_string(), 1, "context.systemPrompt: expected a string"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}], "tools": {"name": "t"}}}).to_string(), 1, "context.tools: expected an array"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}], "tools": [{"name": "t", "parameters": "object"}]}}).to_string(), 1, "context.tools[0].parameters: expected a JSON schema object"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}], "extra": 1}}).to_string(), 1, "context.extra: unknown field"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": [1]}).to_string(), 1, "options: expected an object, got an array"),
+        (user(json!([{"type": "video", "data": "x"}])).to_string(), 1, "context.messages[0].content[0].type: unknown content type \"video\""),
+        (user(json!([{"text": "no type"}])).to_string(), 1, "context.messages[0].content[0].type: is required"),
+        (user(json!([{"type": "text", "text": 5}])).to_string(), 1, "context.messages[0].content[0].text: expected a string"),
+        (json!({"model": {"id": "vision", "input": ["text", "image"]}, "context": {"messages": [{"role": "user", "content": [{"type": "image", "data": "aGk=", "mimeType": "image/tiff"}]}]}}).to_string(), 1, "context.messages[0].content[0].mimeType: unsupported image type"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": [{"type": "sound"}]}]}}).to_string(), 1, "context.messages[1].content[0].type: unknown assistant content type"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "toolResult", "content": []}]}}).to_string(), 1, "context.messages[0].toolCallId: is required"),
+        (with_options(json!({"maxTokens": 1e300})).to_string(), 1, "options.maxTokens: expected an integer"),
+        (with_options(json!({"maxTokens": "100"})).to_string(), 1, "options.maxTokens: expected an integer"),
+        (with_options(json!({"temperature": "hot"})).to_string(), 1, "options.temperature: expected a number"),
+        (with_options(json!({"idleTimeoutMs": 0})).to_string(), 1, "options.idleTimeoutMs: must be at least 1"),
+        (with_options(json!({"cacheRetention": "forever"})).to_string(), 1, "options.cacheRetention: must be none, short or long"),
+        (with_options(json!({"toolChoice": 3})).to_string(), 1, "options.toolChoice: must be"),
+        (with_options(json!({"thinkingBudgets": {"huge": 1}})).to_string(), 1, "options.thinkingBudgets.huge: unknown field"),
+        (with_options(json!({"unknownOption": true})).to_string(), 1, "options.unknownOption: unknown field"),
+        (json!({"model": {"id": "x", "contextWindow": -1}, "context": {"messages": [{"role": "user", "content": "x"}]}}).to_string(), 1, "model.contextWindow: expected an integer"),
+        (json!({"model": {"id": "x", "cost": {"input": -1}}, "context": {"messages": [{"role": "user", "content": "x"}]}}).to_string(), 1, "model.cost.input: must not be negative"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "unexpected": {}}).to_string(), 1, "unexpected: unknown field"),
+        // Nesting past serde_json's recursion limit is a parse error, not a stack overflow.
+        (format!("{{\"model\":\"emulator.echo\",\"context\":{{\"messages\":[]}},\"options\":{{\"x\":{deep}}}}}"), 1, "request is not valid JSON"),
+        // 50 MB, past the 32 MB request limit.
+        (user(json!("y".repeat(50 << 20))).to_string(), 15, "request_json is"),
+    ];
+    assert!(cases.len() >= 30);
+    for (body, code, expected) in &cases {
+        let c = CString::new(body.clone()).unwrap();
+        let (mut out, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // A callback that touches nothing: a row that is wrongly accepted fails its assertion
+        // instead of crashing the test.
+        let rc = unsafe { (api().stream_start)(p.0, c.as_ptr(), Some(ignore), std::ptr::null_mut(), &mut out, &mut err) };
+        let shown = &body[..body.len().min(200)];
+        assert_eq!(rc, *code, "{shown}");
+        assert!(out.is_null(), "no stream for {shown}");
+        let err = take_json(err);
+        assert!(err["message"].as_str().unwrap().starts_with(expected), "{shown}: {err}");
+    }
+    // What is big but valid goes through the checks: 100,000 messages and a 1 MB tool schema.
+    let many: Vec<serde_json::Value> = (0..100_000).map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": if i % 2 == 0 { json!("q") } else { json!([{"type": "text", "text": "a"}]) }})).collect();
+    let big = json!({"model": "emulator.echo", "context": {"messages": many}});
+    let properties: serde_json::Map<String, serde_json::Value> = (0..20_000).map(|i| (format!("field_{i:05}"), json!({"type": "string", "description": "a field"}))).collect();
+    let schema = json!({"type": "object", "properties": properties});
+    let tools = json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}], "tools": [{"name": "big", "parameters": schema}]}});
+    assert!(tools.to_string().len() > 1 << 20);
+    for ok in [big, tools] {
+        let collector = Collector::default();
+        let s = try_start(&p, &ok, collector).unwrap_or_else(|(rc, e)| panic!("refused: {rc} {e}"));
+        // Nothing listens at 127.0.0.1:9: the stream itself ends as a network error.
+        assert_eq!(failure(terminal(&s.finish()))["code"], "network");
+    }
+}
+
+/// The blocking entry points, the same way: discovery options and embedding requests.
+#[test]
+fn discover_and_embed_refuse_bad_arguments_with_their_codes() {
+    hermetic_env();
+    let p = Provider::try_new(&config_for("http://127.0.0.1:9").to_string()).unwrap();
+    for (options, expected) in [("[]", "options: expected an object"), ("{\"refresh\":\"yes\"}", "options.refresh: expected a boolean"), ("{\"x\":1}", "options.x: unknown field"), ("{", "options_json is not valid JSON")] {
+        let (rc, err) = p.discover(Some(options)).unwrap_err();
+        assert_eq!(rc, 1, "{options}: {err}");
+        assert!(err["message"].as_str().unwrap().starts_with(expected), "{options}: {err}");
+    }
+    for (request, code, expected) in [
+        (json!([]), 1, "(top level): expected an object"),
+        (json!({"texts": "x"}), 1, "texts: expected an array"),
+        (json!({"texts": ["x"], "model": 7}), 1, "model: expected a string"),
+        (json!({"texts": ["x"], "model": "meta.llama3"}), 4, "model: \"meta.llama3\" is not an embedding model"),
+        (json!({"texts": ["x"], "dimensions": 1e20}), 1, "dimensions: expected an integer"),
+    ] {
+        let (rc, err) = p.embed(&request).unwrap_err();
+        assert_eq!(rc, code, "{request}: {err}");
+        assert!(err["message"].as_str().unwrap().starts_with(expected), "{request}: {err}");
+    }
+}
+
+/// What a callback did when it re-entered the ABI.
+#[derive(Default)]
+struct Reentry {
+    provider: std::sync::atomic::AtomicPtr<std::os::raw::c_void>,
+    own: std::sync::atomic::AtomicPtr<std::os::raw::c_void>,
+    codes: std::sync::Mutex<Vec<(&'static str, i32)>>,
+    nested: std::sync::Mutex<Option<Stream>>,
+    events: std::sync::Mutex<Vec<serde_json::Value>>,
+    done: std::sync::Condvar,
+}
+
+unsafe extern "C" fn reenter(user: *mut std::os::raw::c_void, json: *const c_char, len: usize) -> i32 {
+    use std::sync::atomic::Ordering;
+    let r = &*(user as *const Reentry);
+    let event: serde_json::Value = serde_json::from_slice(std::slice::from_raw_parts(json.cast::<u8>(), len)).unwrap();
+    let provider = r.provider.load(Ordering::SeqCst);
+    let first = r.events.lock().unwrap().is_empty();
+    if first {
+        let mut codes = r.codes.lock().unwrap();
+        codes.push(("free", (api().provider_free)(provider, 0)));
+        let (mut out, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let body = CString::new(r#"{"texts":["x"]}"#).unwrap();
+        codes.push(("embed", (api().embed)(provider, body.as_ptr(), &mut out, &mut err)));
+        let message = take_json(err)["message"].as_str().unwrap_or("").to_string();
+        assert!(message.contains("inside an event callback"), "{message}");
+        // Starting another stream and cancelling this one are fine from here.
+        // A borrowed view of the provider: never dropped, so it frees nothing.
+        let view = std::mem::ManuallyDrop::new(Provider(provider));
+        let nested = try_start(&view, &request("emulator.echo", "emulator: chunks=2", json!({})), Collector::default());
+        codes.push(("start", nested.as_ref().map_or_else(|(rc, _)| *rc, |_| 0)));
+        *r.nested.lock().unwrap() = nested.ok();
+        // The test publishes the handle right after bp_stream_start returns; wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while r.own.load(Ordering::SeqCst).is_null() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        (api().stream_cancel)(r.own.load(Ordering::SeqCst));
+        codes.push(("cancel", 0));
+    }
+    let terminal = is_terminal(&event);
+    r.events.lock().unwrap().push(event);
+    if terminal {
+        // Releasing its own handle from inside its terminal callback.
+        (api().stream_release)(r.own.swap(std::ptr::null_mut(), Ordering::SeqCst));
+        r.done.notify_all();
+    }
+    0
+}
+
+#[test]
+fn a_callback_may_reenter_the_abi_except_to_free_or_block() {
+    use std::sync::atomic::Ordering;
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let p = Provider::new(&emulator);
+    let r = std::sync::Arc::new(Reentry::default());
+    r.provider.store(p.0, Ordering::SeqCst);
+    let body = CString::new(request("emulator.echo", "emulator: chunks=30 delay_ms=20", json!({})).to_string()).unwrap();
+    let (mut handle, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // The handle is published before the first event can arrive: the stream waits for the network.
+    let rc = unsafe { (api().stream_start)(p.0, body.as_ptr(), Some(reenter), std::sync::Arc::as_ptr(&r) as *mut _, &mut handle, &mut err) };
+    assert_eq!(rc, 0);
+    r.own.store(handle, Ordering::SeqCst);
+    let mut events = r.events.lock().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !events.iter().any(is_terminal) {
+        assert!(std::time::Instant::now() < deadline, "the stream ends");
+        events = r.done.wait_timeout(events, std::time::Duration::from_millis(100)).unwrap().0;
+    }
+    let end = events.last().unwrap().clone();
+    drop(events);
+    assert_eq!((end["type"].as_str(), end["reason"].as_str()), (Some("error"), Some("aborted")), "cancelled from inside its own callback");
+    assert_eq!(*r.codes.lock().unwrap(), vec![("free", 1), ("embed", 1), ("start", 0), ("cancel", 0)]);
+    let nested = r.nested.lock().unwrap().take().expect("the nested stream started");
+    assert_eq!(terminal(&nested.finish())["type"], "done");
+    drop(nested);
+    assert_eq!(p.free(5000), 0, "the provider is intact after a refused free from inside a callback");
+}

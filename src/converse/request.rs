@@ -248,6 +248,13 @@ impl Options {
             }
         };
         let (temperature, top_p) = (unit("temperature")?, unit("topP")?);
+        // Checked here, not only when tools are present: a bad value is a mistake either way.
+        match o.get("toolChoice") {
+            None => {}
+            Some(Value::String(s)) if ["auto", "any", "none"].contains(&s.as_str()) => {}
+            Some(v) if v.get("type").and_then(Value::as_str) == Some("tool") && v.get("name").is_some_and(Value::is_string) => {}
+            Some(_) => return Err(o.err("toolChoice", "must be \"auto\", \"any\", \"none\" or {\"type\":\"tool\",\"name\":...}")),
+        }
         let stop_sequences = o.str_array("stopSequences")?;
         if let Some(stops) = &stop_sequences {
             if stops.len() > MAX_STOP_SEQUENCES {
