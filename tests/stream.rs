@@ -511,6 +511,24 @@ fn an_answer_that_ends_without_message_stop_is_truncated_never_a_success() {
 }
 
 #[test]
+fn damaged_frames_end_the_stream_cleanly_and_unknown_events_are_skipped() {
+    let (_e, p) = setup();
+    // An oversized frame's body never comes: the SDK sees the body end before the frame, which is
+    // an answer without messageStop.
+    for (kind, code) in [("crc", "network"), ("cut", "network"), ("json", "network"), ("huge", "truncated")] {
+        let events = chat(&p, &format!("emulator: chunks=4 corrupt={kind} after=3"), json!({}));
+        let err = failure(terminal(&events));
+        assert_eq!(err["code"], code, "{kind}: {err}");
+        assert!(text_of(&events).starts_with("w0 w1 "), "{kind}: what came before is delivered and kept");
+        assert_eq!(events.iter().filter(|e| is_terminal(e)).count(), 1, "{kind}");
+    }
+    // An event type this SDK does not know is skipped: the answer completes.
+    let events = chat(&p, "emulator: chunks=4 corrupt=unknown after=3", json!({}));
+    assert_eq!(terminal(&events)["type"], "done");
+    assert_eq!(text_of(&events), "w0 w1 w2 w3 ");
+}
+
+#[test]
 fn dropped_connection_is_a_retryable_network_error() {
     let (_e, p) = setup();
     let events = chat(&p, "emulator: chunks=5 drop=3", json!({}));

@@ -34,6 +34,11 @@ pub struct Scenario {
     /// The request's `additionalModelResponseFieldPaths`: each answered in messageStop.
     pub response_paths: Vec<String>,
     pub broken_tool_input: bool,
+    /// `corrupt=<kind>` with `after=N`: after N good events, a damaged frame: `crc` (a wrong
+    /// message CRC), `cut` (half a frame, then the body ends), `json` (an event whose payload is
+    /// not JSON), `unknown` (an event type this SDK does not know; the stream goes on), `huge` (a
+    /// prelude announcing a 20 MB frame).
+    pub corrupt: Option<(String, usize)>,
 }
 
 /// What the HTTP layer does for one request.
@@ -99,6 +104,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
     let mut error_at_before = true;
     let mut after = 2usize;
     let mut error_type = None;
+    let mut corrupt = None;
     for kv in directive.split_whitespace() {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         let n = v.parse::<u64>().unwrap_or(0);
@@ -119,6 +125,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
             "drop" => s.drop_after = Some(n as usize),
             "end" => s.end_after = Some(n as usize),
             "tool_input" => s.broken_tool_input = v == "broken",
+            "corrupt" => corrupt = Some(v.to_string()),
             "delay_ms" => s.delay = Duration::from_millis(n),
             "first_delay_ms" => s.first_delay = Duration::from_millis(n),
             "input_tokens" => s.input_tokens = n,
@@ -131,6 +138,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
         s.stop = "tool_use".into();
     }
     s.error = error_type.map(|t| (t, !error_at_before, after));
+    s.corrupt = corrupt.map(|c| (c, after));
     s
 }
 
@@ -264,6 +272,41 @@ pub fn script(s: &Scenario) -> Step {
         }
         if s.end_after == Some(i) {
             return Step::Stream(frames);
+        }
+        if let Some((kind, at)) = &s.corrupt {
+            if i == *at {
+                let good = crate::eventstream::event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"text": "zz "}}));
+                match kind.as_str() {
+                    "crc" => {
+                        let mut bad = good;
+                        let last = bad.len() - 1;
+                        bad[last] ^= 0xFF;
+                        frames.push(Frame::Bytes(bad));
+                        return Step::Stream(frames);
+                    }
+                    "cut" => {
+                        frames.push(Frame::Bytes(good[..good.len() / 2].to_vec()));
+                        return Step::Stream(frames);
+                    }
+                    "json" => {
+                        frames.push(Frame::Bytes(crate::eventstream::frame(
+                            &[(":event-type", "contentBlockDelta"), (":content-type", "application/json"), (":message-type", "event")],
+                            b"{not json at all",
+                        )));
+                        return Step::Stream(frames);
+                    }
+                    "huge" => {
+                        let mut prelude = (20u32 << 20).to_be_bytes().to_vec();
+                        prelude.extend_from_slice(&0u32.to_be_bytes());
+                        let crc = crc32fast::hash(&prelude);
+                        prelude.extend_from_slice(&crc.to_be_bytes());
+                        frames.push(Frame::Bytes(prelude));
+                        return Step::Stream(frames);
+                    }
+                    // An event type from a newer Bedrock: clients skip it and go on.
+                    _ => frames.push(Frame::Bytes(crate::eventstream::event("futureEvent", &json!({"something": "new"})))),
+                }
+            }
         }
         if s.drop_after == Some(i) {
             // Let the frames already written reach the client before the connection dies.
