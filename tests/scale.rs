@@ -13,15 +13,6 @@ use std::time::{Duration, Instant};
 /// Each test counts the process's plugin threads: they run one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// The plugin names every thread it starts `bp-…`.
-fn plugin_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("bp-")))
-        .count()
-}
-
 fn raise_fd_limit(want: u64) {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
