@@ -269,13 +269,18 @@ export class BedrockPlugin {
     this.sourceId = sourceId;
   }
 
-  /** The models the plugin can stream, as pi-ai `Model` objects. */
-  async models({ refresh = false } = {}) {
+  /** A blocking JSON-in, JSON-out call of the serving copy, on a koffi worker thread. */
+  async #blocking(fn, what, request) {
     const copy = this.current;
     const out = [null], err = [null];
-    const status = await callAsync(copy.lib.discover, copy.provider, JSON.stringify({ refresh }), out, err);
-    if (status !== 0) throw new Error(`bedrock-plugin discovery: ${JSON.parse(take(copy.lib, err[0])).message}`);
-    const config = JSON.parse(take(copy.lib, out[0]));
+    const status = await callAsync(copy.lib[fn], copy.provider, JSON.stringify(request), out, err);
+    if (status !== 0) throw new Error(`bedrock-plugin ${what}: ${JSON.parse(take(copy.lib, err[0])).message}`);
+    return JSON.parse(take(copy.lib, out[0]));
+  }
+
+  /** The models the plugin can stream, as pi-ai `Model` objects. */
+  async models({ refresh = false } = {}) {
+    const config = await this.#blocking("discover", "discovery", { refresh });
     return config.models.map((m) => ({
       id: m.id, name: m.name ?? m.id, api: API, provider: "amazon-bedrock", baseUrl: config.baseUrl ?? "",
       reasoning: Boolean(m.reasoning), input: m.input ?? ["text"],
@@ -286,11 +291,7 @@ export class BedrockPlugin {
 
   /** Memory embeddings (bp_embed): `{model?, texts, purpose?, dimensions?}`. */
   async embed(request) {
-    const copy = this.current;
-    const out = [null], err = [null];
-    const status = await callAsync(copy.lib.embed, copy.provider, JSON.stringify(request), out, err);
-    if (status !== 0) throw new Error(`bedrock-plugin embed: ${JSON.parse(take(copy.lib, err[0])).message}`);
-    return JSON.parse(take(copy.lib, out[0]));
+    return this.#blocking("embed", "embed", request);
   }
 
   /**

@@ -300,11 +300,15 @@ impl Options {
 /// `thinking: {type: "adaptive"}` (with an effort) instead of a token budget. The name is looked
 /// at too, for application inference profiles whose ARN does not say the model.
 fn supports_adaptive_thinking(id: &str, name: &str) -> bool {
-    [id, name].iter().any(|s| {
-        let s = s.to_ascii_lowercase().replace(['.', '_', ' ', ':'], "-");
-        ["opus-4-6", "opus-4-7", "opus-4-8", "opus-4-9", "sonnet-4-6", "sonnet-4-7", "sonnet-4-8", "sonnet-4-9", "opus-5", "sonnet-5", "haiku-5", "claude-5"]
-            .iter()
-            .any(|family| s.contains(family))
+    mentions_any(&[id, name], &["opus-4-6", "opus-4-7", "opus-4-8", "opus-4-9", "sonnet-4-6", "sonnet-4-7", "sonnet-4-8", "sonnet-4-9", "opus-5", "sonnet-5", "haiku-5", "claude-5"])
+}
+
+/// Whether any of `texts` (ids or names, `.`, `_`, `:` and spaces read as `-`) names one of
+/// `families` (`opus-4-6`, `-4-5`, …).
+fn mentions_any(texts: &[&str], families: &[&str]) -> bool {
+    texts.iter().any(|t| {
+        let t = t.to_ascii_lowercase().replace(['.', '_', ' ', ':'], "-");
+        families.iter().any(|family| t.contains(family))
     })
 }
 
@@ -345,8 +349,8 @@ fn is_nova(id: &str) -> bool {
 /// Bedrock's one-hour cache TTL: Claude 4.5 and later. Others keep the default (5 minutes) even
 /// when `cacheRetention` is "long", rather than be refused.
 fn supports_one_hour_cache(model: &Model) -> bool {
-    let id = format!("{} {}", model.capability_id(), if model.id.starts_with("arn:") { model.name.as_str() } else { "" }).to_ascii_lowercase().replace(['.', ' ', '_'], "-");
-    is_claude_model(model) && ["-4-5", "-4-6", "-4-7", "-4-8", "-4-9", "opus-5", "sonnet-5", "haiku-5", "claude-5"].iter().any(|v| id.contains(v))
+    let name = if model.id.starts_with("arn:") { model.name.as_str() } else { "" };
+    is_claude_model(model) && mentions_any(&[model.capability_id(), name], &["-4-5", "-4-6", "-4-7", "-4-8", "-4-9", "opus-5", "sonnet-5", "haiku-5", "claude-5"])
 }
 
 fn cache_point(one_hour: bool) -> Result<CachePointBlock> {

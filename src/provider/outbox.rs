@@ -81,6 +81,16 @@ impl Outbox {
         !std::mem::replace(&mut state.scheduled, true)
     }
 
+    /// Gives the token back when nothing is queued and the task still runs (its next `send`
+    /// claims it again); true if it did.
+    fn unschedule_if_drained(state: &mut State) -> bool {
+        let drained = state.queued.is_empty() && !state.closed;
+        if drained {
+            state.scheduled = false;
+        }
+        drained
+    }
+
     /// Delivers what is queued now (the terminal event too, once everything before it is out).
     /// Only the holder of the scheduling token calls this. `progress` counts callbacks, so the
     /// pool can tell a busy thread from one stuck in a callback.
@@ -89,8 +99,7 @@ impl Outbox {
         let receiver = &mut *receiver;
         let terminal = {
             let mut state = lock(&self.state);
-            if state.queued.is_empty() && !state.closed {
-                state.scheduled = false;
+            if Outbox::unschedule_if_drained(&mut state) {
                 return Pass::Idle;
             }
             let was_full = state.queued.len() >= QUEUE;
@@ -112,12 +121,7 @@ impl Outbox {
             self.shared.cancel.notify_one();
         }
         let Some(terminal) = terminal else {
-            let mut state = lock(&self.state);
-            if state.queued.is_empty() && !state.closed {
-                state.scheduled = false;
-                return Pass::Idle;
-            }
-            return Pass::More;
+            return if Outbox::unschedule_if_drained(&mut lock(&self.state)) { Pass::Idle } else { Pass::More };
         };
         let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &self.model_id) } else { terminal };
         // Finished once its terminal event is decided: a host that frees the provider the moment
