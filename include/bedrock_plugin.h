@@ -63,7 +63,7 @@ typedef struct bp_stream bp_stream;
  *   {"type": "error", "reason": "error" | "aborted", "error": {...}}
  * where the "error" member *is* the final message (since 1.2): its content so far, usage,
  * "stopReason" equal to "reason", "errorMessage" worded as pi-ai words it ("Throttling error: ...")
- * and "errorInfo": {"code", "retryable", "httpStatus"?, "requestId"?, "awsErrorType"?}, "code"
+ * and "errorInfo": {"code", "retryable", "httpStatus"?, "requestId"?, "awsErrorType"?, "retryAfterMs"?}, "code"
  * being the same stable string as in err_json ("throttled", "network", "cancelled", ...).
  * event_json is NUL-terminated, len excludes the NUL, and it is valid only during the call.
  * Called on a plugin thread, in order, never twice at once for one stream; callbacks of

@@ -73,6 +73,8 @@ pub struct Error {
     pub request_id: Option<String>,
     /// The AWS error type when the error came from Bedrock (`ThrottlingException`, …).
     pub aws_error_type: Option<String>,
+    /// The wait Bedrock asked for before a retry, when it named one.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Error {
@@ -84,6 +86,7 @@ impl Error {
             http_status: None,
             request_id: None,
             aws_error_type: None,
+            retry_after_ms: None,
         }
     }
 

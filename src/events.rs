@@ -123,6 +123,8 @@ pub struct ErrorInfo {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aws_error_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl From<&Error> for ErrorInfo {
@@ -133,6 +135,7 @@ impl From<&Error> for ErrorInfo {
             http_status: e.http_status,
             request_id: e.request_id.clone(),
             aws_error_type: e.aws_error_type.clone(),
+            retry_after_ms: e.retry_after_ms,
         }
     }
 }

@@ -355,6 +355,32 @@ fn max_retries_retries_throttling_before_the_stream_but_never_validation() {
 }
 
 #[test]
+fn a_server_requested_wait_beyond_max_retry_delay_fails_at_once_naming_it() {
+    let (emulator, p) = setup();
+    let before = emulator.stats().converse_streams;
+    let events = chat(&p, "emulator: error=throttling retry_after_ms=120000", json!({"maxRetries": 3, "maxRetryDelayMs": 5000}));
+    let error = failure(terminal(&events));
+    assert_eq!(emulator.stats().converse_streams - before, 1, "a 120 s wait is beyond the 5 s cap: no retry");
+    assert_eq!(error["code"], "throttled");
+    assert_eq!(error["retryAfterMs"], 120000);
+    let said = terminal(&events)["error"]["errorMessage"].as_str().unwrap().to_string();
+    assert!(said.contains("asked to wait 120000 ms") && said.contains("maxRetryDelayMs 5000"), "{said}");
+
+    // The default cap is 60 s.
+    let before = emulator.stats().converse_streams;
+    chat(&p, "emulator: error=throttling retry_after_ms=61000", json!({"maxRetries": 2}));
+    assert_eq!(emulator.stats().converse_streams - before, 1);
+
+    // A wait within the cap is honoured and retried.
+    let before = emulator.stats().converse_streams;
+    let started = std::time::Instant::now();
+    let events = chat(&p, "emulator: error=serviceUnavailable retry_after_ms=300", json!({"maxRetries": 2, "maxRetryDelayMs": 1000}));
+    assert_eq!(emulator.stats().converse_streams - before, 3);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600), "two waits of 300 ms: {:?}", started.elapsed());
+    assert_eq!(failure(terminal(&events))["retryAfterMs"], 300);
+}
+
+#[test]
 fn the_final_message_round_trips_to_the_same_bedrock_blocks() {
     let (emulator, p) = setup();
     let claude = json!({"id": "anthropic.claude-sonnet-4-5-20250929-v1:0", "name": "Claude", "reasoning": true, "maxTokens": 4000});

@@ -34,10 +34,20 @@ fn stream_error_type(e: &ConverseStreamOutputError) -> Option<&'static str> {
     })
 }
 
-pub fn from_send_error(e: SdkError<ConverseStreamError, HttpResponse>) -> Error {
+pub fn from_send_error(e: SdkError<ConverseStreamError, HttpResponse>, retry: &super::retry::Policy) -> Error {
     let mut err = from_operation_error(&e, op_error_type);
     if err.aws_error_type.as_deref() == Some("AccessDeniedException") {
         err.message.push_str(" (check that the IAM policy allows bedrock:InvokeModelWithResponseStream on this model, and that model access is enabled)");
+    }
+    if let SdkError::ServiceError(ctx) = &e {
+        err.retry_after_ms = super::retry::requested_wait(ctx.raw().headers()).map(|w| w.as_millis() as u64);
+        if let Some(wait) = retry.refused_wait(ctx.raw().headers()) {
+            err.message.push_str(&format!(
+                " (Bedrock asked to wait {} ms before retrying, longer than maxRetryDelayMs {}; not retried)",
+                wait.as_millis(),
+                retry.max_delay.as_millis()
+            ));
+        }
     }
     err
 }

@@ -8,6 +8,7 @@ pub mod outlet;
 pub mod output_options;
 pub mod passthrough;
 pub mod request;
+mod retry;
 pub mod stream;
 mod surrogates;
 pub mod tool_names;

@@ -43,8 +43,8 @@ pub struct StreamRequest {
     /// Tool names changed for Bedrock, to name calls back as the host does.
     pub tool_names: ToolNames,
     /// `options.maxRetries` / `maxRetryDelayMs`: this request's retry policy before the stream
-    /// starts (the SDK's configured one, from `AWS_MAX_ATTEMPTS`, when the host sets neither).
-    pub retry: Option<aws_smithy_types::retry::RetryConfig>,
+    /// starts.
+    pub retry: super::retry::Policy,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -158,7 +158,10 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         request_metadata: options.passthrough.request_metadata,
         response_field_paths: options.passthrough.response_field_paths,
         tool_names,
-        retry: retry_policy(options.max_retries, options.max_retry_delay_ms),
+        retry: super::retry::Policy {
+            max_retries: options.max_retries.map(|n| n as u32),
+            max_delay: options.max_retry_delay_ms.map_or(super::retry::DEFAULT_MAX_DELAY, Duration::from_millis),
+        },
     })
 }
 
@@ -544,19 +547,6 @@ fn convert_messages(items: &[Value], model: &Model, context_path: &str, names: &
 /// Throttling and server errors before the stream starts are retried by the SDK (exponential
 /// backoff with jitter; validation and access errors never); a host may set how often and how
 /// long the longest wait is.
-fn retry_policy(max_retries: Option<u64>, max_delay_ms: Option<u64>) -> Option<aws_smithy_types::retry::RetryConfig> {
-    if max_retries.is_none() && max_delay_ms.is_none() {
-        return None;
-    }
-    let max_delay = Duration::from_millis(max_delay_ms.unwrap_or(60_000));
-    Some(
-        aws_smithy_types::retry::RetryConfig::standard()
-            .with_max_attempts(max_retries.unwrap_or(3) as u32 + 1)
-            .with_initial_backoff(Duration::from_millis(250).min(max_delay))
-            .with_max_backoff(max_delay),
-    )
-}
-
 /// Bedrock refuses tool-use and tool-result blocks unless tools are declared. When the history
 /// has them and the request declares none (a later turn with tools switched off), the tools the
 /// history used are declared with an open schema, so the conversation goes on.

@@ -94,10 +94,7 @@ async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut R
             .set_performance_config(request.performance.clone())
             .set_request_metadata(request.request_metadata.clone())
             .set_additional_model_response_field_paths(request.response_field_paths.clone());
-        let sent = match &request.retry {
-            Some(policy) => call.customize().config_override(aws_sdk_bedrockruntime::config::Builder::default().retry_config(policy.clone())).send().await,
-            None => call.send().await,
-        };
+        let sent = call.customize().config_override(request.retry.config(built.runtime.config().retry_config())).send().await;
         let e = match sent {
             Ok(output) => {
                 if model_id != request.model.id {
@@ -105,7 +102,7 @@ async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut R
                 }
                 return Ok(output);
             }
-            Err(e) => clients.explain(errors::from_send_error(e)),
+            Err(e) => clients.explain(errors::from_send_error(e, &request.retry)),
         };
         if !refreshed && clients.worth_refreshing(&e) {
             refreshed = true;

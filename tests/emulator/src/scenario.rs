@@ -39,6 +39,9 @@ pub struct Scenario {
     /// not JSON), `unknown` (an event type this SDK does not know; the stream goes on), `huge` (a
     /// prelude announcing a 20 MB frame).
     pub corrupt: Option<(String, usize)>,
+    /// `retry_after_ms=N` (with an error before the stream): the wait the answer asks for, in
+    /// `x-amz-retry-after` (milliseconds, what AWS services send).
+    pub retry_after_ms: Option<u64>,
 }
 
 /// What the HTTP layer does for one request.
@@ -126,6 +129,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
             "end" => s.end_after = Some(n as usize),
             "tool_input" => s.broken_tool_input = v == "broken",
             "corrupt" => corrupt = Some(v.to_string()),
+            "retry_after_ms" => s.retry_after_ms = Some(n),
             "delay_ms" => s.delay = Duration::from_millis(n),
             "first_delay_ms" => s.first_delay = Duration::from_millis(n),
             "input_tokens" => s.input_tokens = n,

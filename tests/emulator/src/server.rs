@@ -468,7 +468,13 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
     }
     let scenario = scenario::parse(&request, &body);
     let frames = match scenario::script(&scenario) {
-        Step::Fail(status, error_type, message) => return Ok(aws_error(status, error_type, &message)),
+        Step::Fail(status, error_type, message) => {
+            let mut answer = aws_error(status, error_type, &message);
+            if let Some(ms) = scenario.retry_after_ms {
+                answer.headers_mut().insert("x-amz-retry-after", ms.into());
+            }
+            return Ok(answer);
+        }
         Step::Stream(frames) => frames,
     };
 
