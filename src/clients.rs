@@ -13,6 +13,8 @@ pub struct Settings {
     pub runtime_endpoint: Option<String>,
     pub control_endpoint: Option<String>,
     pub auth: Auth,
+    /// The deadline of one control-plane call (`discovery.callTimeoutSeconds`).
+    pub call_timeout: std::time::Duration,
 }
 
 pub struct Built {
@@ -24,6 +26,8 @@ pub struct Built {
 
 pub struct Clients {
     settings: Settings,
+    /// Base models of application inference profiles, asked of Bedrock once each.
+    pub profile_bases: crate::converse::profile_base::ProfileBases,
     current: Mutex<Arc<Built>>,
     rebuilding: tokio::sync::Mutex<()>,
 }
@@ -31,7 +35,8 @@ pub struct Clients {
 impl Clients {
     pub async fn new(settings: Settings) -> Clients {
         let built = build(&settings, 1).await;
-        Clients { settings, current: Mutex::new(Arc::new(built)), rebuilding: tokio::sync::Mutex::new(()) }
+        let profile_bases = crate::converse::profile_base::ProfileBases::new(settings.call_timeout);
+        Clients { settings, profile_bases, current: Mutex::new(Arc::new(built)), rebuilding: tokio::sync::Mutex::new(()) }
     }
 
     pub fn current(&self) -> Arc<Built> {

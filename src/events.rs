@@ -85,6 +85,10 @@ pub struct AssistantMessage {
     /// The values of `options.additionalModelResponseFieldPaths`, as Bedrock returned them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub additional_model_response_fields: Option<serde_json::Value>,
+    /// Bedrock's `trace` (guardrail assessments, prompt router), when the request asked for it
+    /// with `guardrailConfig.trace`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<serde_json::Value>,
     pub timestamp: u64,
 }
 
@@ -102,6 +106,7 @@ impl AssistantMessage {
             error_message: None,
             error_info: None,
             additional_model_response_fields: None,
+            trace: None,
             timestamp: now_millis(),
         }
     }

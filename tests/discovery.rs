@@ -123,6 +123,37 @@ fn an_application_profile_gets_its_base_models_capabilities() {
 }
 
 #[test]
+fn an_application_profile_discovery_did_not_list_is_asked_for_once() {
+    let mut catalog = mixed_catalog();
+    catalog.inference_profiles.push(application_profile("team-c/prod", "Team C production", CLAUDE));
+    let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/team-c/prod";
+    let mut by_object = request("", "hi", json!({"reasoning": "low"}));
+    by_object["model"] = json!({"id": arn, "name": "prod", "reasoning": true});
+
+    // No discovery has run: GetInferenceProfile names Claude, once for every stream after it.
+    let emulator = Emulator::start(catalog.clone());
+    let p = Provider::try_new(&config(&emulator, json!({"enabled": false}))).unwrap();
+    for _ in 0..3 {
+        assert_eq!(terminal(&start(&p, &by_object).finish())["type"], "done");
+        let fields = emulator.stats().last_body.unwrap()["additionalModelRequestFields"].clone();
+        assert_eq!(fields["thinking"]["type"], "enabled", "Claude's thinking: {fields}");
+    }
+    assert_eq!(emulator.stats().get_inference_profile, 1);
+    assert_eq!(emulator.stats().last_model_id.as_deref(), Some(arn), "the profile is still what is invoked");
+
+    // Without the permission: the entry as given (a name that does not say Claude), asked once.
+    catalog.denied_actions = vec!["bedrock:GetInferenceProfile".into()];
+    let emulator = Emulator::start(catalog);
+    let p = Provider::try_new(&config(&emulator, json!({"enabled": false}))).unwrap();
+    for _ in 0..2 {
+        assert_eq!(terminal(&start(&p, &by_object).finish())["type"], "done");
+        let fields = emulator.stats().last_body.unwrap()["additionalModelRequestFields"].clone();
+        assert!(fields.get("thinking").is_none(), "not taken for Claude: {fields}");
+    }
+    assert_eq!(emulator.stats().get_inference_profile, 1, "a refusal is not asked again");
+}
+
+#[test]
 fn profiles_inherit_their_base_model_and_application_profiles_are_invoked_by_arn() {
     let mut catalog = mixed_catalog();
     catalog.inference_profiles.push(application_profile("team-a/prod", "Team A Claude", CLAUDE));

@@ -159,6 +159,33 @@ fn service_tier_and_structured_output_reach_bedrock_in_its_shape() {
 }
 
 #[test]
+fn the_guardrail_trace_rides_on_the_final_message_when_asked_for() {
+    let (_e, p) = setup();
+    let traced = |trace: &str| json!({"guardrailConfig": {"guardrailIdentifier": "gr-9", "guardrailVersion": "1", "trace": trace}});
+    // Blocked: the error's message names the policy that stopped the answer.
+    let events = chat(&p, "emulator: chunks=2 stop=guardrail_intervened", traced("enabled"));
+    let e = terminal(&events);
+    assert_eq!(failure(e)["code"], "content_filtered");
+    let assessed = &e["error"]["trace"]["guardrail"]["inputAssessment"]["gr-9"];
+    assert_eq!(assessed["topicPolicy"]["topics"][0], json!({"name": "Investment advice", "type": "DENY", "action": "BLOCKED", "detected": true}), "{e}");
+    assert_eq!(assessed["contentPolicy"]["filters"][0]["filterStrength"], "HIGH");
+    assert_eq!(assessed["invocationMetrics"]["usage"]["topicPolicyUnits"], 1);
+    assert_eq!(assessed["invocationMetrics"]["guardrailCoverage"]["textCharacters"], json!({"guarded": 31, "total": 31}));
+    assert_eq!(e["error"]["trace"]["guardrail"]["actionReason"], "Guardrail blocked.");
+    // Passed: the trace is on the done message too.
+    let events = chat(&p, "emulator: chunks=2", traced("enabled_full"));
+    let message = final_message(terminal(&events));
+    assert_eq!(message["trace"]["guardrail"]["inputAssessment"]["gr-9"]["topicPolicy"]["topics"][0]["action"], "NONE");
+    // A message carrying a trace goes back as history like any other.
+    let next = json!({"model": "emulator.echo", "context": {"messages": [
+        {"role": "user", "content": "hi"}, message, {"role": "user", "content": "again"}]}});
+    assert_eq!(terminal(&start(&p, &next).finish())["type"], "done");
+    // Not asked for: no trace.
+    let events = chat(&p, "emulator: chunks=2", traced("disabled"));
+    assert!(final_message(terminal(&events)).get("trace").is_none());
+}
+
+#[test]
 fn guardrail_performance_metadata_and_additional_fields_pass_through() {
     let (emulator, p) = setup();
     let options = json!({

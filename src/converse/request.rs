@@ -42,6 +42,9 @@ pub struct StreamRequest {
     pub response_field_paths: Option<Vec<String>>,
     /// Tool names changed for Bedrock, to name calls back as the host does.
     pub tool_names: ToolNames,
+    /// An application inference profile whose base model is not known yet: the request's text,
+    /// mapped again once Bedrock has named the model (`with_base_model`).
+    pub unresolved_profile: Option<String>,
     /// `options.maxRetries` / `maxRetryDelayMs`: this request's retry policy before the stream
     /// starts.
     pub retry: super::retry::Policy,
@@ -53,6 +56,12 @@ fn bad(message: impl Into<String>) -> Error {
 
 fn built<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> Result<T> {
     r.map_err(|e| bad(format!("{what}: {e}")))
+}
+
+/// The request mapped again for `model` served by the foundation model `base`.
+pub fn with_base_model(text: &str, model: &Model, base: &str) -> Result<StreamRequest> {
+    let resolved = Arc::new(Model { base_model: Some(base.to_string()), ..model.clone() });
+    parse(text, |id| (id == resolved.id).then(|| resolved.clone()))
 }
 
 /// Parses `{"model", "context", "options"}`. `lookup` resolves a model id to a known model.
@@ -70,12 +79,6 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
             let mut model = crate::config::parse_model(&m, &Default::default())?;
             // A profile discovery knows brings its base model, whatever the object says.
             model.base_model = lookup(&model.id).and_then(|known| known.base_model.clone());
-            if model.base_model.is_none() && model.id.contains(":application-inference-profile/") {
-                crate::log::warn(&format!(
-                    "{}: an application inference profile the last discovery did not list; its capabilities are taken from the model entry as given (name \"{}\")",
-                    model.id, model.name
-                ));
-            }
             Arc::new(model)
         }
         Some(other) => return Err(top.err("model", format!("expected a model id or a model object, got {}", describe(other)))),
@@ -142,7 +145,9 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         .set_top_p(top_p.map(|t| t as f32))
         .set_stop_sequences(options.stop_sequences.clone())
         .build();
+    let unresolved_profile = (model.base_model.is_none() && super::profile_base::is_application_profile(&model.id)).then(|| text.into_owned());
     Ok(StreamRequest {
+        unresolved_profile,
         model,
         messages,
         system,

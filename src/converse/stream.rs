@@ -120,8 +120,29 @@ async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut R
     }
 }
 
+/// The request mapped for its application profile's base model, once Bedrock has named it.
+async fn with_profile_base(clients: &Clients, mut request: StreamRequest) -> Result<StreamRequest> {
+    let Some(text) = request.unresolved_profile.take() else {
+        return Ok(request);
+    };
+    match clients.profile_bases.base_of(clients, &request.model.id).await {
+        Some(base) => {
+            let fallback = request.fallback_model_id.take();
+            let mut resolved = super::request::with_base_model(&text, &request.model, &base)?;
+            resolved.fallback_model_id = fallback;
+            Ok(resolved)
+        }
+        None => Ok(request),
+    }
+}
+
 async fn drive<O: Outlet>(clients: &Clients, request: StreamRequest, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
     let idle = request.idle_timeout;
+    let request = tokio::select! {
+        biased;
+        _ = outlet.cancelled().notified() => return Err(cancelled()),
+        r = with_profile_base(clients, request) => r?,
+    };
     let output = tokio::select! {
         biased;
         _ = outlet.cancelled().notified() => return Err(cancelled()),

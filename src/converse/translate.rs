@@ -81,6 +81,9 @@ impl Translator {
                 self.stop = Some(e.stop_reason);
             }
             ConverseStreamOutput::Metadata(e) => {
+                if let Some(trace) = &e.trace {
+                    self.message.trace = Some(super::trace::to_json(trace));
+                }
                 if let Some(u) = e.usage {
                     let usage = &mut self.message.usage;
                     usage.input = u.input_tokens.max(0) as u64;

@@ -85,6 +85,7 @@ impl Provider {
             runtime_endpoint: base_url,
             control_endpoint,
             auth,
+            call_timeout: Duration::from_secs(config.discovery.call_timeout_secs),
         };
         let control = Arc::new(Control::default());
         let registry = Arc::new(Registry::default());

@@ -42,6 +42,9 @@ pub struct Scenario {
     /// `retry_after_ms=N` (with an error before the stream): the wait the answer asks for, in
     /// `x-amz-retry-after` (milliseconds, what AWS services send).
     pub retry_after_ms: Option<u64>,
+    /// The guardrail of a request whose `guardrailConfig.trace` is enabled: the metadata event
+    /// then carries its trace (a denied topic when the stop is `guardrail_intervened`).
+    pub traced_guardrail: Option<String>,
 }
 
 /// What the HTTP layer does for one request.
@@ -86,6 +89,10 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
     let prompt = last_user_text(request);
     let mut s = Scenario { stop: "end_turn".into(), input_tokens: 11, ..Default::default() };
     s.response_paths = request["additionalModelResponseFieldPaths"].as_array().map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let guardrail = &request["guardrailConfig"];
+    if guardrail["trace"].as_str().is_some_and(|t| t != "disabled") {
+        s.traced_guardrail = guardrail["guardrailIdentifier"].as_str().map(str::to_string);
+    }
     let directive = prompt.lines().find_map(|l| l.trim().strip_prefix("emulator:").map(str::trim));
     let Some(directive) = directive else {
         s.reply = words(&format!("You said: {}", prompt.trim()));
@@ -189,6 +196,28 @@ pub fn error_message(kind: &str) -> String {
     }
 }
 
+/// A guardrail trace in Bedrock's shape: the input assessed, a denied topic found when `blocked`.
+fn guardrail_trace(id: &str, blocked: bool) -> Value {
+    let (action, detected) = if blocked { ("BLOCKED", true) } else { ("NONE", false) };
+    let metrics = json!({
+        "guardrailProcessingLatency": 87,
+        "usage": {
+            "topicPolicyUnits": 1, "contentPolicyUnits": 1, "wordPolicyUnits": 0, "sensitiveInformationPolicyUnits": 0,
+            "sensitiveInformationPolicyFreeUnits": 0, "contextualGroundingPolicyUnits": 0
+        },
+        "guardrailCoverage": {"textCharacters": {"guarded": 31, "total": 31}}
+    });
+    json!({"guardrail": {
+        "inputAssessment": {id: {
+            "topicPolicy": {"topics": [{"name": "Investment advice", "type": "DENY", "action": action, "detected": detected}]},
+            "contentPolicy": {"filters": [{"type": "VIOLENCE", "confidence": "NONE", "filterStrength": "HIGH", "action": "NONE", "detected": false}]},
+            "invocationMetrics": metrics
+        }},
+        "modelOutput": [],
+        "actionReason": if blocked { "Guardrail blocked." } else { "No action." }
+    }})
+}
+
 fn padded(mut v: Value) -> Value {
     // Bedrock pads event payloads with a "p" field to hide token lengths; clients must ignore it.
     v["p"] = json!("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ");
@@ -251,17 +280,18 @@ pub fn script(s: &Scenario) -> Step {
     }
     events.push(event("messageStop", &padded(stop)));
     let output_tokens = s.reply.len() as u64 + if s.tool.is_some() { 2 } else { 0 };
-    events.push(event(
-        "metadata",
-        &padded(json!({
-            "usage": {
-                "inputTokens": s.input_tokens, "outputTokens": output_tokens,
-                "totalTokens": s.input_tokens + output_tokens + s.cache_read + s.cache_write,
-                "cacheReadInputTokens": s.cache_read, "cacheWriteInputTokens": s.cache_write
-            },
-            "metrics": {"latencyMs": 42}
-        })),
-    ));
+    let mut metadata = json!({
+        "usage": {
+            "inputTokens": s.input_tokens, "outputTokens": output_tokens,
+            "totalTokens": s.input_tokens + output_tokens + s.cache_read + s.cache_write,
+            "cacheReadInputTokens": s.cache_read, "cacheWriteInputTokens": s.cache_write
+        },
+        "metrics": {"latencyMs": 42}
+    });
+    if let Some(id) = &s.traced_guardrail {
+        metadata["trace"] = guardrail_trace(id, s.stop == "guardrail_intervened");
+    }
+    events.push(event("metadata", &padded(metadata)));
 
     let mut frames = Vec::new();
     if !s.first_delay.is_zero() {

@@ -36,6 +36,7 @@ pub struct Stats {
     pub unsigned_ok: u64,
     pub list_foundation_models: u64,
     pub list_inference_profiles: u64,
+    pub get_inference_profile: u64,
     pub open_streams: u64,
     pub max_open_streams: u64,
     pub last_model_id: Option<String>,
@@ -67,7 +68,7 @@ impl Stats {
         json!({
             "requests": self.requests, "converseStreams": self.converse_streams, "invokeModel": self.invoke_model,
             "authFailures": self.auth_failures, "sigv4Ok": self.sigv4_ok, "bearerOk": self.bearer_ok, "unsignedOk": self.unsigned_ok,
-            "listFoundationModels": self.list_foundation_models, "listInferenceProfiles": self.list_inference_profiles,
+            "listFoundationModels": self.list_foundation_models, "listInferenceProfiles": self.list_inference_profiles, "getInferenceProfile": self.get_inference_profile,
             "openStreams": self.open_streams, "maxOpenStreams": self.max_open_streams,
             "lastModelId": self.last_model_id, "lastRawPath": self.last_raw_path, "lastRegion": self.last_region,
             "lastAccessKey": self.last_access_key, "lastAuthError": self.last_auth_error,
@@ -430,6 +431,19 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             .cloned()
             .collect();
         return Ok(json_ok(catalog::page("inferenceProfileSummaries", &profiles, &query, config.page_size)));
+    }
+    if let Some(raw_id) = path.strip_prefix("/inference-profiles/").filter(|_| method == "GET") {
+        state.stats.lock().unwrap().get_inference_profile += 1;
+        if let Some(refused) = denied(&config, "bedrock:GetInferenceProfile") {
+            state.stats.lock().unwrap().access_denied += 1;
+            return Ok(refused);
+        }
+        let id = sigv4::percent_decode(raw_id);
+        let found = config.inference_profiles.iter().find(|p| p["inferenceProfileArn"] == id.as_str() || p["inferenceProfileId"] == id.as_str());
+        return Ok(match found {
+            Some(profile) => json_ok(profile.clone()),
+            None => aws_error(404, "ResourceNotFoundException", &format!("Inference profile {id} not found.")),
+        });
     }
     if let Some(raw_model) = path.strip_prefix("/model/").and_then(|rest| rest.strip_suffix("/invoke")).filter(|_| method == "POST") {
         return Ok(invoke_model(&state, &sigv4::percent_decode(raw_model), &body, &headers));
