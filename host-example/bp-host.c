@@ -274,10 +274,18 @@ static char *read_file(const char *path) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bp-host [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]\n"
-                    "       bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT\n"
+    fprintf(stderr, "usage: bp-host [-v] [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]\n"
+                    "       bp-host [-v] [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT\n"
                     "       bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--drain-ms N]\n"
-                    "       bp-host [--plugin PATH] [--config FILE] embed [--model ID] [--dimensions N] TEXT...\n");
+                    "       bp-host [-v] [--plugin PATH] [--config FILE] embed [--model ID] [--dimensions N] TEXT...\n"
+                    "  -v: the plugin's log records, debug level included, on stderr as \"[level target] message\"\n");
+}
+
+/* The plugin's log records (bp_set_log_callback, ABI 1.6), on the plugin's log thread. */
+static void on_log(void *user_data, uint32_t level, const char *target, const char *message) {
+    static const char *const names[] = {"off", "error", "warn", "info", "debug"};
+    (void)user_data;
+    fprintf(stderr, "[%s %s] %s\n", level <= BP_LOG_DEBUG ? names[level] : "?", target, message);
 }
 
 int main(int argc, char **argv) {
@@ -287,9 +295,10 @@ int main(int argc, char **argv) {
     char **texts = calloc((size_t)argc, sizeof *texts);
     int text_count = 0;
     const char *socket_path = NULL;
-    int json = 0, refresh = 0;
+    int json = 0, refresh = 0, verbose = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) json = 1;
+        else if (strcmp(argv[i], "-v") == 0) verbose = 1;
         else if (strcmp(argv[i], "--refresh") == 0) refresh = 1;
         else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) plugin = argv[++i];
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config_path = argv[++i];
@@ -347,6 +356,10 @@ int main(int argc, char **argv) {
     *(void **)&api.string_free = dlsym(handle, "bp_string_free");
     *(void **)&api.discover = (api.abi_version && (api.abi_version() & 0xFFFF) >= 1) ? dlsym(handle, "bp_discover") : NULL;
     *(void **)&api.embed = (api.abi_version && (api.abi_version() & 0xFFFF) >= 4) ? dlsym(handle, "bp_embed") : NULL;
+    int32_t (*set_log_callback)(uint32_t, bp_log_fn, void *) = NULL;
+    *(void **)&set_log_callback = (api.abi_version && (api.abi_version() & 0xFFFF) >= 6) ? dlsym(handle, "bp_set_log_callback") : NULL;
+    if (verbose && set_log_callback) set_log_callback(BP_LOG_DEBUG, on_log, NULL);
+    else if (verbose) fprintf(stderr, "plugin ABI %u.%u has no bp_set_log_callback (1.6 or later is needed for -v)\n", api.abi_version() >> 16, api.abi_version() & 0xFFFF);
     int status = 1;
     if (!api.abi_version || !api.provider_new || !api.stream_start || !api.stream_release || !api.provider_free || !api.string_free) {
         fprintf(stderr, "%s is not a bedrock-plugin (missing exports)\n", plugin);

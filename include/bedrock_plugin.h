@@ -1,13 +1,13 @@
 /*
  * bedrock_plugin.h — the C ABI of bedrock-plugin, the Amazon Bedrock model provider.
  *
- * This header is the whole contract (ABI version 1.5). Load the plugin with dlopen, check
+ * This header is the whole contract (ABI version 1.6). Load the plugin with dlopen, check
  * bp_abi_version() before anything else, and refuse a plugin whose major version differs; a host
  * that loads more than one copy (hot swap) takes every function from bp_get_api(BP_ABI_VERSION_MAJOR).
  * Minor versions add functions and fields: 1.1 added bp_discover; 1.2 gave the terminal "error"
  * event pi-ai's exact shape (see bp_event_fn), the one change to existing JSON, made so that a
  * pi-ai host reads every event unchanged; 1.3 added bp_get_api; 1.4 added bp_embed;
- * 1.5 added bp_stream_start_batched.
+ * 1.5 added bp_stream_start_batched; 1.6 added bp_set_log_callback.
  *
  * Ownership: bp_provider_new -> bp_provider_free; bp_stream_start -> bp_stream_release; every
  * char * the plugin returns -> bp_string_free. Strings are UTF-8 and NUL-terminated. No function
@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 #define BP_ABI_VERSION_MAJOR 1
-#define BP_ABI_VERSION_MINOR 5
+#define BP_ABI_VERSION_MINOR 6
 /* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
 #define BP_MAX_CONFIG_BYTES (4u << 20)
 #define BP_MAX_REQUEST_BYTES (32u << 20)
@@ -152,8 +152,31 @@ int32_t bp_provider_free(bp_provider *provider, uint32_t drain_timeout_ms);
 /* Frees a string returned by the plugin. NULL is ignored. */
 void bp_string_free(char *s);
 
+/* Log levels of bp_set_log_callback and bp_log_fn. */
+#define BP_LOG_OFF 0u
+#define BP_LOG_ERROR 1u
+#define BP_LOG_WARN 2u
+#define BP_LOG_INFO 3u
+#define BP_LOG_DEBUG 4u
+
+/* One log record: level (BP_LOG_ERROR..BP_LOG_DEBUG), target (the part of the plugin: "provider",
+ * "discovery", "converse", "auth", "log"), message; both strings valid only during the call. Never
+ * carries a secret. */
+typedef void (*bp_log_fn)(void *user_data, uint32_t level, const char *target, const char *message);
+
 /*
- * Every function of one loaded copy of the plugin (ABI 1.5). Fields are only ever appended:
+ * Routes the plugin's log records at level and more severe to on_record instead of stderr (ABI
+ * 1.6); on_record NULL goes back to stderr at that level. Process-wide for this loaded copy.
+ * Records logged on plugin threads reach on_record on one plugin log thread, in order, through a
+ * bounded queue: a slow callback never holds a stream, and records beyond the queue are dropped
+ * and counted in a later "log" record. With no provider alive, on_record runs on the calling
+ * thread. BP_ERR_INVALID_ARGUMENT for a level above BP_LOG_DEBUG or a call from inside on_record.
+ * Before dlclose, free every provider (the log thread ends with the last one) or pass NULL.
+ */
+int32_t bp_set_log_callback(uint32_t level, bp_log_fn on_record, void *user_data);
+
+/*
+ * Every function of one loaded copy of the plugin (ABI 1.6). Fields are only ever appended:
  * a field lies beyond a copy's table when offsetof(bp_api, field) >= size, and must then not be
  * read. The functions behave exactly as the exports of the same name.
  */
@@ -172,6 +195,7 @@ typedef struct bp_api {
     int32_t (*embed)(bp_provider *provider, const char *request_json, char **out_json, char **err_json); /* 1.4 */
     int32_t (*stream_start_batched)(bp_provider *provider, const char *request_json, bp_events_fn on_events,
                                     void *user_data, bp_stream **out, char **err_json); /* 1.5 */
+    int32_t (*set_log_callback)(uint32_t level, bp_log_fn on_record, void *user_data); /* 1.6 */
 } bp_api;
 
 /*

@@ -13,6 +13,8 @@ pub struct Settings {
     pub runtime_endpoint: Option<String>,
     pub control_endpoint: Option<String>,
     pub auth: Auth,
+    /// The SDK's HTTPS client with extra CAs (`tls`), when a bundle is configured.
+    pub http_client: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
     /// The deadline of one control-plane call (`discovery.callTimeoutSeconds`).
     pub call_timeout: std::time::Duration,
 }
@@ -56,7 +58,7 @@ impl Clients {
         if now.generation != seen {
             return now;
         }
-        crate::log::info("Bedrock refused the cached credentials as expired or unknown; resolving them again");
+        crate::log::info("auth", "Bedrock refused the cached credentials as expired or unknown; resolving them again");
         let fresh = Arc::new(build(&self.settings, seen + 1).await);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
         fresh
@@ -69,7 +71,7 @@ impl Clients {
 }
 
 async fn build(s: &Settings, generation: u64) -> Built {
-    let sdk = auth::load_sdk_config(&s.runtime_region).await;
+    let sdk = auth::load_sdk_config(&s.runtime_region, s.http_client.clone()).await;
     let mut runtime = aws_sdk_bedrockruntime::config::Builder::from(&sdk);
     let mut control = aws_sdk_bedrock::config::Builder::from(&sdk).region(aws_sdk_bedrock::config::Region::new(s.discovery_region.clone()));
     if let Some(url) = &s.runtime_endpoint {

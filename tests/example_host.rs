@@ -56,6 +56,17 @@ fn lists_models_and_streams_a_chat() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("error (error, throttled): Throttling error: Too many requests"));
+
+    // -v: the plugin's records through bp_set_log_callback, debug included.
+    let out = Command::new(&host)
+        .arg("-v").arg("--plugin").arg(plugin_path()).arg("--config").arg(&config)
+        .args(["chat", "--model", "emulator.echo", "hello"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("[info provider] provider starting: region us-east-1"), "{log}");
+    assert!(log.contains("[debug converse] emulator.echo: stream done"), "{log}");
 }
 
 #[test]

@@ -15,9 +15,9 @@ fn a_rust_host_streams_through_the_layout_checked_module() {
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig::default());
     let module = PluginModuleRef::load_from_file(&plugin_path()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((module.abi_version())(), (1 << 16) | 5);
+    assert_eq!((module.abi_version())(), (1 << 16) | 6);
     let info = unsafe { CStr::from_ptr((module.plugin_info())()) }.to_str().unwrap();
-    assert!(info.contains("\"abiVersion\":\"1.5\""), "{info}");
+    assert!(info.contains("\"abiVersion\":\"1.6\""), "{info}");
 
     let config = CString::new(config_for(&emulator.endpoint()).to_string()).unwrap();
     let (mut provider, mut err): (*mut BpProvider, *mut c_char) = (std::ptr::null_mut(), std::ptr::null_mut());

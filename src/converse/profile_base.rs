@@ -34,14 +34,14 @@ impl ProfileBases {
         match ask(clients, arn, self.deadline).await {
             Ok(base) => {
                 if base.is_none() {
-                    crate::log::warn(&format!("{arn}: GetInferenceProfile names no foundation model; its capabilities are taken from the model entry as given"));
+                    crate::log::warn("converse", &format!("{arn}: GetInferenceProfile names no foundation model; its capabilities are taken from the model entry as given"));
                 }
                 self.remember(arn, base.clone());
                 base
             }
             Err(e) => {
                 let denied = e.aws_error_type.as_deref() == Some("AccessDeniedException");
-                crate::log::warn(&format!(
+                crate::log::warn("converse", &format!(
                     "{arn}: an application inference profile discovery did not list, and asking Bedrock for its model failed ({}{}); its capabilities are taken from the model entry as given",
                     if denied { "grant bedrock:GetInferenceProfile to fix this: " } else { "" },
                     e.message

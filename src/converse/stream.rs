@@ -11,6 +11,7 @@ use super::translate::Translator;
 use crate::clients::Clients;
 use crate::error::{Error, Kind, Result};
 use crate::events::Event;
+use crate::log;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamOutput;
 use aws_sdk_bedrockruntime::operation::RequestId;
 use std::future::Future;
@@ -58,11 +59,23 @@ fn idle_timeout(ms: u128) -> Error {
 pub async fn run<O: Outlet>(clients: Arc<Clients>, request: StreamRequest, outlet: Arc<O>) {
     let translator = Translator::new(&request.model.id, request.model.cost, request.tool_names.clone());
     let mut run = Run { translator, outlet: Some(outlet.clone()) };
+    let model_id = request.model.id.clone();
+    if log::enabled(log::Level::Debug) {
+        log::debug("converse", &format!("{model_id}: stream starting"));
+    }
     let outcome = drive(&clients, request, &mut run, &outlet).await;
     let terminal = match outcome.and_then(|()| run.translator.finish()) {
         Ok(done) => done,
-        Err(e) => Event::failure(run.translator.partial(), &e),
+        Err(e) => {
+            if log::enabled(log::Level::Debug) {
+                log::debug("converse", &format!("{model_id}: stream failed: {}", e.kind.code()));
+            }
+            Event::failure(run.translator.partial(), &e)
+        }
     };
+    if log::enabled(log::Level::Debug) && matches!(terminal, Event::Done { .. }) {
+        log::debug("converse", &format!("{model_id}: stream done"));
+    }
     run.finish(terminal);
 }
 
@@ -108,7 +121,7 @@ async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut R
             refreshed = true;
             built = clients.refresh(built.generation).await;
         } else if let Some(profile) = fallback.take().filter(|_| needs_profile(&e)) {
-            crate::log::info(&format!("{model_id} is not offered on demand here; retrying with inference profile {profile}"));
+            crate::log::info("converse", &format!("{model_id} is not offered on demand here; retrying with inference profile {profile}"));
             model_id = profile;
         } else if model_id != request.model.id {
             let mut e = e;

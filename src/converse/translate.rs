@@ -171,7 +171,7 @@ impl Translator {
                     match parse_arguments(&block.partial_json) {
                         Ok(parsed) => *arguments = parsed,
                         Err(e) => {
-                            crate::log::warn(&format!("tool call {name}: the model's arguments are not valid JSON ({e}); kept as invalidArguments"));
+                            crate::log::warn("converse", &format!("tool call {name}: the model's arguments are not valid JSON ({e}); kept as invalidArguments"));
                             *invalid_arguments = Some(block.partial_json.clone());
                         }
                     }

@@ -99,9 +99,9 @@ impl Discovery {
         let (found, origin) = cache::get(&self.cache, self.ttl, refresh, || self.list(clients)).await?;
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(found.catalog.clone());
         if origin == cache::Origin::Fresh {
-            log::info(&format!("discovered {} models in {} ({} ms)", found.catalog.models.len(), self.region, started.elapsed().as_millis()));
+            log::info("discovery", &format!("discovered {} models in {} ({} ms)", found.catalog.models.len(), self.region, started.elapsed().as_millis()));
             for w in found.warnings.iter() {
-                log::warn(&format!("discovery: {w}"));
+                log::warn("discovery", w);
             }
         }
         let models = select::merge(&self.configured, &found.catalog.models);

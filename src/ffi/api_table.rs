@@ -18,6 +18,7 @@ static API: BpApi = BpApi {
     string_free: bp_string_free,
     embed: bp_embed,
     stream_start_batched: bp_stream_start_batched,
+    set_log_callback: bp_set_log_callback,
 };
 
 /// The function table of this copy for ABI major `abi_major`, or NULL when this copy does not

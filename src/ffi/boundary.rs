@@ -23,7 +23,10 @@ pub fn guard(err_json: *mut *mut c_char, body: impl FnOnce() -> Result<Status>) 
         // SAFETY: the host passed a writable `char **` (or NULL, checked above).
         unsafe { *err_json = std::ptr::null_mut() };
     }
-    let result = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| Err(Error::internal("a panic was caught inside bedrock-plugin (this is a bug; please report it)")));
+    let result = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        crate::log::error("ffi", "a panic was caught at the C boundary and reported as BP_ERR_INTERNAL");
+        Err(Error::internal("a panic was caught inside bedrock-plugin (this is a bug; please report it)"))
+    });
     match result {
         Ok(status) => status as i32,
         Err(e) => {
@@ -39,5 +42,7 @@ pub fn guard(err_json: *mut *mut c_char, body: impl FnOnce() -> Result<Status>) 
 
 /// For functions that return nothing: a caught panic is swallowed rather than unwinding into C.
 pub fn guard_void(body: impl FnOnce()) {
-    let _ = catch_unwind(AssertUnwindSafe(body));
+    if catch_unwind(AssertUnwindSafe(body)).is_err() {
+        crate::log::error("ffi", "a panic was caught at the C boundary");
+    }
 }

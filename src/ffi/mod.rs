@@ -1,4 +1,4 @@
-//! The C ABI (version 1.5). Thin by design: check arguments, call inward, map the result once.
+//! The C ABI (version 1.6). Thin by design: check arguments, call inward, map the result once.
 //! `include/bedrock_plugin.h` is the contract; `tests/header.rs` checks it against this file.
 //!
 //! Ownership: `bp_provider_new` → `bp_provider_free`; `bp_stream_start` → `bp_stream_release`;
@@ -23,7 +23,7 @@ use std::os::raw::{c_char, c_void};
 use std::time::Duration;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 5;
+pub const ABI_MINOR: u32 = 6;
 /// Largest `config_json` accepted.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// Largest `request_json` accepted (images travel base64-encoded inside it).
@@ -43,7 +43,7 @@ unsafe fn provider_ref<'a>(p: *mut BpProvider) -> Result<&'a Provider> {
 static PLUGIN_INFO: &str = concat!(
     "{\"name\":\"bedrock-plugin\",\"version\":\"",
     env!("CARGO_PKG_VERSION"),
-    "\",\"abiVersion\":\"1.5\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
+    "\",\"abiVersion\":\"1.6\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
 );
 
 /// `(major << 16) | minor`.
@@ -246,6 +246,26 @@ pub unsafe extern "C" fn bp_provider_free(provider: *mut BpProvider, drain_timeo
             FreeOutcome::CancelledSome => Status::Cancelled,
             FreeOutcome::Pinned => Status::Busy,
         })
+    })
+}
+
+/// Routes the plugin's log records at `level` (0 off, 1 error, 2 warn, 3 info, 4 debug) and
+/// more severe to `on_record` instead of stderr; NULL goes back to stderr at `level`. Process-wide
+/// for this copy of the plugin. Records from plugin threads reach the callback on one log thread
+/// through a bounded queue (a slow callback never holds a stream; overflow is dropped and
+/// counted); with no provider alive, on the calling thread. Must not be called from inside the
+/// log callback.
+///
+/// # Safety
+/// `on_record` and `user_data` stay valid until replaced by another call.
+#[no_mangle]
+pub unsafe extern "C" fn bp_set_log_callback(level: u32, on_record: Option<crate::log::LogFn>, user_data: *mut c_void) -> i32 {
+    guard(std::ptr::null_mut(), || {
+        let level = crate::log::Level::from_u32(level).ok_or_else(|| Error::invalid(format!("level {level}: must be 0 (off) to 4 (debug)")))?;
+        if !crate::log::set_callback(level, on_record, user_data) {
+            return Err(Error::invalid("bp_set_log_callback must not be called from inside the log callback"));
+        }
+        Ok(Status::Ok)
     })
 }
 

@@ -4,7 +4,7 @@
 
 use super::*;
 use abi_stable::prefix_type::PrefixTypeTrait;
-use bedrock_plugin_abi::{EventCallback, EventsCallback, PluginModule, PluginModuleRef};
+use bedrock_plugin_abi::{EventCallback, EventsCallback, LogCallback, PluginModule, PluginModuleRef};
 
 /// The module's `stream_start`: the callback arrives wrapped (see `EventCallback`).
 unsafe extern "C" fn stream_start(
@@ -30,6 +30,11 @@ unsafe extern "C" fn stream_start_batched(
     bp_stream_start_batched(provider, request_json, Some(on_events.0), user_data, out, err_json)
 }
 
+/// The module's `set_log_callback`: the callback arrives wrapped, so it is never NULL here.
+unsafe extern "C" fn set_log_callback(level: u32, on_record: LogCallback, user_data: *mut c_void) -> i32 {
+    bp_set_log_callback(level, Some(on_record.0), user_data)
+}
+
 #[abi_stable::export_root_module]
 fn root_module() -> PluginModuleRef {
     PluginModule {
@@ -44,6 +49,7 @@ fn root_module() -> PluginModuleRef {
         string_free: bp_string_free,
         embed: bp_embed,
         stream_start_batched,
+        set_log_callback,
     }
     .leak_into_prefix()
 }

@@ -37,6 +37,9 @@ pub struct Provider {
     embed_concurrency: usize,
     thread: Option<libc::pthread_t>,
     next_id: AtomicU64,
+    /// Dropped after the runtime thread was joined (the end of `free`): the last one stops the
+    /// log thread.
+    _log: crate::log::ProviderAlive,
 }
 
 /// How `free` ended.
@@ -52,12 +55,15 @@ pub enum FreeOutcome {
 
 impl Provider {
     pub fn new(config: Config) -> Result<Provider> {
+        let log = crate::log::ProviderAlive::new();
         let env = |name: &str| std::env::var(name).ok();
         let auth = Auth::detect(config.provider.api_key.as_ref(), env);
         let base_url = config.provider.base_url.clone();
         if auth.uses_api_key() {
             refuse_cleartext_key(&auth, base_url.as_deref(), env)?;
         }
+        let bundles = crate::tls::bundles(config.provider.ca_bundle.as_deref(), env)?;
+        let http_client = if bundles.is_empty() { None } else { Some(crate::tls::http_client(&bundles)?) };
         let url_region = base_url.as_deref().and_then(region::from_base_url);
         let (runtime_region, region_source) = region::resolve(
             &[
@@ -71,13 +77,16 @@ impl Provider {
         // AWS serves the control plane at its own hostname; anything else (an emulator, a proxy)
         // is taken to serve both APIs at the one address.
         let control_endpoint = base_url.clone().filter(|u| !region::is_aws_endpoint(u));
-        crate::log::info(&format!(
+        crate::log::info("provider", &format!(
             "provider starting: region {runtime_region} (from {}); discovery region {} (from {}); auth: {}",
             region_source.label(),
             discovery_region.0,
             discovery_region.1.label(),
             auth.describe()
         ));
+        for b in &bundles {
+            crate::log::info("provider", &format!("trusting the CAs in {} ({}) besides the platform's", b.path, b.source));
+        }
         let discovery = Arc::new(Discovery::new(&config, &auth, discovery_region.clone(), control_endpoint.clone()));
         let settings = crate::clients::Settings {
             runtime_region: runtime_region.clone(),
@@ -85,6 +94,7 @@ impl Provider {
             runtime_endpoint: base_url,
             control_endpoint,
             auth,
+            http_client,
             call_timeout: Duration::from_secs(config.discovery.call_timeout_secs),
         };
         let control = Arc::new(Control::default());
@@ -105,6 +115,7 @@ impl Provider {
             embed_concurrency: config.embed_concurrency,
             thread: Some(thread),
             next_id: AtomicU64::new(1),
+            _log: log,
         })
     }
 

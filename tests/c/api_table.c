@@ -40,6 +40,7 @@ int main(int argc, char **argv) {
     SAME(string_free);
     SAME(embed);
     SAME(stream_start_batched);
+    SAME(set_log_callback);
     check(get_api(BP_ABI_VERSION_MAJOR + 1) == NULL, "no table for the next major");
     check(get_api(0) == NULL, "no table for major 0");
     /* The table is usable on its own: a call through it that needs no provider. */

@@ -29,7 +29,10 @@ pub struct Api {
     pub discover: unsafe extern "C" fn(*mut c_void, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
     pub embed: unsafe extern "C" fn(*mut c_void, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
     pub stream_start_batched: unsafe extern "C" fn(*mut c_void, *const c_char, Option<EventsFn>, *mut c_void, *mut *mut c_void, *mut *mut c_char) -> i32,
+    pub set_log_callback: unsafe extern "C" fn(u32, Option<LogFn>, *mut c_void) -> i32,
 }
+
+pub type LogFn = unsafe extern "C" fn(*mut c_void, u32, *const c_char, *const c_char);
 
 pub type EventsFn = unsafe extern "C" fn(*mut c_void, *const c_char, usize, usize) -> i32;
 
@@ -135,6 +138,7 @@ pub fn api() -> &'static Api {
                 discover: std::mem::transmute(sym("bp_discover")),
                 embed: std::mem::transmute(sym("bp_embed")),
                 stream_start_batched: std::mem::transmute(sym("bp_stream_start_batched")),
+                set_log_callback: std::mem::transmute(sym("bp_set_log_callback")),
             }
         }
     })

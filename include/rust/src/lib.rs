@@ -38,7 +38,11 @@ pub type EventFn = unsafe extern "C" fn(user_data: *mut c_void, event_json: *con
 /// `count` is the number of lines. Returns 0 to go on, non-zero to cancel the stream.
 pub type EventsFn = unsafe extern "C" fn(user_data: *mut c_void, events_ndjson: *const c_char, len: usize, count: usize) -> i32;
 
-/// The header's `bp_api` (ABI 1.5): every function of one loaded copy. Fields are only ever
+/// `bp_log_fn` (1.6): one log record; `level` 1 error … 4 debug; `target` names the part of the
+/// plugin ("discovery", "converse", ...); both strings are valid only during the call.
+pub type LogFn = unsafe extern "C" fn(user_data: *mut c_void, level: u32, target: *const c_char, message: *const c_char);
+
+/// The header's `bp_api` (ABI 1.6): every function of one loaded copy. Fields are only ever
 /// appended; `size` says which ones a copy has.
 #[repr(C)]
 pub struct BpApi {
@@ -56,6 +60,8 @@ pub struct BpApi {
     pub embed: unsafe extern "C" fn(*mut BpProvider, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
     /// Since 1.5.
     pub stream_start_batched: unsafe extern "C" fn(*mut BpProvider, *const c_char, Option<EventsFn>, *mut c_void, *mut *mut BpStream, *mut *mut c_char) -> i32,
+    /// Since 1.6.
+    pub set_log_callback: unsafe extern "C" fn(u32, Option<LogFn>, *mut c_void) -> i32,
 }
 
 /// `bp_get_api`'s signature, for hosts that resolve it by name.
@@ -71,6 +77,11 @@ pub struct EventCallback(pub unsafe extern "C" fn(user_data: *mut c_void, event_
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct EventsCallback(pub unsafe extern "C" fn(user_data: *mut c_void, events_ndjson: *const c_char, len: usize, count: usize) -> i32);
+
+/// The log callback as a field type of the root module (see `EventCallback`).
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct LogCallback(pub unsafe extern "C" fn(user_data: *mut c_void, level: u32, target: *const c_char, message: *const c_char));
 
 /// The root module abi_stable loads: the C functions' behaviour, with checked layouts. Fields up
 /// to `string_free` exist in every plugin that exports the module; later minor versions append
@@ -99,6 +110,9 @@ pub struct PluginModule {
     /// Since 1.5 (`bp_stream_start_batched`); None for an older plugin.
     #[sabi(missing_field(option))]
     pub stream_start_batched: unsafe extern "C" fn(*mut BpProvider, *const c_char, EventsCallback, *mut c_void, *mut *mut BpStream, *mut *mut c_char) -> i32,
+    /// Since 1.6 (`bp_set_log_callback`, never with a NULL callback); None for an older plugin.
+    #[sabi(missing_field(option))]
+    pub set_log_callback: unsafe extern "C" fn(u32, LogCallback, *mut c_void) -> i32,
 }
 
 impl RootModule for PluginModuleRef {
