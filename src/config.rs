@@ -26,6 +26,8 @@ pub struct ProviderConfig {
     pub region: Option<String>,
     /// A Bedrock API key (`apiKey`); wins over every other credential source.
     pub api_key: Option<Secret>,
+    /// A PEM file of CAs to trust besides the platform's (`caBundle`).
+    pub ca_bundle: Option<String>,
     pub models: Vec<Arc<Model>>,
 }
 
@@ -83,7 +85,7 @@ pub fn parse(text: &str) -> Result<Config> {
 }
 
 fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
-    p.only(&["baseUrl", "api", "auth", "apiKey", "region", "models"])?;
+    p.only(&["baseUrl", "api", "auth", "apiKey", "region", "caBundle", "models"])?;
     if let Some(api) = p.str("api")? {
         if api != API {
             return Err(p.err("api", format!("must be \"{API}\", got \"{api}\"")));
@@ -109,7 +111,8 @@ fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
         }
         models.push(Arc::new(model));
     }
-    Ok(ProviderConfig { base_url, region, api_key, models })
+    let ca_bundle = p.str("caBundle")?.map(str::to_string);
+    Ok(ProviderConfig { base_url, region, api_key, ca_bundle, models })
 }
 
 /// One model entry in OpenClaw's shape; also used for a model object passed in a request.

@@ -19,3 +19,4 @@ pub mod model;
 mod provider;
 mod region;
 mod sdk_error;
+mod tls;

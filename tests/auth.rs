@@ -35,6 +35,7 @@ fn main() {
         ("region_order", region_order),
         ("proxies_from_the_environment", proxies_from_the_environment),
         ("skip_auth_sends_unsigned_requests", skip_auth_sends_unsigned_requests),
+        ("tls_trusts_a_ca_bundle_and_refuses_an_untrusted_certificate", tls_trusts_a_ca_bundle_and_refuses_an_untrusted_certificate),
         ("fake_secrets_never_appear_in_anything_the_plugin_emits", fake_secrets_never_appear_in_anything_the_plugin_emits),
     ];
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -448,6 +449,46 @@ fn skip_auth_sends_unsigned_requests() {
     let strict = Emulator::start(EmulatorConfig::default());
     let run = run_child("skip-auth-strict", "chat", &config(&strict, json!({})), &env, || {});
     assert_eq!(failure(run.get("chat", 0))["code"], "auth");
+}
+
+/// The emulator serves HTTPS with a certificate from a test CA that no system trusts, as a
+/// TLS-inspecting proxy does: refused cleanly without the CA, served once it is in a bundle.
+fn tls_trusts_a_ca_bundle_and_refuses_an_untrusted_certificate() {
+    let emulator = Emulator::start(EmulatorConfig { tls: true, ..EmulatorConfig::default() });
+    assert!(emulator.endpoint().starts_with("https://"));
+    let ca = bedrock_emulator::test_ca_path().display().to_string();
+    let other = bedrock_emulator::other_ca_path().display().to_string();
+    let untrusted = |run: &Run, why: &str| {
+        let e = run.get("chat", 0);
+        assert_eq!(failure(e)["code"], "network", "{why}: {e}");
+        let said = e["error"]["errorMessage"].as_str().unwrap().to_lowercase();
+        assert!(said.contains("certificate"), "{why}: the message names the certificate problem: {said}");
+    };
+
+    let run = run_child("tls-untrusted", "chat", &config(&emulator, json!({})), &env_keys(), || {});
+    untrusted(&run, "the platform's roots alone");
+    let mut env = env_keys();
+    env.push(("AWS_CA_BUNDLE", some(&other)));
+    untrusted(&run_child("tls-other-ca", "chat", &config(&emulator, json!({})), &env, || {}), "a bundle of another CA");
+
+    // Trusted through AWS_CA_BUNDLE: streams and the control plane both go through.
+    let mut env = env_keys();
+    env.push(("AWS_CA_BUNDLE", some(&ca)));
+    let run = run_child("tls-env-bundle", "chat,discover", &config(&emulator, json!({"enabled": true})), &env, || {});
+    assert_done(run.get("chat", 0));
+    assert!(!run.get("discover", 0)["models"].as_array().unwrap().is_empty(), "{}", run.get("discover", 0));
+    assert!(run.stderr.contains(&format!("trusting the CAs in {ca} (AWS_CA_BUNDLE)")), "{}", run.stderr);
+
+    // Trusted through provider.caBundle.
+    let mut with_bundle = config(&emulator, json!({}));
+    with_bundle["provider"]["caBundle"] = json!(ca);
+    assert_done(run_child("tls-config-bundle", "chat", &with_bundle, &env_keys(), || {}).get("chat", 0));
+
+    // A bundle that cannot be read is a config error naming the setting.
+    with_bundle["provider"]["caBundle"] = json!("/nonexistent/ca.pem");
+    let init = run_child("tls-missing-bundle", "chat", &with_bundle, &env_keys(), || {}).get("init", 0).clone();
+    assert_eq!(init["rc"], 2, "{init}");
+    assert!(init["error"]["message"].as_str().unwrap().starts_with("provider.caBundle: cannot read the CA bundle /nonexistent/ca.pem"), "{init}");
 }
 
 /// Every secret the plugin can hold, recognisable, through every kind of outcome (success,

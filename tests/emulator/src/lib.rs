@@ -10,6 +10,7 @@ pub mod identity;
 pub mod scenario;
 pub mod sigv4;
 mod server;
+mod tls;
 
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -44,6 +45,19 @@ pub struct Config {
     /// Accept requests with no signature at all, as a proxy that authenticates for its clients
     /// does (`AWS_BEDROCK_SKIP_AUTH` clients).
     pub allow_unsigned: bool,
+    /// Serve HTTPS with `certs/server.pem` (127.0.0.1 and localhost, signed by `certs/ca.pem`,
+    /// the test CA no system trusts) instead of plain HTTP.
+    pub tls: bool,
+}
+
+/// The test CA that signed the emulator's TLS certificate (PEM file).
+pub fn test_ca_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/ca.pem")
+}
+
+/// A CA that signed nothing the emulator serves (PEM file).
+pub fn other_ca_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/other-ca.pem")
 }
 
 pub const TEST_ACCESS_KEY: &str = "AKIAEMULATOR0000TEST";
@@ -66,6 +80,7 @@ impl Default for Config {
             list_delay: std::time::Duration::ZERO,
             temporary_credentials_ttl: std::time::Duration::from_secs(3600),
             allow_unsigned: false,
+            tls: false,
         }
     }
 }
@@ -84,6 +99,7 @@ impl Emulator {
     }
 
     pub fn start_on(config: Config, port: u16) -> Emulator {
+        let tls = config.tls.then(tls::acceptor);
         let state = Arc::new(server::State { config: Mutex::new(config), stats: Mutex::new(Stats::default()), identity: Default::default(), throttles: Default::default() });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -100,7 +116,7 @@ impl Emulator {
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind 127.0.0.1");
                     addr_tx.send(listener.local_addr().expect("local addr")).ok();
-                    server::serve(listener, thread_state, stop_rx).await;
+                    server::serve(listener, tls, thread_state, stop_rx).await;
                 });
             })
             .expect("spawn emulator thread");
@@ -109,7 +125,8 @@ impl Emulator {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.config.lock().unwrap().tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn port(&self) -> u16 {

@@ -161,7 +161,7 @@ fn json_ok(body: Value) -> Response<BoxedBody> {
         .expect("valid response")
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+pub async fn serve(listener: tokio::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: Arc<State>, mut stop: tokio::sync::oneshot::Receiver<()>) {
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => return,
@@ -169,10 +169,21 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, mut sto
         };
         let Ok((stream, _)) = accepted else { continue };
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(req, state.clone()));
-            let io = hyper_util::rt::TokioIo::new(stream);
-            hyper::server::conn::http1::Builder::new().serve_connection(io, service).await.ok();
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                // A client that refuses the certificate ends the handshake; nothing to serve.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await.ok();
+                    }
+                }
+                None => {
+                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await.ok();
+                }
+            }
         });
     }
 }
