@@ -48,8 +48,12 @@ fn rss_kib() -> u64 {
 
 /// Runs `n` streams of `prompt`, 100 at a time, and returns the codes they ended with.
 fn run(p: &Provider, prompt: &str, n: usize) -> Vec<String> {
+    run_with(p, prompt, json!({}), n)
+}
+
+fn run_with(p: &Provider, prompt: &str, options: Value, n: usize) -> Vec<String> {
     let tally = Tally::default();
-    let body = CString::new(request("emulator.echo", prompt, json!({})).to_string()).unwrap();
+    let body = CString::new(request("emulator.echo", prompt, options).to_string()).unwrap();
     // Kept until the end: a callback may still be returning when its terminal event is counted.
     let mut all: Vec<Box<One>> = Vec::with_capacity(n);
     for batch in 0..n.div_ceil(100) {
@@ -100,24 +104,43 @@ fn each_fault_a_thousand_times_ends_cleanly_and_leaks_nothing() {
         ("emulator: chunks=5 end=3", "truncated"),
         ("emulator: chunks=4 corrupt=crc after=3", "network"),
         ("emulator: chunks=4 corrupt=json after=3", "network"),
+        // The wrong content type: a captive portal's page, and a proxy's error page.
+        ("emulator: html=200", "network"),
+        ("emulator: html=502", "unavailable"),
     ];
     // Warm up: the runtime, the pool's threads, the SDK's lazily built state.
     run(&p, "emulator: chunks=3", 200);
     let (threads, rss) = (plugin_threads(), rss_kib());
+    let check = |what: &str, codes: Vec<String>, code: &str| {
+        assert_eq!(codes.len(), 1000, "{what}");
+        assert!(codes.iter().all(|c| c == code), "{what}: {:?}", codes.iter().filter(|c| *c != code).take(3).collect::<Vec<_>>());
+    };
     for (prompt, code) in scenarios {
-        let codes = run(&p, prompt, 1000);
-        assert_eq!(codes.len(), 1000, "{prompt}");
-        assert!(codes.iter().all(|c| c == code), "{prompt}: {:?}", codes.iter().filter(|c| *c != code).take(3).collect::<Vec<_>>());
+        check(prompt, run(&p, prompt, 1000), code);
     }
+    // Faults of the network itself, each with a provider of its own: a port nothing listens on
+    // (refused at once), and a server that accepts and never answers (the idle timeout ends it).
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let nowhere = Provider::try_new(&config_for(&format!("http://{refused}")).to_string()).unwrap();
+    check("connection refused", run(&nowhere, "hi", 1000), "network");
+    assert_eq!(nowhere.free(5000), 0);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || silent.incoming().take(1000).filter_map(Result::ok).collect::<Vec<_>>());
+    let mute = Provider::try_new(&config_for(&format!("http://{silent_addr}")).to_string()).unwrap();
+    check("accepted, never answered", run_with(&mute, "hi", json!({"idleTimeoutMs": 100}), 1000), "timeout");
+    assert_eq!(mute.free(5000), 0);
+    drop(std::net::TcpStream::connect(silent_addr)); // lets the holder reach its count if it has not
+    drop(held);
     // Extra pool threads leave after a second idle; tokio's after another.
     let deadline = Instant::now() + Duration::from_secs(10);
     while plugin_threads() > threads && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (threads_after, rss_after) = (plugin_threads(), rss_kib());
-    println!("10,000 faulty streams: plugin threads {threads} -> {threads_after}, RSS {rss} -> {rss_after} KiB");
+    println!("13,000 faulty streams: plugin threads {threads} -> {threads_after}, RSS {rss} -> {rss_after} KiB");
     assert!(threads_after <= threads, "threads came back: {threads} -> {threads_after}");
     // A leak of even 5 KiB per stream would show as 50 MB; allocator noise stays far below that.
-    assert!(rss_after < rss + 48 * 1024, "RSS grew from {rss} to {rss_after} KiB over 10,000 streams");
+    assert!(rss_after < rss + 48 * 1024, "RSS grew from {rss} to {rss_after} KiB over 13,000 streams");
     assert_eq!(p.free(5000), 0);
 }

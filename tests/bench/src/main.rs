@@ -2,6 +2,7 @@
 //! against aws-sdk-bedrockruntime consumed directly, on the same local stand-in, in one run.
 //!
 //!   cargo run --release -p bench -- [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
+//!   cargo run --release -p bench -- --soak [--plugin PATH]     (see soak.rs)
 //!
 //! Scenarios (issue 8): 1. one stream of 100,000 deltas: events/s and CPU per event; 2. time to
 //! first event over 1,000 sequential short streams; 3. 1 … 10,000 concurrent streams of 1,000
@@ -13,6 +14,7 @@
 mod chart;
 mod direct;
 mod plugin;
+mod soak;
 mod standin;
 
 use plugin::{Plugin, Sink};
@@ -302,6 +304,22 @@ fn main() {
         drop(provider);
     }
 
+    if args.iter().any(|a| a == "--soak") {
+        let plugin = Plugin::load(&build, &copies.join("soak.so"));
+        let provider = plugin.provider(&config);
+        let warm = Sink::new(false, Duration::ZERO);
+        drop({
+            let s = provider.start(20, &warm);
+            warm.wait();
+            s
+        });
+        println!("bedrock-plugin soak: plugin {}, stand-in {endpoint}\n", build.display());
+        soak::run(&provider);
+        drop(provider);
+        drop(standin.stdin.take());
+        let _ = standin.wait();
+        return;
+    }
     println!("bedrock-plugin benchmark: plugin {} vs aws-sdk-bedrockruntime direct, stand-in {endpoint}\n", build.display());
     println!("| figure | plugin | direct SDK | plugin vs direct |\n|---|---|---|---|");
     let plugin = Plugin::load(&build, &copies.join("bench.so"));

@@ -8,7 +8,9 @@
 //! redacted one, whose opaque payload is `redacted-emulator-1`), `error=<type>` with
 //! `at=before|mid` and `after=N` (events before a mid-stream exception), `drop=N` (close the
 //! connection after N events), `end=N` (end the body cleanly after N events), `delay_ms=N` (between events), `first_delay_ms=N` (before the first
-//! event, after the response headers), `input_tokens=N`, `cache_read=N`, `cache_write=N`.
+//! event, after the response headers), `input_tokens=N`, `cache_read=N`, `cache_write=N`,
+//! `retry_after_ms=N` (with an error: the wait the answer asks for), `html=<status>` (an HTML page
+//! instead of Bedrock's answer), `corrupt=<kind>` (see the field).
 
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -45,6 +47,9 @@ pub struct Scenario {
     /// The guardrail of a request whose `guardrailConfig.trace` is enabled: the metadata event
     /// then carries its trace (a denied topic when the stop is `guardrail_intervened`).
     pub traced_guardrail: Option<String>,
+    /// `html=<status>`: an HTML page with that status instead of Bedrock's answer (a captive
+    /// portal or a misrouted proxy: the wrong content type).
+    pub html_status: Option<u16>,
 }
 
 /// What the HTTP layer does for one request.
@@ -137,6 +142,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
             "tool_input" => s.broken_tool_input = v == "broken",
             "corrupt" => corrupt = Some(v.to_string()),
             "retry_after_ms" => s.retry_after_ms = Some(n),
+            "html" => s.html_status = Some(n as u16),
             "delay_ms" => s.delay = Duration::from_millis(n),
             "first_delay_ms" => s.first_delay = Duration::from_millis(n),
             "input_tokens" => s.input_tokens = n,

@@ -492,6 +492,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         ));
     }
     let scenario = scenario::parse(&request, &body);
+    if let Some(status) = scenario.html_status {
+        return Ok(text(status, "text/html; charset=utf-8", "<html><body><h1>Sign in to the network</h1></body></html>".into()));
+    }
     let frames = match scenario::script(&scenario) {
         Step::Fail(status, error_type, message) => {
             let mut answer = aws_error(status, error_type, &message);
