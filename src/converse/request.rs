@@ -549,9 +549,6 @@ fn convert_messages(items: &[Value], model: &Model, context_path: &str, names: &
         .collect()
 }
 
-/// Throttling and server errors before the stream starts are retried by the SDK (exponential
-/// backoff with jitter; validation and access errors never); a host may set how often and how
-/// long the longest wait is.
 /// Bedrock refuses tool-use and tool-result blocks unless tools are declared. When the history
 /// has them and the request declares none (a later turn with tools switched off), the tools the
 /// history used are declared with an open schema, so the conversation goes on.

@@ -151,10 +151,15 @@ async fn with_profile_base(clients: &Clients, mut request: StreamRequest) -> Res
 
 async fn drive<O: Outlet>(clients: &Clients, request: StreamRequest, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
     let idle = request.idle_timeout;
-    let request = tokio::select! {
-        biased;
-        _ = outlet.cancelled().notified() => return Err(cancelled()),
-        r = with_profile_base(clients, request) => r?,
+    // Only an application profile not yet resolved waits here; every other stream goes straight on.
+    let request = if request.unresolved_profile.is_some() {
+        tokio::select! {
+            biased;
+            _ = outlet.cancelled().notified() => return Err(cancelled()),
+            r = with_profile_base(clients, request) => r?,
+        }
+    } else {
+        request
     };
     let output = tokio::select! {
         biased;
