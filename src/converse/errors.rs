@@ -40,8 +40,9 @@ pub fn from_send_error(e: SdkError<ConverseStreamError, HttpResponse>, retry: &s
         err.message.push_str(" (check that the IAM policy allows bedrock:InvokeModelWithResponseStream on this model, and that model access is enabled)");
     }
     if let SdkError::ServiceError(ctx) = &e {
-        err.retry_after_ms = super::retry::requested_wait(ctx.raw().headers()).map(|w| w.as_millis() as u64);
-        if let Some(wait) = retry.refused_wait(ctx.raw().headers()) {
+        let wait = super::retry::requested_wait(ctx.raw().headers());
+        err.retry_after_ms = wait.map(|w| w.as_millis() as u64);
+        if let Some(wait) = wait.filter(|w| *w > retry.max_delay) {
             err.message.push_str(&format!(
                 " (Bedrock asked to wait {} ms before retrying, longer than maxRetryDelayMs {}; not retried)",
                 wait.as_millis(),

@@ -42,12 +42,6 @@ impl Policy {
             .with_max_backoff(self.max_delay);
         aws_sdk_bedrockruntime::config::Builder::default().retry_config(retry).retry_classifier(WaitCap { max: self.max_delay })
     }
-
-    /// The server-requested wait in these response headers when it is longer than this policy
-    /// allows (the reason the call was not retried).
-    pub fn refused_wait(&self, headers: &Headers) -> Option<Duration> {
-        requested_wait(headers).filter(|wait| *wait > self.max_delay)
-    }
 }
 
 /// The wait a response asks for: `x-amz-retry-after` in milliseconds, else `Retry-After` in
