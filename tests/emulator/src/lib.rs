@@ -48,6 +48,9 @@ pub struct Config {
     /// Serve HTTPS with `certs/server.pem` (127.0.0.1 and localhost, signed by `certs/ca.pem`,
     /// the test CA no system trusts) instead of plain HTTP.
     pub tls: bool,
+    /// The body of every ConverseStream answer, byte for byte (200, the event-stream content
+    /// type), instead of a scripted one: the fuzz target for the event mapping sets it per input.
+    pub canned_stream: Option<Vec<u8>>,
 }
 
 /// The test CA that signed the emulator's TLS certificate (PEM file).
@@ -81,6 +84,7 @@ impl Default for Config {
             temporary_credentials_ttl: std::time::Duration::from_secs(3600),
             allow_unsigned: false,
             tls: false,
+            canned_stream: None,
         }
     }
 }

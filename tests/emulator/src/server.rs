@@ -491,6 +491,14 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             &format!("Invocation of model ID {model_id} with on-demand throughput isn\u{2019}t supported. Retry your request with the ID or ARN of an inference profile that contains this model."),
         ));
     }
+    if let Some(canned) = config.canned_stream.clone() {
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/vnd.amazon.eventstream")
+            .header("x-amzn-requestid", request_id())
+            .body(full(canned))
+            .expect("valid response"));
+    }
     let scenario = scenario::parse(&request, &body);
     if let Some(status) = scenario.html_status {
         return Ok(text(status, "text/html; charset=utf-8", "<html><body><h1>Sign in to the network</h1></body></html>".into()));
