@@ -132,15 +132,21 @@ fn each_fault_a_thousand_times_ends_cleanly_and_leaks_nothing() {
     assert_eq!(mute.free(5000), 0);
     drop(std::net::TcpStream::connect(silent_addr)); // lets the holder reach its count if it has not
     drop(held);
+    // A TLS endpoint whose certificate no trusted CA signed (no bundle configured).
+    let untrusted = Emulator::start(EmulatorConfig { tls: true, ..EmulatorConfig::default() });
+    let strict = Provider::new(&untrusted);
+    check("untrusted certificate", run(&strict, "hi", 1000), "network");
+    assert_eq!(strict.free(5000), 0);
+    assert_eq!(untrusted.stats().converse_streams, 0, "nothing was sent over the untrusted connection");
     // Extra pool threads leave after a second idle; tokio's after another.
     let deadline = Instant::now() + Duration::from_secs(10);
     while plugin_threads() > threads && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (threads_after, rss_after) = (plugin_threads(), rss_kib());
-    println!("13,000 faulty streams: plugin threads {threads} -> {threads_after}, RSS {rss} -> {rss_after} KiB");
+    println!("14,000 faulty streams: plugin threads {threads} -> {threads_after}, RSS {rss} -> {rss_after} KiB");
     assert!(threads_after <= threads, "threads came back: {threads} -> {threads_after}");
     // A leak of even 5 KiB per stream would show as 50 MB; allocator noise stays far below that.
-    assert!(rss_after < rss + 48 * 1024, "RSS grew from {rss} to {rss_after} KiB over 13,000 streams");
+    assert!(rss_after < rss + 48 * 1024, "RSS grew from {rss} to {rss_after} KiB over 14,000 streams");
     assert_eq!(p.free(5000), 0);
 }
