@@ -247,6 +247,8 @@ pub struct Collector {
     pub stop_at: Option<usize>,
     /// Sleep this long in every callback (a slow consumer).
     pub delay: Duration,
+    /// While it holds true, every callback waits (a consumer stuck in its callback).
+    pub gate: Option<Arc<(Mutex<bool>, Condvar)>>,
     /// Set when the callback saw two calls at once or anything after the terminal event.
     pub violations: Mutex<Vec<String>>,
     pub busy: std::sync::atomic::AtomicBool,
@@ -262,6 +264,10 @@ pub unsafe extern "C" fn collect(user: *mut c_void, json: *const c_char, len: us
     let v: Value = serde_json::from_slice(bytes).expect("event is JSON");
     if !c.delay.is_zero() {
         std::thread::sleep(c.delay);
+    }
+    if let Some(gate) = &c.gate {
+        let (closed, cv) = &**gate;
+        let _open = cv.wait_while(closed.lock().unwrap(), |closed| *closed).unwrap();
     }
     let mut events = c.events.lock().unwrap();
     if events.iter().any(is_terminal) {
