@@ -28,6 +28,8 @@ extern "C" {
 
 #define BP_ABI_VERSION_MAJOR 1
 #define BP_ABI_VERSION_MINOR 6
+/* The most bp_provider_free takes beyond its drain_timeout_ms, whatever the host's callbacks do. */
+#define BP_FREE_GRACE_MS 2000u
 /* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
 #define BP_MAX_CONFIG_BYTES (4u << 20)
 #define BP_MAX_REQUEST_BYTES (32u << 20)
@@ -41,7 +43,7 @@ typedef enum bp_status {
     BP_ERR_THROTTLED = 5,
     BP_ERR_UNAVAILABLE = 6,
     BP_ERR_CANCELLED = 7,         /* bp_provider_free: some streams had to be cancelled        */
-    BP_ERR_SHUTTING_DOWN = 8,     /* the provider is being freed                               */
+    BP_ERR_SHUTTING_DOWN = 8,     /* the provider is being freed: no new call is taken         */
     BP_ERR_INTERNAL = 9,          /* a bug in the plugin                                       */
     BP_ERR_TIMEOUT = 10,
     BP_ERR_INVALID_REQUEST = 11,  /* Bedrock refused the request (ValidationException)         */
@@ -49,7 +51,7 @@ typedef enum bp_status {
     BP_ERR_NETWORK = 13,
     BP_ERR_CONTENT_FILTERED = 14,
     BP_ERR_TOO_LARGE = 15,
-    BP_ERR_BUSY = 16              /* bp_provider_free: a callback never returned; plugin pinned */
+    BP_ERR_BUSY = 16              /* bp_provider_free: a callback had not returned; plugin pinned */
 } bp_status;
 
 typedef struct bp_provider bp_provider;
@@ -142,10 +144,28 @@ void bp_stream_cancel(bp_stream *stream);
 void bp_stream_release(bp_stream *stream);
 
 /*
- * Stops accepting streams, waits up to drain_timeout_ms for in-flight ones, cancels the rest,
- * stops and joins all plugin threads. Returns BP_OK, BP_ERR_CANCELLED (some streams were
- * cancelled; all released) or BP_ERR_BUSY (a callback never returned; the plugin pinned itself
- * so dlclose stays safe). Must not be called from inside an event callback.
+ * Frees a provider. In order: every later call on it (from any thread) is refused with
+ * BP_ERR_SHUTTING_DOWN; discoveries and embeddings in flight return BP_ERR_SHUTTING_DOWN at
+ * once; streams get up to drain_timeout_ms to end (a stream has ended when its terminal
+ * callback has *returned*); streams still running are cancelled and end with error/aborted;
+ * the plugin's threads are stopped and joined. Returns within drain_timeout_ms +
+ * BP_FREE_GRACE_MS in every case:
+ *   BP_OK             every stream ended on its own; nothing of the provider is left.
+ *   BP_ERR_CANCELLED  streams were cancelled (only then); nothing of the provider is left.
+ *   BP_ERR_BUSY       something could not be stopped in time (a callback, event or log, that
+ *                     had not returned). The plugin pinned itself (dlclose is safe but leaves
+ *                     it mapped) and finishes the stop on its own once that callback returns:
+ *                     callbacks of streams that had not ended may still arrive, each stream's
+ *                     terminal event included, so their user_data must stay valid until then.
+ *   BP_ERR_SHUTTING_DOWN  another bp_provider_free of this provider is under way.
+ * bp_provider_free does not return while another host thread is inside a call on this
+ * provider (up to the bound above; past it BP_ERR_BUSY, and the provider's memory is kept):
+ * those calls are cut short and have stopped using the provider when it returns. Once it has
+ * returned (whatever its status) the handle is gone: the host must not pass it again, so it
+ * must order its own threads' calls before that return. Before dlclose, the host must also see
+ * every call it made into this copy return (the plugin cannot know when a host thread has left
+ * its code): count calls per loaded copy, as bp-host serve and the Node binding do. Must not be
+ * called from inside an event or log callback (BP_ERR_INVALID_ARGUMENT).
  */
 int32_t bp_provider_free(bp_provider *provider, uint32_t drain_timeout_ms);
 

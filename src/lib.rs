@@ -11,6 +11,7 @@ pub mod config;
 mod converse;
 mod discovery;
 mod embed;
+mod fault;
 pub mod error;
 pub mod events;
 mod json;

@@ -207,8 +207,11 @@ fn run(generation: u64) {
 }
 
 /// Stops the log thread, if one runs, and hands what is still queued to the sink from here.
-/// Refuses (returns false) on the log thread itself, which cannot join itself.
-fn stop_thread() -> bool {
+/// Refuses (returns false) on the log thread itself, which cannot join itself. With a
+/// `deadline`, a log thread still inside the host's callback then is left to leave on its own
+/// (detached; it exits when the callback returns) and false is returned: the caller must then
+/// keep this image mapped.
+fn stop_thread(deadline: Option<std::time::Instant>) -> bool {
     let mut s = state();
     let Some(thread) = s.thread else { return true };
     // SAFETY: pthread_self has no preconditions; comparing two thread ids.
@@ -219,8 +222,9 @@ fn stop_thread() -> bool {
     s.generation += 1;
     drop(s);
     WAKE.notify_all();
-    // SAFETY: a joinable thread this module created, joined once (its handle was taken above).
-    unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+    if !join_by(thread, deadline) {
+        return false;
+    }
     let mut s = state();
     let left: Vec<Record> = if s.thread.is_none() { s.queue.drain(..).collect() } else { Vec::new() };
     let sink = s.sink;
@@ -234,10 +238,45 @@ fn stop_thread() -> bool {
     true
 }
 
+/// Joins `thread`, by `deadline` if one is given; false (and the thread detached) past it.
+fn join_by(thread: libc::pthread_t, deadline: Option<std::time::Instant>) -> bool {
+    let Some(deadline) = deadline else {
+        // SAFETY: a joinable thread this module created, joined once (its handle was taken).
+        unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+        return true;
+    };
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writing the current CLOCK_REALTIME time (pthread_timedjoin_np's clock) into `now`.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    let wait = deadline.saturating_duration_since(std::time::Instant::now());
+    let mut until = libc::timespec {
+        tv_sec: now.tv_sec + wait.as_secs() as libc::time_t,
+        tv_nsec: now.tv_nsec + wait.subsec_nanos() as libc::c_long,
+    };
+    if until.tv_nsec >= 1_000_000_000 {
+        until.tv_sec += 1;
+        until.tv_nsec -= 1_000_000_000;
+    }
+    // SAFETY: as above; on timeout the handle is detached instead, never used again.
+    unsafe {
+        if libc::pthread_timedjoin_np(thread, std::ptr::null_mut(), &until) == 0 {
+            return true;
+        }
+        libc::pthread_detach(thread);
+    }
+    false
+}
+
+/// Whether the calling thread is the log thread (inside the host's log callback).
+pub fn on_log_thread() -> bool {
+    // SAFETY: pthread_self has no preconditions; comparing two thread ids.
+    state().thread.is_some_and(|t| unsafe { libc::pthread_equal(t, libc::pthread_self()) } != 0)
+}
+
 /// `bp_set_log_callback`: records at `level` and above go to `f` (or to stderr when `f` is
 /// None). Fails only when called from inside the log callback.
 pub fn set_callback(level: Level, f: Option<LogFn>, user_data: *mut c_void) -> bool {
-    if !stop_thread() {
+    if !stop_thread(None) {
         return false;
     }
     state().sink = f.map(|f| Sink { f, user_data: user_data as usize });
@@ -246,26 +285,41 @@ pub fn set_callback(level: Level, f: Option<LogFn>, user_data: *mut c_void) -> b
 }
 
 /// Held by each live provider: while any is held, records from plugin threads go through the
-/// log thread; when the last is dropped (after its threads were joined) the log thread stops,
-/// so nothing of this module runs once every provider is freed.
-pub struct ProviderAlive(());
+/// log thread; when the last is released (after the provider's threads stopped) the log thread
+/// stops, so nothing of this module runs once every provider is freed.
+pub struct ProviderAlive(bool);
 
 impl ProviderAlive {
     pub fn new() -> ProviderAlive {
         state().providers += 1;
-        ProviderAlive(())
+        ProviderAlive(true)
+    }
+
+    /// Lets go; when it was the last, stops the log thread by `deadline`. False when the log
+    /// thread was still inside the host's callback then (it leaves when that returns).
+    pub fn release(mut self, deadline: std::time::Instant) -> bool {
+        self.0 = false;
+        let last = {
+            let mut s = state();
+            s.providers -= 1;
+            s.providers == 0
+        };
+        !last || stop_thread(Some(deadline))
     }
 }
 
 impl Drop for ProviderAlive {
     fn drop(&mut self) {
+        if !std::mem::take(&mut self.0) {
+            return;
+        }
         let last = {
             let mut s = state();
             s.providers -= 1;
             s.providers == 0
         };
         if last {
-            stop_thread();
+            stop_thread(None);
         }
     }
 }

@@ -149,7 +149,7 @@ fn oversized_request_is_refused() {
 }
 
 #[test]
-fn streams_after_free_began_are_refused_and_model_objects_work() {
+fn model_objects_work_without_being_configured() {
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig::default());
     let p = Provider::new(&emulator);
@@ -160,6 +160,20 @@ fn streams_after_free_began_are_refused_and_model_objects_work() {
     assert_eq!(events.last().unwrap()["message"]["usage"]["cost"]["input"], 2.0);
     assert_eq!(emulator.stats().last_model_id.as_deref(), Some("mistral.any-model"));
     assert_eq!(p.free(1000), 0);
+}
+
+/// The test-only fault hooks (`src/fault.rs`) exist only in the fault-hook build: the plugin's
+/// own build refuses the field like any unknown one. (Calls refused once `free` began:
+/// `tests/concurrency.rs::calls_after_free_began_are_refused_with_shutting_down`.)
+#[test]
+fn the_plugin_build_refuses_fault_hooks() {
+    hermetic_env();
+    let p = Provider::try_new(&config_for("http://127.0.0.1:9").to_string()).unwrap();
+    let mut req = request("emulator.echo", "x", json!({}));
+    req["faultHook"] = json!("panicInTask");
+    let (code, e) = try_start(&p, &req, Collector::default()).err().expect("refused");
+    assert_eq!(code, 1, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("faultHook"), "{e}");
 }
 
 #[test]

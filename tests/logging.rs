@@ -20,6 +20,9 @@ struct Sink {
     /// Set to make the callback try to replace itself; holds the status it got.
     reentry: Mutex<Option<i32>>,
     try_reentry: Mutex<bool>,
+    /// Set to make the callback try to free this provider; holds the status it got.
+    try_free: Mutex<Option<usize>>,
+    free_status: Mutex<Option<i32>>,
 }
 
 unsafe extern "C" fn on_log(user: *mut c_void, level: u32, target: *const c_char, message: *const c_char) {
@@ -32,6 +35,9 @@ unsafe extern "C" fn on_log(user: *mut c_void, level: u32, target: *const c_char
     if std::mem::take(&mut *sink.try_reentry.lock().unwrap()) {
         let rc = (api().set_log_callback)(3, Some(on_log), user);
         *sink.reentry.lock().unwrap() = Some(rc);
+    }
+    if let Some(p) = sink.try_free.lock().unwrap().take() {
+        *sink.free_status.lock().unwrap() = Some((api().provider_free)(p as *mut c_void, 0));
     }
     let target = CStr::from_ptr(target).to_string_lossy().into_owned();
     let message = CStr::from_ptr(message).to_string_lossy().into_owned();
@@ -115,6 +121,22 @@ fn log_records_reach_the_host_without_ever_holding_a_stream() {
     chat(&p, "hello", json!({}));
     assert_eq!(p.free(5000), 0);
     assert_eq!(*sink.reentry.lock().unwrap(), Some(1), "refused from inside the callback");
+
+    // Nor free a provider from inside (freeing the last one would leave the log thread running
+    // into a later dlclose): refused, and the provider goes on; a proper free then stops the
+    // log thread.
+    let p = Provider::new(&emulator);
+    *sink.try_free.lock().unwrap() = Some(p.0 as usize);
+    assert_eq!(terminal(&chat(&p, "hello", json!({})))["type"], "done");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sink.free_status.lock().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the callback ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(*sink.free_status.lock().unwrap(), Some(1), "refused from inside the log callback");
+    assert_eq!(terminal(&chat(&p, "again", json!({})))["type"], "done", "the provider still serves");
+    assert_eq!(p.free(5000), 0);
+    assert_eq!(settle_log_threads(), 0);
 
     // Back to stderr; with no provider alive nothing of the logger runs.
     unsafe { assert_eq!((api.set_log_callback)(2, None, std::ptr::null_mut()), 0) };

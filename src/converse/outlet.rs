@@ -24,4 +24,9 @@ pub trait Outlet: Send + Sync + 'static {
 
     /// The stream's one terminal event; what was sent before it is delivered first.
     fn finish(self: &Arc<Self>, terminal: Event);
+
+    /// A test build's fault hook for this stream.
+    fn fault(&self) -> crate::fault::Fault {
+        crate::fault::Fault::None
+    }
 }

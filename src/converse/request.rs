@@ -48,6 +48,8 @@ pub struct StreamRequest {
     /// `options.maxRetries` / `maxRetryDelayMs`: this request's retry policy before the stream
     /// starts.
     pub retry: super::retry::Policy,
+    /// A test build's fault hook (always `None` in a shipped build).
+    pub fault: crate::fault::Fault,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -69,7 +71,9 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
     let text = super::surrogates::replace_lone(text);
     let value: Value = serde_json::from_str(&text).map_err(|e| bad(format!("request is not valid JSON: {e}")))?;
     let top = Obj::new(&value, "", Kind::InvalidArgument)?;
-    top.only(&["model", "context", "options"])?;
+    let fields: Vec<&str> = ["model", "context", "options"].iter().chain(crate::fault::REQUEST_FIELDS).copied().collect();
+    top.only(&fields)?;
+    let fault = crate::fault::Fault::parse(top.str("faultHook")?).map_err(|e| top.err("faultHook", e))?;
     let model = match top.get("model") {
         Some(Value::String(id)) => lookup(id).ok_or_else(|| {
             Error::new(Kind::NotFound, format!("model: unknown model \"{id}\" (not in the provider's configured or discovered models; pass a model object to use any Bedrock model id)"))
@@ -167,6 +171,7 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
             max_retries: options.max_retries.map(|n| n as u32),
             max_delay: options.max_retry_delay_ms.map_or(super::retry::DEFAULT_MAX_DELAY, Duration::from_millis),
         },
+        fault,
     })
 }
 

@@ -41,10 +41,16 @@ impl<O: Outlet> Run<O> {
 
 impl<O: Outlet> Drop for Run<O> {
     fn drop(&mut self) {
-        if self.outlet.is_some() {
-            let e = Error::new(Kind::Cancelled, "the stream was stopped because the provider is shutting down");
-            self.finish(Event::failure(self.translator.partial(), &e));
+        if self.outlet.is_none() {
+            return;
         }
+        // Unwinding: a bug in the plugin, not the host's cancel; pi-ai must not take it for one.
+        let e = if std::thread::panicking() {
+            Error::new(Kind::Internal, "internal error: the plugin failed while running this stream")
+        } else {
+            Error::new(Kind::Cancelled, "the stream was stopped because the provider is shutting down")
+        };
+        self.finish(Event::failure(self.translator.partial(), &e));
     }
 }
 
@@ -210,6 +216,10 @@ async fn drive<O: Outlet>(clients: &Clients, request: StreamRequest, run: &mut R
             Ok(Some(event)) => event,
         };
         run.translator.on(event, &mut pending);
+        if !pending.is_empty() && outlet.fault() == crate::fault::Fault::PanicInTask {
+            hand_over(outlet, &mut pending, cancel.as_mut()).await?;
+            outlet.fault().hit(crate::fault::Fault::PanicInTask);
+        }
         if pending.len() >= BATCH {
             hand_over(outlet, &mut pending, cancel.as_mut()).await?;
         }

@@ -16,7 +16,7 @@ pub use bedrock_plugin_abi::{BpApi, BpProvider, BpStream};
 
 use crate::config;
 use crate::error::{Error, Result};
-use crate::provider::{Callback, EventFn, EventsFn, FreeOutcome, Provider, StreamHandle};
+use crate::provider::{Callback, EventFn, EventsFn, FreeOutcome, Inside, Provider, StreamHandle};
 use boundary::{guard, guard_void};
 use status::Status;
 use std::os::raw::{c_char, c_void};
@@ -34,10 +34,15 @@ struct ProviderBox(Provider);
 /// What a `*mut BpStream` handed to the host points to.
 struct StreamBox(StreamHandle);
 
+/// The provider behind a handle, with the calling thread counted inside it until the guard
+/// drops (`free` waits for it); `SHUTTING_DOWN` once `free` has begun.
+///
 /// # Safety
-/// `p` is NULL or a provider handle from `bp_provider_new`, not yet freed.
-unsafe fn provider_ref<'a>(p: *mut BpProvider) -> Result<&'a Provider> {
-    p.cast::<ProviderBox>().as_ref().map(|b| &b.0).ok_or_else(|| Error::invalid("provider is NULL"))
+/// `p` is NULL or a provider handle from `bp_provider_new` whose `bp_provider_free` has not
+/// returned.
+unsafe fn provider_ref<'a>(p: *mut BpProvider) -> Result<(&'a Provider, Inside<'a>)> {
+    let provider = p.cast::<ProviderBox>().as_ref().map(|b| &b.0).ok_or_else(|| Error::invalid("provider is NULL"))?;
+    Ok((provider, provider.enter()?))
 }
 
 static PLUGIN_INFO: &str = concat!(
@@ -131,7 +136,7 @@ unsafe fn start(provider: *mut BpProvider, request_json: *const c_char, callback
     if !out.is_null() {
         *out = std::ptr::null_mut();
     }
-    let provider = provider_ref(provider)?;
+    let (provider, _inside) = provider_ref(provider)?;
     let callback = callback?;
     let text = strings::borrow(request_json, "request_json", MAX_REQUEST_BYTES)?;
     let request = provider.parse_request(text)?;
@@ -154,7 +159,7 @@ unsafe fn start(provider: *mut BpProvider, request_json: *const c_char, callback
 pub unsafe extern "C" fn bp_discover(provider: *mut BpProvider, options_json: *const c_char, out_json: *mut *mut c_char, err_json: *mut *mut c_char) -> i32 {
     guard(err_json, || {
         out_param(out_json, "out_json")?;
-        let provider = provider_ref(provider)?;
+        let (provider, _inside) = provider_ref(provider)?;
         let refresh = if options_json.is_null() {
             false
         } else {
@@ -185,7 +190,7 @@ fn parse_discover_options(text: &str) -> Result<bool> {
 pub unsafe extern "C" fn bp_embed(provider: *mut BpProvider, request_json: *const c_char, out_json: *mut *mut c_char, err_json: *mut *mut c_char) -> i32 {
     guard(err_json, || {
         out_param(out_json, "out_json")?;
-        let provider = provider_ref(provider)?;
+        let (provider, _inside) = provider_ref(provider)?;
         if crate::provider::in_callback() {
             return Err(Error::invalid("bp_embed must not be called from inside an event callback (it would block that stream's delivery)"));
         }
@@ -223,14 +228,17 @@ pub unsafe extern "C" fn bp_stream_release(stream: *mut BpStream) {
     })
 }
 
-/// Stops accepting streams, waits up to `drain_timeout_ms` for in-flight ones, cancels the rest
-/// (each still gets its terminal event), stops the runtime and joins every plugin thread.
-/// Returns `BP_OK` (all finished on their own), `BP_ERR_CANCELLED` (some were cancelled; all
-/// released), or `BP_ERR_BUSY` (a callback never returned; the plugin pinned itself in memory
-/// so that `dlclose` is safe). Must not be called from inside an event callback.
+/// Refuses new calls on the provider at once (`SHUTTING_DOWN`), cuts discoveries and
+/// embeddings in flight short, waits up to `drain_timeout_ms` for streams to end (terminal
+/// callbacks included), cancels the rest, stops and joins every plugin thread, and returns
+/// within `drain_timeout_ms` + `BP_FREE_GRACE_MS`: `BP_OK` (every stream ended on its own),
+/// `BP_ERR_CANCELLED` (streams were cancelled; all released), or `BP_ERR_BUSY` (something could
+/// not be stopped in time — a callback that has not returned: the plugin pinned itself, so
+/// `dlclose` stays safe, and finishes the stop once the callback returns). Must not be called
+/// from inside an event or log callback.
 ///
 /// # Safety
-/// `provider` is NULL or a live provider; it is invalid after this call.
+/// `provider` is NULL or a live provider; it must not be used once this call has returned.
 #[no_mangle]
 pub unsafe extern "C" fn bp_provider_free(provider: *mut BpProvider, drain_timeout_ms: u32) -> i32 {
     guard(std::ptr::null_mut(), || {
@@ -240,11 +248,19 @@ pub unsafe extern "C" fn bp_provider_free(provider: *mut BpProvider, drain_timeo
         if crate::provider::in_callback() {
             return Err(Error::invalid("bp_provider_free must not be called from inside an event callback"));
         }
-        let provider = Box::from_raw(provider.cast::<ProviderBox>());
-        Ok(match provider.0.free(Duration::from_millis(drain_timeout_ms.into())) {
+        if crate::log::on_log_thread() {
+            return Err(Error::invalid("bp_provider_free must not be called from inside the log callback"));
+        }
+        let boxed = provider.cast::<ProviderBox>();
+        let freed = (*boxed).0.free(Duration::from_millis(drain_timeout_ms.into()));
+        if freed.release {
+            drop(Box::from_raw(boxed));
+        }
+        Ok(match freed.outcome {
             FreeOutcome::Drained => Status::Ok,
             FreeOutcome::CancelledSome => Status::Cancelled,
             FreeOutcome::Pinned => Status::Busy,
+            FreeOutcome::AlreadyFreeing => return Err(crate::provider::shutting_down()),
         })
     })
 }

@@ -8,7 +8,7 @@ use crate::error::Result;
 use std::collections::{HashMap, VecDeque};
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -74,26 +74,47 @@ impl Live {
     }
 }
 
-/// Where a `bp_discover` or `bp_embed` caller waits for the answer computed on the runtime.
-#[derive(Default)]
-pub struct Reply {
-    value: Mutex<Option<Result<String>>>,
+/// Where a host thread (`bp_discover`, `bp_embed`, `free`) waits for an answer computed on the
+/// plugin's side.
+pub struct Reply<T = Result<String>> {
+    value: Mutex<Option<T>>,
     ready: Condvar,
 }
 
-impl Reply {
-    pub fn set(&self, value: Result<String>) {
+impl<T> Default for Reply<T> {
+    fn default() -> Self {
+        Reply { value: Mutex::new(None), ready: Condvar::new() }
+    }
+}
+
+impl<T> Reply<T> {
+    pub fn set(&self, value: T) {
         *lock(&self.value) = Some(value);
         self.ready.notify_all();
     }
 
-    pub fn wait(&self) -> Result<String> {
+    pub fn wait(&self) -> T {
         let mut v = lock(&self.value);
         loop {
             if let Some(value) = v.take() {
                 return value;
             }
             v = self.ready.wait(v).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The answer, if it comes by `deadline`.
+    pub fn wait_until(&self, deadline: Instant) -> Option<T> {
+        let mut v = lock(&self.value);
+        loop {
+            if let Some(value) = v.take() {
+                return Some(value);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            v = self.ready.wait_timeout(v, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 }
@@ -103,13 +124,17 @@ pub enum Command {
     Discover { refresh: bool, reply: Arc<Reply> },
     Embed { request: crate::embed::EmbedRequest, reply: Arc<Reply> },
     Cancel(Arc<StreamShared>),
-    CancelAll,
-    Shutdown,
+    /// `free`: cut every discovery and embedding in flight short.
+    AbortCalls,
+    /// `free`'s drain ran out: cancel every stream not yet ended; the reply counts those this
+    /// cancel stopped (a stream the host had already cancelled is not counted).
+    CancelAll(Arc<Reply<usize>>),
+    /// Stop the runtime and leave; `when_idle`: first wait for every stream to end, however long
+    /// (the host's `free` has returned BUSY and a callback is still blocked).
+    Shutdown { when_idle: bool },
 }
 
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use super::sync::lock;
 
 #[derive(Default)]
 pub struct Control {
@@ -117,9 +142,15 @@ pub struct Control {
     wake: Condvar,
     ready: Mutex<Option<Result<()>>>,
     ready_cv: Condvar,
-    /// Runtime threads alive (worker and blocking), counted by the runtime's start/stop hooks.
-    pub live_threads: AtomicUsize,
+    /// The runtime's threads (workers and blocking ones).
+    pub threads: Threads,
+    /// When the runtime must have stopped, set by `free` (a stop `free` no longer waits for
+    /// gets `LATE_STOP`).
+    stop_by: Mutex<Option<Instant>>,
 }
+
+/// How long a stop that finishes after `free` returned BUSY gives the runtime's threads.
+const LATE_STOP: Duration = Duration::from_secs(5);
 
 impl Control {
     pub fn push(&self, command: Command) {
@@ -136,6 +167,14 @@ impl Control {
             }
             q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    pub fn stop_by(&self, deadline: Instant) {
+        *lock(&self.stop_by) = Some(deadline);
+    }
+
+    pub fn stop_deadline(&self) -> Instant {
+        lock(&self.stop_by).take().unwrap_or_else(|| Instant::now() + LATE_STOP)
     }
 
     pub fn set_ready(&self, result: Result<()>) {
@@ -156,18 +195,67 @@ impl Control {
         }
     }
 
-    pub fn threads_left(&self) -> usize {
-        self.live_threads.load(Ordering::Acquire)
+}
+
+/// The runtime's threads, followed until they have really exited: tokio's stop hook runs
+/// before a thread's thread-local destructors, which are code in this image too, so a thread
+/// counts as gone only once the kernel has dropped it from `/proc/self/task`.
+#[derive(Default)]
+pub struct Threads {
+    running: AtomicUsize,
+    /// Threads past their stop hook that may still be running destructors.
+    exiting: Mutex<Vec<libc::pid_t>>,
+    /// The log thread was inside the host's log callback past the stop's deadline.
+    log_stuck: std::sync::atomic::AtomicBool,
+}
+
+fn exists(tid: libc::pid_t) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
+impl Threads {
+    pub fn started(&self) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// On the stopping thread.
+    pub fn stopping(&self) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let mut exiting = lock(&self.exiting);
+        exiting.retain(|t| exists(*t));
+        exiting.push(tid);
+        drop(exiting);
+        self.running.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn log_thread_stuck(&self) {
+        self.log_stuck.store(true, Ordering::Release);
+    }
+
+    /// Waits until every thread has exited, by `deadline`; the number still there (a log
+    /// thread left in the host's callback counts).
+    pub fn wait_gone(&self, deadline: Instant) -> usize {
+        loop {
+            let left = self.running.load(Ordering::Acquire)
+                + lock(&self.exiting).iter().filter(|t| exists(**t)).count()
+                + usize::from(self.log_stuck.load(Ordering::Acquire));
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
 struct Admission {
     accepting: bool,
-    in_flight: usize,
+    /// Streams admitted whose terminal callback has not returned yet.
+    streams: usize,
 }
 
-/// Counts streams from admission until their terminal event is decided (its delivery begins),
-/// and discoveries until they answered.
+/// Admission of streams and calls, and the count of streams `free` drains: a stream counts
+/// from admission until its terminal callback has returned.
 pub struct Registry {
     state: Mutex<Admission>,
     idle: Condvar,
@@ -175,20 +263,23 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { state: Mutex::new(Admission { accepting: true, in_flight: 0 }), idle: Condvar::new() }
+        Registry { state: Mutex::new(Admission { accepting: true, streams: 0 }), idle: Condvar::new() }
     }
 }
 
 impl Registry {
-    /// Admits a stream or a discovery and queues it under one lock, so a concurrent `close` +
-    /// drain can never miss it and `Shutdown` is always queued after it.
-    pub fn admit(&self, control: &Control, start: Command) -> Result<()> {
+    /// Admits a stream, a discovery or an embedding and queues it under one lock, so a
+    /// concurrent `close` can never miss it: whatever was admitted is queued before the
+    /// `AbortCalls` / `Shutdown` that `free` queues after closing.
+    pub fn admit(&self, control: &Control, command: Command) -> Result<()> {
         let mut s = lock(&self.state);
         if !s.accepting {
             return Err(super::shutting_down());
         }
-        s.in_flight += 1;
-        control.push(start);
+        if matches!(command, Command::Start { .. }) {
+            s.streams += 1;
+        }
+        control.push(command);
         Ok(())
     }
 
@@ -196,24 +287,85 @@ impl Registry {
         lock(&self.state).accepting = false;
     }
 
+    /// A stream's terminal callback returned.
     pub fn finished(&self) {
         let mut s = lock(&self.state);
-        s.in_flight = s.in_flight.saturating_sub(1);
-        if s.in_flight == 0 {
+        s.streams = s.streams.saturating_sub(1);
+        if s.streams == 0 {
             self.idle.notify_all();
         }
     }
 
-    /// True when no stream is in flight within `timeout`.
-    pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+    /// True when no stream is in flight by `deadline` (None: wait as long as it takes).
+    pub fn wait_idle(&self, deadline: Option<Instant>) -> bool {
         let mut s = lock(&self.state);
-        while s.in_flight > 0 {
+        while s.streams > 0 {
+            match deadline {
+                None => s = self.idle.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    s = self.idle.wait_timeout(s, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Host threads inside an exported function on one provider. `free` closes the gate (later
+/// calls get `SHUTTING_DOWN`) and waits for it to empty before the provider's memory goes.
+#[derive(Default)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    empty: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    closed: bool,
+    inside: usize,
+}
+
+/// One host thread inside; leaves on drop.
+pub struct Inside<'a>(&'a Gate);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        let mut s = lock(&self.0.state);
+        s.inside -= 1;
+        if s.inside == 0 {
+            self.0.empty.notify_all();
+        }
+    }
+}
+
+impl Gate {
+    pub fn enter(&self) -> Result<Inside<'_>> {
+        let mut s = lock(&self.state);
+        if s.closed {
+            return Err(super::shutting_down());
+        }
+        s.inside += 1;
+        Ok(Inside(self))
+    }
+
+    /// Refuses every later `enter`; false if it was already closed (a second `free`).
+    pub fn close(&self) -> bool {
+        !std::mem::replace(&mut lock(&self.state).closed, true)
+    }
+
+    /// True once no host thread is inside, by `deadline`.
+    pub fn wait_empty(&self, deadline: Instant) -> bool {
+        let mut s = lock(&self.state);
+        while s.inside > 0 {
             let now = Instant::now();
             if now >= deadline {
                 return false;
             }
-            s = self.idle.wait_timeout(s, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            s = self.empty.wait_timeout(s, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
         true
     }

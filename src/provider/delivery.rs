@@ -3,6 +3,7 @@
 //! the host is valid only during the call.
 
 use super::control::Callback;
+use super::pool::Beat;
 use crate::events::Event;
 use std::cell::Cell;
 
@@ -16,8 +17,9 @@ pub fn in_callback() -> bool {
     IN_CALLBACK.with(Cell::get)
 }
 
-fn call(callback: &Callback, buf: &[u8], count: usize) -> bool {
+fn call(callback: &Callback, buf: &[u8], count: usize, beat: &Beat) -> bool {
     IN_CALLBACK.with(|c| c.set(true));
+    beat.enter();
     // SAFETY: the host promised `f` and `user_data` stay valid until the terminal event; `buf`
     // is NUL-terminated (its length excludes the NUL) and outlives the call.
     let verdict = unsafe {
@@ -26,15 +28,14 @@ fn call(callback: &Callback, buf: &[u8], count: usize) -> bool {
             Callback::Batched { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1, count),
         }
     };
+    beat.leave();
     IN_CALLBACK.with(|c| c.set(false));
     verdict == 0
 }
 
 /// Delivers `events` in order; stops early when `go_on` says the stream was cancelled (those
-/// left are dropped). Returns the number of host calls made, and false once the host asked to
-/// cancel.
-pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, go_on: impl Fn() -> bool) -> (u64, bool) {
-    let mut calls = 0;
+/// left are dropped). False once the host asked to cancel.
+pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &Beat, go_on: impl Fn() -> bool) -> bool {
     match callback {
         Callback::Each { .. } => {
             for event in events {
@@ -46,15 +47,14 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, go_on: 
                     continue;
                 }
                 buf.push(0);
-                calls += 1;
-                if !call(callback, buf, 1) {
-                    return (calls, false);
+                if !call(callback, buf, 1, beat) {
+                    return false;
                 }
             }
         }
         Callback::Batched { .. } => {
             if events.is_empty() || !go_on() {
-                return (0, true);
+                return true;
             }
             buf.clear();
             let mut count = 0;
@@ -65,11 +65,10 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, go_on: 
                 }
             }
             buf.push(0);
-            calls += 1;
-            if !call(callback, buf, count) {
-                return (calls, false);
+            if !call(callback, buf, count, beat) {
+                return false;
             }
         }
     }
-    (calls, true)
+    true
 }

@@ -7,9 +7,12 @@
 mod control;
 mod delivery;
 mod outbox;
+mod outbox_state;
 mod pin;
 mod pool;
+mod run_queue;
 mod runtime_thread;
+mod sync;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -20,26 +23,29 @@ use crate::model::Model;
 use crate::region::{self, RegionSource};
 pub use control::{Callback, EventFn, EventsFn, StreamShared};
 pub use delivery::in_callback;
-use control::{Command, Control, Registry, Reply};
+pub use control::Inside;
+use control::{lock, Command, Control, Gate, Registry, Reply};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// How long cancelled streams get to deliver their `error/aborted` event during `free`.
-const CANCEL_GRACE: Duration = Duration::from_secs(5);
+/// What `free` may take beyond its drain, in every case (`BP_FREE_GRACE_MS` in the header):
+/// `CANCEL_GRACE` for cancelled streams to deliver their end and for host threads inside a
+/// discovery or embedding to leave, then the rest for the runtime's threads to exit.
+pub const FREE_GRACE: Duration = Duration::from_millis(2000);
+const CANCEL_GRACE: Duration = Duration::from_millis(1000);
 
 pub struct Provider {
+    gate: Gate,
     control: Arc<Control>,
     registry: Arc<Registry>,
     models: Vec<Arc<Model>>,
     discovery: Arc<Discovery>,
     region: String,
     embed_concurrency: usize,
-    thread: Option<libc::pthread_t>,
+    /// The control thread, until `free` joins or detaches it.
+    thread: Mutex<Option<libc::pthread_t>>,
     next_id: AtomicU64,
-    /// Dropped after the runtime thread was joined (the end of `free`): the last one stops the
-    /// log thread.
-    _log: crate::log::ProviderAlive,
 }
 
 /// How `free` ended.
@@ -49,8 +55,18 @@ pub enum FreeOutcome {
     Drained,
     /// Some streams were still running at the deadline and were cancelled; everything is released.
     CancelledSome,
-    /// A plugin thread could not be stopped (a host callback did not return): the image pinned itself.
+    /// Something could not be stopped in time (a host callback that has not returned, a thread
+    /// that did not exit): the image pinned itself; the stop completes when the callback returns.
     Pinned,
+    /// Another `free` of this provider is under way.
+    AlreadyFreeing,
+}
+
+/// What `free` found, and whether the provider's memory may go (not while a host thread is
+/// still inside one of its calls).
+pub struct Freed {
+    pub outcome: FreeOutcome,
+    pub release: bool,
 }
 
 impl Provider {
@@ -99,24 +115,30 @@ impl Provider {
         };
         let control = Arc::new(Control::default());
         let registry = Arc::new(Registry::default());
-        let thread = runtime_thread::spawn(settings, discovery.clone(), control.clone(), registry.clone())?;
+        let thread = runtime_thread::spawn(settings, discovery.clone(), control.clone(), registry.clone(), log)?;
         if let Err(e) = control.wait_ready() {
-            control.push(Command::Shutdown);
+            control.push(Command::Shutdown { when_idle: false });
             // SAFETY: `thread` was created joinable by `runtime_thread::spawn` and is joined once.
             unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
             return Err(e);
         }
         Ok(Provider {
+            gate: Gate::default(),
             control,
             registry,
             models: config.provider.models,
             discovery,
             region: runtime_region,
             embed_concurrency: config.embed_concurrency,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             next_id: AtomicU64::new(1),
-            _log: log,
         })
+    }
+
+    /// Counts a host thread into an exported call on this provider until the guard drops;
+    /// `SHUTTING_DOWN` once `free` has begun.
+    pub fn enter(&self) -> Result<Inside<'_>> {
+        self.gate.enter()
     }
 
     /// A configured model, else one found by the last discovery.
@@ -153,26 +175,54 @@ impl Provider {
         Ok(StreamHandle { shared, control: self.control.clone() })
     }
 
-    /// Stops accepting streams, waits up to `drain` for in-flight ones, cancels the rest, then
-    /// stops the runtime and joins every plugin thread.
-    pub fn free(mut self, drain: Duration) -> FreeOutcome {
+    /// Refuses new calls, cuts discoveries and embeddings short, waits up to `drain` for
+    /// streams to end (terminal callback included), cancels the rest, stops the runtime and
+    /// joins its threads — returning within `drain` + `FREE_GRACE` whatever the host's callbacks
+    /// do. When a callback is still blocked at the end, the stop is left to the control thread
+    /// (it completes once every stream has ended) and the image pins itself.
+    pub fn free(&self, drain: Duration) -> Freed {
+        let drain_end = Instant::now() + drain;
+        let (cancel_end, stop_end) = (drain_end + CANCEL_GRACE, drain_end + FREE_GRACE);
+        if !self.gate.close() {
+            return Freed { outcome: FreeOutcome::AlreadyFreeing, release: false };
+        }
         self.registry.close();
-        let mut outcome = FreeOutcome::Drained;
-        if !self.registry.wait_idle(drain) {
-            outcome = FreeOutcome::CancelledSome;
-            self.control.push(Command::CancelAll);
-            self.registry.wait_idle(CANCEL_GRACE);
+        self.control.push(Command::AbortCalls);
+        let mut cancelled = 0;
+        let mut idle = self.registry.wait_idle(Some(drain_end));
+        if !idle {
+            let reply = Arc::new(Reply::<usize>::default());
+            self.control.push(Command::CancelAll(reply.clone()));
+            cancelled = reply.wait_until(cancel_end).unwrap_or(1);
+            idle = self.registry.wait_idle(Some(cancel_end));
         }
-        self.control.push(Command::Shutdown);
-        if let Some(thread) = self.thread.take() {
-            // SAFETY: joinable thread created by `runtime_thread::spawn`, joined exactly once.
-            unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
-        }
-        if self.control.threads_left() > 0 || !self.registry.wait_idle(Duration::ZERO) {
+        let release = self.gate.wait_empty(cancel_end);
+        let thread = lock(&self.thread).take();
+        let stopped = if idle {
+            self.control.stop_by(stop_end);
+            self.control.push(Command::Shutdown { when_idle: false });
+            if let Some(thread) = thread {
+                // SAFETY: joinable thread created by `runtime_thread::spawn`, joined exactly once.
+                unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+            }
+            self.control.threads.wait_gone(Instant::now()) == 0
+        } else {
+            self.control.push(Command::Shutdown { when_idle: true });
+            if let Some(thread) = thread {
+                // SAFETY: the control thread's handle, taken above; nobody joins it after this.
+                unsafe { libc::pthread_detach(thread) };
+            }
+            false
+        };
+        let outcome = if !stopped || !release {
             pin::pin_image();
-            return FreeOutcome::Pinned;
-        }
-        outcome
+            FreeOutcome::Pinned
+        } else if cancelled > 0 {
+            FreeOutcome::CancelledSome
+        } else {
+            FreeOutcome::Drained
+        };
+        Freed { outcome, release }
     }
 }
 

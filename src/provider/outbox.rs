@@ -1,30 +1,22 @@
-//! One stream's outbox: the events its task decoded and the host has not seen yet, and the one
-//! terminal event. The task fills it; a delivery thread of the pool empties it a batch at a time.
-//! The `scheduled` flag is the stream's token: whoever set it (and only they) may deliver, so a
-//! stream is never on two threads at once and its events keep their order.
+//! One stream's outbox: its protocol state (`outbox_state.rs`: queued events, terminal event,
+//! scheduling token) joined to what delivery needs — the host's callback, the run queue, the
+//! backpressure wake-up, and the registry that `free` drains.
 
 use super::control::{lock, Callback, Live, Registry, StreamShared};
 use super::delivery::deliver;
-use super::pool::Pool;
+use super::outbox_state::{OutboxState, Take};
+use super::pool::{Beat, Pool};
 use crate::converse::outlet::Outlet;
 use crate::converse::stream::cancelled;
 use crate::error::{Error, Kind};
 use crate::events::{AssistantMessage, Event};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::fault::Fault;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 /// Events queued per stream before its task stops reading the network.
 const QUEUE: usize = 128;
-
-struct State {
-    queued: Vec<Event>,
-    /// On the pool's run queue or being delivered.
-    scheduled: bool,
-    /// The task has finished; `terminal` holds its last word until delivered.
-    closed: bool,
-    terminal: Option<Event>,
-}
 
 /// What only the delivering thread touches.
 struct Receiver {
@@ -46,13 +38,16 @@ pub enum Pass {
 
 pub struct Outbox {
     shared: Arc<StreamShared>,
-    state: Mutex<State>,
+    state: OutboxState<Event>,
     receiver: Mutex<Receiver>,
     room: Notify,
     pool: Arc<Pool>,
     registry: Arc<Registry>,
     live: Arc<Live>,
     model_id: String,
+    /// Set just before the terminal callback: a stream ends once, even after a panic.
+    ended: AtomicBool,
+    fault: Fault,
 }
 
 impl Outbox {
@@ -63,102 +58,106 @@ impl Outbox {
         registry: Arc<Registry>,
         live: Arc<Live>,
         model_id: String,
+        fault: Fault,
     ) -> Arc<Outbox> {
         Arc::new(Outbox {
             shared,
-            state: Mutex::new(State { queued: Vec::new(), scheduled: false, closed: false, terminal: None }),
+            state: OutboxState::new(QUEUE),
             receiver: Mutex::new(Receiver { callback, batch: Vec::new() }),
             room: Notify::new(),
             pool,
             registry,
             live,
             model_id,
+            ended: AtomicBool::new(false),
+            fault,
         })
     }
 
-    /// Takes the scheduling token if nobody holds it: the caller must then hand the stream to the pool.
-    fn claim(state: &mut State) -> bool {
-        !std::mem::replace(&mut state.scheduled, true)
-    }
-
-    /// Gives the token back when nothing is queued and the task still runs (its next `send`
-    /// claims it again); true if it did.
-    fn unschedule_if_drained(state: &mut State) -> bool {
-        let drained = state.queued.is_empty() && !state.closed;
-        if drained {
-            state.scheduled = false;
-        }
-        drained
-    }
-
     /// Delivers what is queued now (the terminal event too, once everything before it is out).
-    /// Only the holder of the scheduling token calls this. `progress` counts callbacks, so the
-    /// pool can tell a busy thread from one stuck in a callback.
-    pub fn deliver_pass(&self, buf: &mut Vec<u8>, progress: &AtomicU64) -> Pass {
+    /// Only the holder of the scheduling token calls this; `beat` tells the pool which callback
+    /// is running and since when.
+    pub fn deliver_pass(&self, buf: &mut Vec<u8>, beat: &Beat) -> Pass {
         let mut receiver = lock(&self.receiver);
         let receiver = &mut *receiver;
-        let terminal = {
-            let mut state = lock(&self.state);
-            if Outbox::unschedule_if_drained(&mut state) {
-                return Pass::Idle;
+        match self.state.take(&mut receiver.batch) {
+            Take::Idle => Pass::Idle,
+            Take::Batch { was_full } => {
+                if was_full {
+                    self.room.notify_one();
+                }
+                self.fault.hit(Fault::PanicInDelivery);
+                // Once a cancel was asked for, later events are dropped: the end is error/aborted.
+                let go_on = deliver(&receiver.callback, &receiver.batch, buf, beat, || !self.shared.cancel_requested());
+                receiver.batch.clear();
+                if !go_on && self.shared.request_cancel() {
+                    self.shared.cancel.notify_one();
+                }
+                if self.state.after_batch() {
+                    Pass::Idle
+                } else {
+                    Pass::More
+                }
             }
-            let was_full = state.queued.len() >= QUEUE;
-            std::mem::swap(&mut state.queued, &mut receiver.batch);
-            if was_full {
-                self.room.notify_one();
+            Take::Terminal(terminal) => {
+                let terminal = terminal.unwrap_or_else(|| self.failure(Error::new(Kind::Internal, "the stream ended without a result")));
+                let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &self.model_id) } else { terminal };
+                self.end(&receiver.callback, terminal, buf, beat);
+                Pass::Finished
             }
-            if receiver.batch.is_empty() {
-                state.terminal.take().or_else(|| Some(self.missing_terminal()))
-            } else {
-                None
-            }
-        };
-        // Once a cancel was asked for, later events are dropped: the end is error/aborted.
-        let (calls, go_on) = deliver(&receiver.callback, &receiver.batch, buf, || !self.shared.cancel_requested());
-        receiver.batch.clear();
-        progress.fetch_add(calls, Ordering::Relaxed);
-        if !go_on && self.shared.request_cancel() {
-            self.shared.cancel.notify_one();
         }
-        let Some(terminal) = terminal else {
-            return if Outbox::unschedule_if_drained(&mut lock(&self.state)) { Pass::Idle } else { Pass::More };
-        };
-        let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &self.model_id) } else { terminal };
-        // Finished once its terminal event is decided: a host that frees the provider the moment
-        // it sees that event must find nothing left to drain. `free` still joins this thread.
-        self.shared.mark_finished();
-        self.live.remove(self.shared.id);
-        self.registry.finished();
-        deliver(&receiver.callback, std::slice::from_ref(&terminal), buf, || true);
-        progress.fetch_add(1, Ordering::Relaxed);
-        Pass::Finished
     }
 
-    fn missing_terminal(&self) -> Event {
-        let e = Error::new(Kind::Internal, "the stream ended without a result");
+    /// Ends the stream with its terminal event, once. The registry counts the stream until the
+    /// terminal callback has returned, so `free` drains that callback too.
+    fn end(&self, callback: &Callback, terminal: Event, buf: &mut Vec<u8>, beat: &Beat) {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Decided: a cancel from now on has nothing left to stop.
+        self.shared.mark_finished();
+        self.live.remove(self.shared.id);
+        let _counted = Finished(&self.registry);
+        deliver(callback, std::slice::from_ref(&terminal), buf, beat, || true);
+    }
+
+    /// After a panic inside a delivery pass (a plugin bug): the stream ends with `internal`, and
+    /// its task is told to stop. Its token is never given back, so nothing follows.
+    pub fn fail_after_panic(&self, buf: &mut Vec<u8>, beat: &Beat) {
+        if self.shared.request_cancel() {
+            self.shared.cancel.notify_one();
+        }
+        let terminal = self.failure(Error::new(Kind::Internal, "internal error: the plugin failed while delivering this stream's events"));
+        let receiver = lock(&self.receiver);
+        self.end(&receiver.callback, terminal, buf, beat);
+    }
+
+    fn failure(&self, e: Error) -> Event {
         Event::failure(AssistantMessage::new(&self.model_id), &e)
+    }
+}
+
+/// Tells the registry a stream is over when dropped: after its terminal callback returned, or
+/// while unwinding from it.
+struct Finished<'a>(&'a Registry);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.finished();
     }
 }
 
 impl Outlet for Outbox {
     fn send(self: &Arc<Self>, events: &mut Vec<Event>) -> bool {
-        let (claimed, room) = {
-            let mut state = lock(&self.state);
-            if state.queued.is_empty() {
-                std::mem::swap(&mut state.queued, events);
-            } else {
-                state.queued.append(events);
-            }
-            (Outbox::claim(&mut state), state.queued.len() < QUEUE)
-        };
-        if claimed {
+        let sent = self.state.send(events);
+        if sent.claimed {
             self.pool.schedule(self.clone());
         }
-        room
+        sent.room
     }
 
     fn has_room(&self) -> bool {
-        lock(&self.state).queued.len() < QUEUE
+        self.state.has_room()
     }
 
     fn room(&self) -> &Notify {
@@ -174,18 +173,13 @@ impl Outlet for Outbox {
     }
 
     fn finish(self: &Arc<Self>, terminal: Event) {
-        let claimed = {
-            let mut state = lock(&self.state);
-            if state.closed {
-                return;
-            }
-            state.closed = true;
-            state.terminal = Some(terminal);
-            Outbox::claim(&mut state)
-        };
-        if claimed {
+        if self.state.finish(terminal) {
             self.pool.schedule(self.clone());
         }
+    }
+
+    fn fault(&self) -> Fault {
+        self.fault
     }
 }
 

@@ -1,55 +1,79 @@
 //! The delivery pool: threads that call host callbacks, as many as callbacks are running, not as
-//! many as streams are open. A stream with queued events waits on the run queue; a thread takes
-//! it and delivers everything queued in one pass, then takes the next. `CORE` threads start on
-//! demand and stay; when work waits while every thread is inside a callback that has stopped
-//! making progress (a host blocking in its callback), a watchdog on the runtime adds a thread,
-//! up to `MAX_THREADS`, so one slow consumer holds only its own stream. Extra threads leave after
-//! `EXTRA_IDLE` without work.
+//! many as streams are open. Which worker takes which stream is the run queue's protocol
+//! (`run_queue.rs`, model-checked); this file gives it threads, and a watchdog that judges when
+//! a worker is stuck.
 //!
-//! Threads are the runtime's blocking threads (named, counted, and joined by its shutdown, as the
-//! unload guarantees require); a pool thread is one long `spawn_blocking` job.
+//! A worker is **stuck** when one host callback has been running for `STUCK` or more. While
+//! work waits uncovered and every worker is stuck, the watchdog adds one, up to `MAX_THREADS`:
+//! so threads are added only for callbacks that really block, one per `STUCK` at most, and a
+//! host that stalls for a moment (a busy JS main thread) adds at most one thread per `STUCK` of
+//! stall. Workers beyond `CORE` leave after `EXTRA_IDLE` without work.
+//!
+//! Why 200 ms: below it, brief stalls that end on their own (a GC pause, a busy event loop)
+//! would grow the pool; above it, streams queued behind blocked callbacks wait longer before a
+//! worker is added for them. At 200 ms a 1 s stall of every callback adds about five threads,
+//! and a stream queued behind two blocked callbacks starts within about 200 ms.
+//!
+//! Workers are the runtime's blocking threads (named, counted, and joined by its shutdown, as
+//! the unload guarantees require); a worker is one long `spawn_blocking` job.
 
-use super::control::lock;
 use super::outbox::{Outbox, Pass};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use super::run_queue::{RunQueue, Scheduled, Watch};
+use super::sync::lock;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-/// Threads kept while the provider lives (started by the first streams).
+/// Workers kept while the provider lives (started by the first streams).
 pub const CORE: usize = 2;
 /// Delivery threads at most: once this many callbacks block at once, other streams wait.
 pub const MAX_THREADS: usize = 512;
-/// How long an extra thread stays without work.
+/// How long one callback runs before its worker counts as stuck.
+pub const STUCK: Duration = Duration::from_millis(200);
+/// How long an extra worker stays without work.
 const EXTRA_IDLE: Duration = Duration::from_secs(1);
-/// How often the watchdog looks while work waits and no thread is free.
-const WATCH_EVERY: Duration = Duration::from_millis(2);
+/// How often the watchdog looks while work waits and no callback is running (workers are
+/// between callbacks: they will come back on their own).
+const LOOK_EVERY: Duration = Duration::from_millis(2);
 
-/// One thread's signs of life, read by the watchdog.
-#[derive(Default)]
-struct Slot {
-    /// Inside a delivery pass.
-    busy: AtomicBool,
-    /// Callbacks returned, ever.
-    progress: AtomicU64,
+/// One worker's sign of life: since when its current host callback runs.
+pub struct Beat {
+    epoch: Instant,
+    /// Nanoseconds from `epoch` to the start of the running callback, plus one; 0 outside one.
+    since: AtomicU64,
 }
 
-#[derive(Default)]
-struct State {
-    runnable: VecDeque<Arc<Outbox>>,
-    threads: usize,
-    idle: usize,
-    /// The watchdog has been told and is looking.
-    watching: bool,
-    closed: bool,
+impl Beat {
+    fn new(epoch: Instant) -> Beat {
+        Beat { epoch, since: AtomicU64::new(0) }
+    }
+
+    /// A host callback starts.
+    pub fn enter(&self) {
+        self.since.store(self.epoch.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+    }
+
+    /// The host callback returned.
+    pub fn leave(&self) {
+        self.since.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the running callback has run, if one does.
+    fn running_for(&self, now: Duration) -> Option<Duration> {
+        match self.since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(now.saturating_sub(Duration::from_nanos(since - 1))),
+        }
+    }
 }
 
 pub struct Pool {
-    state: Mutex<State>,
-    work: Condvar,
-    slots: Mutex<Vec<Arc<Slot>>>,
+    queue: RunQueue<Arc<Outbox>>,
+    beats: Mutex<Vec<Arc<Beat>>>,
+    epoch: Instant,
     help: Notify,
     runtime: Handle,
 }
@@ -57,9 +81,9 @@ pub struct Pool {
 impl Pool {
     pub fn new(runtime: Handle) -> Arc<Pool> {
         let pool = Arc::new(Pool {
-            state: Mutex::default(),
-            work: Condvar::new(),
-            slots: Mutex::default(),
+            queue: RunQueue::new(CORE, MAX_THREADS),
+            beats: Mutex::default(),
+            epoch: Instant::now(),
             help: Notify::new(),
             runtime: runtime.clone(),
         });
@@ -67,131 +91,114 @@ impl Pool {
         pool
     }
 
-    /// Puts a stream whose token the caller holds on the run queue.
+    /// Puts a stream whose token the caller holds on the run queue. Called on plugin threads only
+    /// (telling the watchdog wakes a tokio task).
     pub fn schedule(self: &Arc<Self>, outbox: Arc<Outbox>) {
-        let mut state = lock(&self.state);
-        state.runnable.push_back(outbox);
-        if state.idle > 0 {
-            drop(state);
-            self.work.notify_one();
-        } else if state.closed {
-            // After close nothing starts: the remaining threads, or `drain_here`, deliver it.
-        } else if state.threads < CORE {
-            state.threads += 1;
-            drop(state);
-            self.start_thread();
-        } else if !state.watching {
-            state.watching = true;
-            drop(state);
-            self.help.notify_one();
+        match self.queue.schedule(outbox) {
+            Scheduled::StartWorker => self.start_worker(),
+            Scheduled::TellWatchdog => self.help.notify_one(),
+            Scheduled::Covered | Scheduled::Woken | Scheduled::Queued => {}
         }
     }
 
-    fn start_thread(self: &Arc<Self>) {
-        let slot = Arc::new(Slot::default());
-        lock(&self.slots).push(slot.clone());
-        let pool = self.clone();
-        // Dropped unrun only if the runtime is shutting down: then `drain_here` delivers.
-        let _ = self.runtime.spawn_blocking(move || pool.thread_main(slot));
+    /// Starts a worker the run queue has already counted (reserved).
+    fn start_worker(self: &Arc<Self>) {
+        let beat = Arc::new(Beat::new(self.epoch));
+        lock(&self.beats).push(beat.clone());
+        let start = WorkerStart { pool: Some(self.clone()), beat };
+        // Dropped unrun only if the runtime is shutting down: `WorkerStart::drop` uncounts it.
+        let _ = self.runtime.spawn_blocking(move || start.run());
     }
 
-    /// Waits for a stream to deliver; None when the thread should leave.
-    fn next(&self) -> Option<Arc<Outbox>> {
-        let mut state = lock(&self.state);
-        loop {
-            if let Some(outbox) = state.runnable.pop_front() {
-                return Some(outbox);
-            }
-            if state.closed {
-                return None;
-            }
-            state.idle += 1;
-            if state.threads > CORE {
-                let (s, timeout) = self.work.wait_timeout(state, EXTRA_IDLE).unwrap_or_else(|p| p.into_inner());
-                state = s;
-                state.idle -= 1;
-                if timeout.timed_out() && state.runnable.is_empty() && state.threads > CORE {
-                    return None;
-                }
-            } else {
-                state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
-                state.idle -= 1;
-            }
-        }
-    }
-
-    fn thread_main(self: Arc<Self>, slot: Arc<Slot>) {
+    fn worker_main(self: &Arc<Self>, beat: &Beat) {
         let mut buf = Vec::with_capacity(4096);
-        while let Some(outbox) = self.next() {
-            slot.busy.store(true, Ordering::Release);
-            let pass = outbox.deliver_pass(&mut buf, &slot.progress);
-            slot.busy.store(false, Ordering::Release);
-            if pass == Pass::More {
-                lock(&self.state).runnable.push_back(outbox);
-            }
+        let mut next = self.queue.next(true, EXTRA_IDLE);
+        while let Some(outbox) = next {
+            let pass = match std::panic::catch_unwind(AssertUnwindSafe(|| outbox.deliver_pass(&mut buf, beat))) {
+                Ok(pass) => pass,
+                Err(_) => {
+                    beat.leave();
+                    crate::log::error("provider", "a delivery pass panicked (a plugin bug): the stream ends with an internal error");
+                    if std::panic::catch_unwind(AssertUnwindSafe(|| outbox.fail_after_panic(&mut buf, beat))).is_err() {
+                        beat.leave();
+                    }
+                    Pass::Finished
+                }
+            };
+            next = match pass {
+                Pass::More => Some(self.queue.pass_on(outbox)),
+                Pass::Idle | Pass::Finished => self.queue.next(false, EXTRA_IDLE),
+            };
         }
-        lock(&self.slots).retain(|s| !Arc::ptr_eq(s, &slot));
-        lock(&self.state).threads -= 1;
     }
 
-    /// Threads finish what is queued and leave; the runtime's shutdown joins them.
+    /// Workers finish what is queued and leave; the runtime's shutdown joins them.
     pub fn close(&self) {
-        lock(&self.state).closed = true;
-        self.work.notify_all();
+        self.queue.close();
         self.help.notify_one();
     }
 
-    /// After the runtime stopped: delivers, on the calling thread, what streams dropped by the
-    /// shutdown queued after the pool threads left (their `error/aborted` events).
-    pub fn drain_here(&self) {
-        let mut buf = Vec::new();
-        let progress = AtomicU64::new(0);
-        loop {
-            let Some(outbox) = lock(&self.state).runnable.pop_front() else { return };
-            while outbox.deliver_pass(&mut buf, &progress) == Pass::More {}
-        }
+    /// Streams left queued once the workers are gone: none unless a stream was dropped by the
+    /// runtime's shutdown after its workers left, which `free`'s order rules out.
+    pub fn left_behind(&self) -> usize {
+        std::iter::from_fn(|| self.queue.take_queued()).count()
     }
 
-    /// Whether work waits, no thread is free, and too few threads are making progress. `last`
-    /// holds each slot's progress at the previous look.
-    fn needs_thread(&self, last: &mut Vec<(usize, u64)>) -> bool {
-        let (waiting, threads) = {
-            let state = lock(&self.state);
-            (!state.runnable.is_empty() && state.idle == 0 && !state.closed, state.threads)
-        };
-        let slots = lock(&self.slots);
-        let now: Vec<(usize, u64)> =
-            slots.iter().map(|s| (Arc::as_ptr(s) as usize, s.progress.load(Ordering::Relaxed))).collect();
-        let stuck = slots
-            .iter()
-            .zip(&now)
-            .filter(|(s, (id, progress))| s.busy.load(Ordering::Acquire) && last.iter().any(|(i, p)| i == id && p == progress))
-            .count();
-        *last = now;
-        waiting && threads < MAX_THREADS && threads - stuck.min(threads) < CORE
+    /// Workers blocked in one host callback for `STUCK` or more, and how long until the next
+    /// running callback reaches `STUCK` (the watchdog's next look).
+    fn stuck(&self) -> (usize, Duration) {
+        let now = self.epoch.elapsed();
+        let mut stuck = 0;
+        let mut next_look = STUCK;
+        let mut running = false;
+        for beat in lock(&self.beats).iter() {
+            if let Some(ran) = beat.running_for(now) {
+                running = true;
+                if ran >= STUCK {
+                    stuck += 1;
+                } else {
+                    next_look = next_look.min(STUCK - ran);
+                }
+            }
+        }
+        (stuck, if running { next_look.max(Duration::from_millis(1)) } else { LOOK_EVERY })
     }
 }
 
-/// Sleeps until the pool reports work with no free thread, then looks every `WATCH_EVERY` until
-/// it is served, adding a thread whenever the busy ones are stuck.
+/// A worker on its way to a blocking thread; uncounts itself if the runtime never ran it.
+struct WorkerStart {
+    pool: Option<Arc<Pool>>,
+    beat: Arc<Beat>,
+}
+
+impl WorkerStart {
+    fn run(mut self) {
+        let pool = self.pool.take().expect("run once");
+        pool.worker_main(&self.beat);
+        lock(&pool.beats).retain(|b| !Arc::ptr_eq(b, &self.beat));
+    }
+}
+
+impl Drop for WorkerStart {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.queue.start_failed();
+            lock(&pool.beats).retain(|b| !Arc::ptr_eq(b, &self.beat));
+        }
+    }
+}
+
+/// Sleeps until the pool reports uncovered work, then looks until it is covered, adding a
+/// worker whenever every worker is stuck.
 async fn watchdog(pool: Arc<Pool>) {
     loop {
         pool.help.notified().await;
-        let mut last = Vec::new();
         loop {
-            tokio::time::sleep(WATCH_EVERY).await;
-            let grow = pool.needs_thread(&mut last);
-            let mut state = lock(&pool.state);
-            if state.closed {
-                return;
-            }
-            if grow {
-                state.threads += 1;
-                drop(state);
-                pool.start_thread();
-            } else if state.runnable.is_empty() || state.idle > 0 {
-                state.watching = false;
-                break;
+            let (stuck, next_look) = pool.stuck();
+            match pool.queue.watch(stuck) {
+                Watch::StandDown => break,
+                Watch::StartWorker => pool.start_worker(),
+                Watch::Keep => tokio::time::sleep(next_look).await,
             }
         }
     }

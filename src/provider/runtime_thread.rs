@@ -4,27 +4,35 @@
 
 use crate::clients::{Clients, Settings};
 use super::control::{Command, Control, Live, Registry, Reply};
+use std::time::Instant;
 use super::outbox::Outbox;
 use super::pool::{self, Pool};
 use crate::converse::stream;
 use crate::discovery::Discovery;
 use crate::error::{Error, Kind, Result};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-/// How long `shutdown_timeout` waits for runtime threads.
-const RUNTIME_STOP: Duration = Duration::from_secs(5);
 
 struct Args {
     settings: Settings,
     discovery: Arc<Discovery>,
     control: Arc<Control>,
     registry: Arc<Registry>,
+    log: crate::log::ProviderAlive,
 }
 
-pub fn spawn(settings: Settings, discovery: Arc<Discovery>, control: Arc<Control>, registry: Arc<Registry>) -> Result<libc::pthread_t> {
-    let args = Box::new(Args { settings, discovery, control, registry });
+/// Starts the control thread. It holds `log` (the provider's hold on the log thread) until the
+/// runtime has stopped, so log records from plugin threads keep going to the log thread for as
+/// long as any can be made.
+pub fn spawn(
+    settings: Settings,
+    discovery: Arc<Discovery>,
+    control: Arc<Control>,
+    registry: Arc<Registry>,
+    log: crate::log::ProviderAlive,
+) -> Result<libc::pthread_t> {
+    let args = Box::new(Args { settings, discovery, control, registry, log });
     let raw = Box::into_raw(args);
     let mut thread: libc::pthread_t = 0;
     // SAFETY: `entry` takes ownership of `raw` exactly once; on failure we take it back.
@@ -47,12 +55,11 @@ extern "C" fn entry(arg: *mut libc::c_void) -> *mut libc::c_void {
     std::ptr::null_mut()
 }
 
-/// Answers a `bp_discover` or `bp_embed` caller exactly once: with the result, or, if the
-/// runtime shuts down before the work finished, with "shutting down" from `Drop`.
+/// Answers a `bp_discover` or `bp_embed` caller exactly once: with the result, or, if `free`
+/// cut the work short, with "shutting down" from `Drop`.
 struct Answer {
     /// Taken by the one answer given.
     reply: Option<Arc<Reply>>,
-    registry: Arc<Registry>,
     what: &'static str,
 }
 
@@ -69,12 +76,11 @@ impl Drop for Answer {
         if let Some(reply) = self.reply.take() {
             reply.set(Err(Error::new(Kind::ShuttingDown, format!("{} was cut short: the provider is shutting down", self.what))));
         }
-        self.registry.finished();
     }
 }
 
 fn run(args: Args) {
-    let Args { settings, discovery, control, registry } = args;
+    let Args { settings, discovery, control, registry, log } = args;
     // SAFETY: naming the calling thread; the name is a NUL-terminated literal under 16 bytes.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), c"bp-control".as_ptr()) };
     let (started, stopped) = (control.clone(), control.clone());
@@ -85,12 +91,8 @@ fn run(args: Args) {
         .thread_keep_alive(Duration::from_secs(1))
         .thread_name("bp-runtime")
         .enable_all()
-        .on_thread_start(move || {
-            started.live_threads.fetch_add(1, Ordering::AcqRel);
-        })
-        .on_thread_stop(move || {
-            stopped.live_threads.fetch_sub(1, Ordering::AcqRel);
-        })
+        .on_thread_start(move || started.threads.started())
+        .on_thread_stop(move || stopped.threads.stopping())
         .build();
     let runtime = match runtime {
         Ok(rt) => rt,
@@ -101,19 +103,20 @@ fn run(args: Args) {
 
     let live = Arc::new(Live::default());
     let pool = Pool::new(runtime.handle().clone());
-    // Discoveries and embeddings in flight, aborted when `free` gives up waiting: they have
-    // nothing to finish cleanly, and their Answer tells the caller they were cut short.
+    // Discoveries and embeddings in flight, aborted when `free` begins: they have nothing to
+    // finish cleanly, and their Answer tells the caller they were cut short.
     let mut calls: Vec<tokio::task::AbortHandle> = Vec::new();
-    loop {
+    let stop = loop {
         match control.next() {
             Command::Start { shared, request, callback } => {
                 live.insert(shared.clone());
                 let model_id = request.model.id.clone();
-                let outbox = Outbox::new(shared, callback, pool.clone(), registry.clone(), live.clone(), model_id);
+                let fault = request.fault;
+                let outbox = Outbox::new(shared, callback, pool.clone(), registry.clone(), live.clone(), model_id, fault);
                 runtime.spawn(stream::run(clients.clone(), request, outbox));
             }
             Command::Discover { refresh, reply } => {
-                let answer = Answer { reply: Some(reply), registry: registry.clone(), what: "discovery" };
+                let answer = Answer { reply: Some(reply), what: "discovery" };
                 let (discovery, clients) = (discovery.clone(), clients.clone());
                 calls.retain(|d| !d.is_finished());
                 let task = runtime.spawn(async move {
@@ -122,7 +125,7 @@ fn run(args: Args) {
                 calls.push(task.abort_handle());
             }
             Command::Embed { request, reply } => {
-                let answer = Answer { reply: Some(reply), registry: registry.clone(), what: "embedding" };
+                let answer = Answer { reply: Some(reply), what: "embedding" };
                 let clients = clients.clone();
                 calls.retain(|d| !d.is_finished());
                 let task = runtime.spawn(async move {
@@ -131,19 +134,36 @@ fn run(args: Args) {
                 calls.push(task.abort_handle());
             }
             Command::Cancel(shared) => shared.cancel.notify_one(),
-            Command::CancelAll => {
+            Command::AbortCalls => calls.drain(..).for_each(|d| d.abort()),
+            Command::CancelAll(reply) => {
+                let mut stopped = 0;
                 for shared in live.all() {
-                    shared.request_cancel();
+                    if shared.request_cancel() {
+                        stopped += 1;
+                    }
                     shared.cancel.notify_one();
                 }
-                calls.drain(..).for_each(|d| d.abort());
+                reply.set(stopped);
             }
-            Command::Shutdown => break,
+            Command::Shutdown { when_idle } => break when_idle,
         }
+    };
+    if stop {
+        // `free` returned BUSY: a host callback is still blocked. Finish the stop once it
+        // returns and every stream has delivered its terminal event.
+        registry.wait_idle(None);
     }
     drop(clients);
     drop(discovery);
     pool.close();
-    runtime.shutdown_timeout(RUNTIME_STOP);
-    pool.drain_here();
+    let deadline = control.stop_deadline();
+    runtime.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
+    control.threads.wait_gone(deadline);
+    let stranded = pool.left_behind();
+    if stranded > 0 {
+        crate::log::error("provider", &format!("{stranded} streams were left undelivered at shutdown (a plugin bug)"));
+    }
+    if !log.release(deadline) {
+        control.threads.log_thread_stuck();
+    }
 }

@@ -50,6 +50,20 @@ pub fn plugin_path() -> PathBuf {
     exe.parent().expect("deps dir").join("libbedrock_plugin.so")
 }
 
+/// The second build of the same source (`tests/plugin-next`), which also carries the test-only
+/// fault hooks (`src/fault.rs`).
+pub fn next_plugin_path() -> PathBuf {
+    plugin_path().with_file_name("libbedrock_plugin_next.so")
+}
+
+/// Makes `api()` load the fault-hook build instead of the plugin's own: call before anything
+/// else in a test binary whose tests all use it.
+pub fn use_fault_hook_build() {
+    USE_NEXT.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+static USE_NEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Compiles a C host from `tests/c/` against the header, into the target directory.
 pub fn compile_c(source: &str, out: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -71,16 +85,32 @@ pub fn compile_c(source: &str, out: &str) -> PathBuf {
 /// concurrent `make`s on a clean clone would race to write (and run) the same binary.
 pub fn build_host() -> PathBuf {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    let built = BUILT.get_or_init(|| {
+    make_host(&BUILT, "bp-host")
+}
+
+/// The example host built under AddressSanitizer and UndefinedBehaviorSanitizer
+/// (`make bp-host-asan`); run it with `SANITIZERS` in its environment.
+pub fn build_host_asan() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    make_host(&BUILT, "bp-host-asan")
+}
+
+/// Any finding stops the sanitized host with its report on stderr. Leak checking is off: each
+/// loaded copy of the plugin keeps some SDK statics by design (the unload tests measure them).
+pub const SANITIZERS: [(&str, &str); 2] =
+    [("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1:halt_on_error=1"), ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")];
+
+fn make_host(built: &std::sync::OnceLock<Result<PathBuf, String>>, target: &str) -> PathBuf {
+    let built = built.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("host-example");
-        let out = std::process::Command::new("make").arg("--quiet").arg("-C").arg(&dir).arg("bp-host").output().expect("make runs");
+        let out = std::process::Command::new("make").arg("--quiet").arg("-C").arg(&dir).arg(target).output().expect("make runs");
         if out.status.success() {
-            Ok(dir.join("bp-host"))
+            Ok(dir.join(target))
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     });
-    built.clone().unwrap_or_else(|e| panic!("make bp-host failed:\n{e}"))
+    built.clone().unwrap_or_else(|e| panic!("make {target} failed:\n{e}"))
 }
 
 /// Set in a child process whose environment the parent test chose on purpose.
@@ -116,10 +146,11 @@ pub fn api() -> &'static Api {
     static API: once_cell::sync::OnceCell<Api> = once_cell::sync::OnceCell::new();
     API.get_or_init(|| {
         hermetic_env();
-        let path = CString::new(plugin_path().to_str().unwrap()).unwrap();
+        let file = if USE_NEXT.load(std::sync::atomic::Ordering::SeqCst) { next_plugin_path() } else { plugin_path() };
+        let path = CString::new(file.to_str().unwrap()).unwrap();
         unsafe {
             let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
-            assert!(!handle.is_null(), "dlopen {:?}: {:?}", plugin_path(), CStr::from_ptr(libc::dlerror()));
+            assert!(!handle.is_null(), "dlopen {file:?}: {:?}", CStr::from_ptr(libc::dlerror()));
             let sym = |name: &str| {
                 let c = CString::new(name).unwrap();
                 let p = libc::dlsym(handle, c.as_ptr());

@@ -40,6 +40,9 @@ pub struct Config {
     pub imds_role: Option<String>,
     /// How long each list call takes to answer (lets tests overlap concurrent discoveries).
     pub list_delay: std::time::Duration,
+    /// How long each InvokeModel call (embeddings) takes to answer (lets tests free a provider
+    /// while a host thread is inside `bp_embed`).
+    pub invoke_delay: std::time::Duration,
     /// Lifetime of credentials handed out by IMDS and STS.
     pub temporary_credentials_ttl: std::time::Duration,
     /// Accept requests with no signature at all, as a proxy that authenticates for its clients
@@ -81,6 +84,7 @@ impl Default for Config {
             profile_only_models: Vec::new(),
             imds_role: None,
             list_delay: std::time::Duration::ZERO,
+            invoke_delay: std::time::Duration::ZERO,
             temporary_credentials_ttl: std::time::Duration::from_secs(3600),
             allow_unsigned: false,
             tls: false,

@@ -457,6 +457,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         });
     }
     if let Some(raw_model) = path.strip_prefix("/model/").and_then(|rest| rest.strip_suffix("/invoke")).filter(|_| method == "POST") {
+        if !config.invoke_delay.is_zero() {
+            tokio::time::sleep(config.invoke_delay).await;
+        }
         return Ok(invoke_model(&state, &sigv4::percent_decode(raw_model), &body, &headers));
     }
     let converse_model = path.strip_prefix("/model/").and_then(|rest| rest.strip_suffix("/converse-stream"));

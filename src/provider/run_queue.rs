@@ -1,0 +1,224 @@
+//! The delivery pool's protocol: which worker runs which stream, and who is responsible for work
+//! that waits. One struct under one lock; every transition below is one locked step, and the
+//! wake-up a transition promises is decided inside it (never a separate step a racing thread can
+//! slip between). `tests/loom` model-checks this file as it is.
+//!
+//! Workers are in one of three states:
+//! - **available**: waiting for work, promised to nobody;
+//! - **reserved**: promised to queued work — woken for it, or being started for it — and not yet
+//!   running it;
+//! - **busy**: running a delivery pass (possibly blocked in a host callback for a long time).
+//!
+//! Transitions:
+//! - `schedule(item)`: the item joins the queue; if the queue now holds more items than reserved
+//!   workers, one available worker becomes reserved and is woken; with none available a worker
+//!   is started (reserved) while there are fewer than `core`; otherwise the watchdog is told.
+//! - `next`: a reserved or busy worker takes the oldest item (becomes busy); with none it becomes
+//!   available and waits; with none and closing it leaves.
+//! - `watch(stuck)`: the watchdog starts a worker (reserved) when work waits uncovered and every
+//!   worker is stuck in a host callback; it stands down once every queued item is covered.
+//! - `close`: no worker is started any more; workers deliver what is queued, then leave.
+//!
+//! The invariant the model checks: unless closing, every queued item is covered — by a reserved
+//! worker, or by the watchdog watching. So work never waits for a busy worker to come back.
+
+use super::sync::{lock, Condvar, Mutex};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// What `schedule` asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduled {
+    /// A worker already reserved will take it.
+    Covered,
+    /// An available worker was reserved for it and woken.
+    Woken,
+    /// Start a worker (already counted as reserved): call `next(true, ..)` on it first.
+    StartWorker,
+    /// Wake the watchdog: work waits and every worker is busy.
+    TellWatchdog,
+    /// The watchdog already watches, or the queue is closing.
+    Queued,
+}
+
+/// The watchdog's verdict at one look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Start a worker (already counted as reserved).
+    StartWorker,
+    /// Work still waits; look again later.
+    Keep,
+    /// Every queued item is covered (or the queue closed): stop looking until told again.
+    StandDown,
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    workers: usize,
+    available: usize,
+    reserved: usize,
+    /// Reservations made for available workers that no waiting worker has claimed yet.
+    signalled: usize,
+    watching: bool,
+    closing: bool,
+}
+
+pub struct RunQueue<T> {
+    state: Mutex<State<T>>,
+    work: Condvar,
+    core: usize,
+    max: usize,
+}
+
+impl<T> RunQueue<T> {
+    pub fn new(core: usize, max: usize) -> RunQueue<T> {
+        RunQueue {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                workers: 0,
+                available: 0,
+                reserved: 0,
+                signalled: 0,
+                watching: false,
+                closing: false,
+            }),
+            work: Condvar::new(),
+            core,
+            max,
+        }
+    }
+
+    /// Queues `item` (whose stream token the caller holds) and says what the caller must do.
+    pub fn schedule(&self, item: T) -> Scheduled {
+        let mut s = lock(&self.state);
+        s.queue.push_back(item);
+        let verdict = self.cover(&mut s);
+        drop(s);
+        if verdict == Scheduled::Woken {
+            self.work.notify_one();
+        }
+        verdict
+    }
+
+    /// Makes sure the newest queued item is covered.
+    fn cover(&self, s: &mut State<T>) -> Scheduled {
+        if s.queue.len() <= s.reserved {
+            return Scheduled::Covered;
+        }
+        if s.available > 0 {
+            s.available -= 1;
+            s.reserved += 1;
+            s.signalled += 1;
+            return Scheduled::Woken;
+        }
+        if s.closing {
+            return Scheduled::Queued;
+        }
+        if s.workers < self.core {
+            s.workers += 1;
+            s.reserved += 1;
+            return Scheduled::StartWorker;
+        }
+        if !s.watching {
+            s.watching = true;
+            return Scheduled::TellWatchdog;
+        }
+        Scheduled::Queued
+    }
+
+    /// The next item for a worker; None when it should leave. `reserved` is true on a worker's
+    /// first call (it was started reserved). A worker beyond `core` leaves after `linger` idle.
+    pub fn next(&self, reserved: bool, linger: Duration) -> Option<T> {
+        let mut s = lock(&self.state);
+        if reserved {
+            s.reserved -= 1;
+        }
+        loop {
+            if let Some(item) = s.queue.pop_front() {
+                return Some(item);
+            }
+            if s.closing {
+                s.workers -= 1;
+                return None;
+            }
+            s.available += 1;
+            let timed_out = if s.workers > self.core {
+                let (guard, result) = self.work.wait_timeout(s, linger).unwrap_or_else(|p| p.into_inner());
+                s = guard;
+                result.timed_out()
+            } else {
+                s = self.work.wait(s).unwrap_or_else(|p| p.into_inner());
+                false
+            };
+            if s.signalled > 0 {
+                // Claim a reservation (made for some available worker; any waiter may take it).
+                s.signalled -= 1;
+                s.reserved -= 1;
+            } else {
+                s.available -= 1;
+                if timed_out && s.queue.is_empty() && s.workers > self.core {
+                    s.workers -= 1;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// A busy worker's stream has more to deliver: it goes behind the others and the worker
+    /// takes the oldest item, in one step. The queue's length and reservations do not change, so
+    /// what was covered stays covered.
+    pub fn pass_on(&self, item: T) -> T {
+        let mut s = lock(&self.state);
+        s.queue.push_back(item);
+        s.queue.pop_front().expect("an item was just queued")
+    }
+
+    /// The watchdog's look: `stuck` workers are blocked in a host callback.
+    pub fn watch(&self, stuck: usize) -> Watch {
+        let mut s = lock(&self.state);
+        if s.closing || s.queue.len() <= s.reserved {
+            s.watching = false;
+            return Watch::StandDown;
+        }
+        let busy = s.workers - s.available - s.reserved;
+        let progressing = s.workers - stuck.min(busy);
+        if s.workers < self.max && (s.workers < self.core || progressing == 0) {
+            s.workers += 1;
+            s.reserved += 1;
+            return Watch::StartWorker;
+        }
+        Watch::Keep
+    }
+
+    /// A worker that was counted (StartWorker) could not be started.
+    pub fn start_failed(&self) {
+        let mut s = lock(&self.state);
+        s.workers -= 1;
+        s.reserved -= 1;
+    }
+
+    /// No worker starts any more; the workers deliver what is queued, then leave.
+    pub fn close(&self) {
+        lock(&self.state).closing = true;
+        self.work.notify_all();
+    }
+
+    /// Takes what is queued (after the workers left): for a caller that delivers it itself.
+    pub fn take_queued(&self) -> Option<T> {
+        lock(&self.state).queue.pop_front()
+    }
+
+    /// For the loom models' checks.
+    #[allow(dead_code)]
+    pub fn workers(&self) -> usize {
+        lock(&self.state).workers
+    }
+
+    /// Items waiting, and whether each is covered (by a reserved worker, the watchdog or
+    /// closing): the models' invariant.
+    #[allow(dead_code)]
+    pub fn coverage(&self) -> (usize, bool) {
+        let s = lock(&self.state);
+        (s.queue.len(), s.closing || s.watching || s.queue.len() <= s.reserved)
+    }
+}

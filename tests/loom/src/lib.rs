@@ -1,0 +1,19 @@
+//! The plugin's delivery protocol files, compiled against loom's `Mutex` / `Condvar` instead of
+//! std's: `sync` below stands in for `src/provider/sync.rs`, so the model runs the code that
+//! ships, not a copy of it. The models are in `tests/`.
+
+pub mod sync {
+    pub use loom::sync::{Condvar, Mutex, MutexGuard};
+
+    pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[path = "../../../src/provider/run_queue.rs"]
+pub mod run_queue;
+
+#[path = "../../../src/provider/outbox_state.rs"]
+pub mod outbox_state;
+
+pub mod before_fix;
