@@ -3,7 +3,8 @@
  *
  *   bp-host [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]
  *   bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT
- *   bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--drain-ms N]
+ *   bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--socket-mode OCTAL]
+ *           [--drain-ms N] [--client-buffer BYTES]
  *
  * Loads the plugin with dlopen (default: ../target/release/libbedrock_plugin.so next to this
  * program, or $BP_PLUGIN), refuses a different ABI major version, and streams text to stdout as
@@ -276,7 +277,8 @@ static char *read_file(const char *path) {
 static void usage(void) {
     fprintf(stderr, "usage: bp-host [-v] [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]\n"
                     "       bp-host [-v] [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT\n"
-                    "       bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--drain-ms N]\n"
+                    "       bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--socket-mode OCTAL]\n"
+                    "               [--drain-ms N] [--client-buffer BYTES]\n"
                     "       bp-host [-v] [--plugin PATH] [--config FILE] embed [--model ID] [--dimensions N] TEXT...\n"
                     "  -v: the plugin's log records, debug level included, on stderr as \"[level target] message\"\n");
 }
@@ -291,7 +293,7 @@ static void on_log(void *user_data, uint32_t level, const char *target, const ch
 int main(int argc, char **argv) {
     char default_plugin[PATH_MAX + 64] = "";
     const char *plugin = getenv("BP_PLUGIN"), *config_path = getenv("BP_CONFIG"), *model = NULL, *prompt = NULL, *command = NULL;
-    long max_tokens = 1024, drain_ms = 30000, dimensions = 0;
+    long max_tokens = 1024, drain_ms = 30000, dimensions = 0, socket_mode = 0600, client_buffer = 4L << 20;
     char **texts = calloc((size_t)argc, sizeof *texts);
     int text_count = 0;
     const char *socket_path = NULL;
@@ -306,6 +308,8 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) max_tokens = atol(argv[++i]);
         else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) socket_path = argv[++i];
         else if (strcmp(argv[i], "--drain-ms") == 0 && i + 1 < argc) drain_ms = atol(argv[++i]);
+        else if (strcmp(argv[i], "--socket-mode") == 0 && i + 1 < argc) socket_mode = strtol(argv[++i], NULL, 8);
+        else if (strcmp(argv[i], "--client-buffer") == 0 && i + 1 < argc) client_buffer = atol(argv[++i]);
         else if (strcmp(argv[i], "--dimensions") == 0 && i + 1 < argc) dimensions = atol(argv[++i]);
         else if (!command) command = argv[i];
         else if (strcmp(command, "embed") == 0 && texts) texts[text_count++] = argv[i];
@@ -313,7 +317,8 @@ int main(int argc, char **argv) {
         else { usage(); return 2; }
     }
     int is_models = command && strcmp(command, "models") == 0 && (!prompt || strcmp(prompt, "list") == 0);
-    int is_serve = command && strcmp(command, "serve") == 0 && !prompt && drain_ms >= 0 && drain_ms <= UINT32_MAX;
+    int is_serve = command && strcmp(command, "serve") == 0 && !prompt && drain_ms >= 0 && drain_ms <= UINT32_MAX &&
+                   socket_mode > 0 && socket_mode <= 0777 && client_buffer >= 4096;
     int is_embed = command && strcmp(command, "embed") == 0 && text_count > 0 && dimensions >= 0;
     if (!command || (strcmp(command, "chat") == 0 && (!model || !prompt)) || (strcmp(command, "chat") && !is_models && !is_serve && !is_embed)) {
         usage();
@@ -339,7 +344,8 @@ int main(int argc, char **argv) {
 
     if (is_serve) {
         /* serve loads (and reloads) the plugin itself, from private copies of this file. */
-        struct serve_options options = {plugin, config ? config : DEFAULT_CONFIG, socket_path, (uint32_t)drain_ms};
+        struct serve_options options = {plugin, config ? config : DEFAULT_CONFIG, socket_path, (uint32_t)drain_ms, (int)socket_mode,
+                                        (size_t)client_buffer};
         int status = cmd_serve(&options);
         free(config);
         free(texts);

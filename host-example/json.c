@@ -1,7 +1,9 @@
 /*
  * A minimal JSON reader for the example host: enough to pick members out of the plugin's JSON
- * and the serve protocol's lines without a JSON library. It walks text in place and never
- * allocates; malformed input ends a walk early rather than overrunning the string.
+ * and the serve protocol's lines without a JSON library (so a C user needs nothing beyond libc
+ * to build the example). It walks NUL-terminated text in place and never allocates; malformed
+ * input ends a walk early, never past the NUL: tests/c/json_fuzz.c checks that under ASan and
+ * UBSan with mutated protocol lines, in the default test command.
  */
 #include "json.h"
 #include <stdio.h>
@@ -11,6 +13,19 @@
 const char *skip_ws(const char *p) {
     while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
     return p;
+}
+
+const char *string_end(const char *p) {
+    if (!p || *p != '"') return NULL;
+    for (p++; *p; p++) {
+        if (*p == '\\') {
+            if (!p[1]) return NULL;
+            p++;
+        } else if (*p == '"') {
+            return p + 1;
+        }
+    }
+    return NULL;
 }
 
 const char *value_end(const char *p) {
@@ -50,11 +65,34 @@ const char *member(const char *obj, const char *key) {
     return NULL;
 }
 
+/* Four hex digits at p (stops at the first that is not one, so never reads past a NUL). */
+static int hex4(const char *p, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0') : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10) : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10) : 16u;
+        if (d == 16u) return 0;
+        v = v << 4 | d;
+    }
+    *out = v;
+    return 1;
+}
+
+static size_t put_utf8(char *out, size_t n, unsigned cp) {
+    if (cp < 0x80) out[n++] = (char)cp;
+    else if (cp < 0x800) { out[n++] = (char)(0xC0 | cp >> 6); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+    else if (cp < 0x10000) { out[n++] = (char)(0xE0 | cp >> 12); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+    else { out[n++] = (char)(0xF0 | cp >> 18); out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F)); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+    return n;
+}
+
 size_t read_string(const char *p, char *out, size_t cap) {
     size_t n = 0;
-    if (!p || *p != '"') { if (cap) out[0] = 0; return 0; }
+    if (!cap) return 0;
+    if (!p || *p != '"') { out[0] = 0; return 0; }
     for (p++; *p && *p != '"' && n + 4 < cap; p++) {
         if (*p != '\\') { out[n++] = *p; continue; }
+        if (!p[1]) break; /* a backslash right before the end of the text */
         p++;
         switch (*p) {
         case 'n': out[n++] = '\n'; break;
@@ -63,17 +101,16 @@ size_t read_string(const char *p, char *out, size_t cap) {
         case 'b': out[n++] = '\b'; break;
         case 'f': out[n++] = '\f'; break;
         case 'u': {
-            unsigned cp = (unsigned)strtoul((char[5]){p[1], p[2], p[3], p[4], 0}, NULL, 16);
+            unsigned cp, lo;
+            if (!hex4(p + 1, &cp)) { out[n++] = '?'; break; } /* not four hex digits: nothing skipped */
             p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && p[1] == '\\' && p[2] == 'u') {
-                unsigned lo = (unsigned)strtoul((char[5]){p[3], p[4], p[5], p[6], 0}, NULL, 16);
+            if (cp >= 0xD800 && cp < 0xDC00 && p[1] == '\\' && p[2] == 'u' && hex4(p + 3, &lo) && lo >= 0xDC00 && lo < 0xE000) {
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 p += 6;
+            } else if (cp >= 0xD800 && cp < 0xE000) {
+                cp = 0xFFFD; /* a lone surrogate */
             }
-            if (cp < 0x80) out[n++] = (char)cp;
-            else if (cp < 0x800) { out[n++] = (char)(0xC0 | cp >> 6); out[n++] = (char)(0x80 | (cp & 0x3F)); }
-            else if (cp < 0x10000) { out[n++] = (char)(0xE0 | cp >> 12); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
-            else { out[n++] = (char)(0xF0 | cp >> 18); out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F)); out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[n++] = (char)(0x80 | (cp & 0x3F)); }
+            n = put_utf8(out, n, cp);
             break;
         }
         default: out[n++] = *p; break;
@@ -87,6 +124,7 @@ double number(const char *p) { return p ? strtod(p, NULL) : 0; }
 
 void json_string(char *out, size_t cap, const char *s) {
     size_t n = strlen(out);
+    if (n + 3 > cap) return; /* no room for even "" */
     out[n++] = '"';
     for (; *s && n + 8 < cap; s++) {
         unsigned char ch = (unsigned char)*s;

@@ -5,6 +5,9 @@
 #include <stddef.h>
 
 const char *skip_ws(const char *p);
+/* End of the JSON string literal at p (just past its closing quote), or NULL when p is not a
+ * complete string literal. */
+const char *string_end(const char *p);
 /* End of the JSON value starting at p (string, number, literal, object or array). */
 const char *value_end(const char *p);
 /* The value of `key` among the direct members of the object at obj, or NULL. */

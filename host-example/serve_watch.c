@@ -1,0 +1,113 @@
+/*
+ * The watcher of `bp-host serve`: swaps on SIGHUP, on {"op":"swap"}, and when the plugin file
+ * changes on disk (inotify on its directory, since a deploy renames a new file over the old
+ * one; elsewhere the file's status is polled). A change is loaded once the file has been quiet
+ * for 100 ms, so a writer can finish.
+ */
+#define _GNU_SOURCE
+#include "serve_internal.h"
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/inotify.h>
+#endif
+
+
+/* From the SIGHUP handler and {"op":"swap"}: async-signal-safe (one write to a pipe). */
+void request_swap(void) {
+    char h = 'h';
+    ssize_t ignored = write(S.wake[1], &h, 1);
+    (void)ignored;
+}
+
+struct watch {
+    int fd; /* inotify, or -1: poll the file's status instead */
+    char name[NAME_MAX + 1];
+    struct stat last;
+};
+
+static int same_file_state(const struct stat *a, const struct stat *b) {
+    return a->st_ino == b->st_ino && a->st_size == b->st_size && a->st_mtime == b->st_mtime;
+}
+
+/* Whether the plugin file changed, reading what the watch has queued (waits up to timeout_ms). */
+static int file_changed(struct watch *w, int timeout_ms) {
+    int changed = 0;
+#ifdef __linux__
+    if (w->fd >= 0) {
+        struct pollfd pfd = {w->fd, POLLIN, 0};
+        if (poll(&pfd, 1, timeout_ms) <= 0) return 0;
+        char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+        ssize_t n;
+        while ((n = read(w->fd, events, sizeof events)) > 0) {
+            for (char *p = events; p < events + n;) {
+                struct inotify_event *e = (struct inotify_event *)p;
+                if (e->len && strcmp(e->name, w->name) == 0) changed = 1;
+                p += sizeof *e + e->len;
+            }
+        }
+        return changed;
+    }
+#endif
+    if (timeout_ms > 0) usleep((useconds_t)timeout_ms * 1000);
+    struct stat now;
+    if (stat(S.opt->plugin_path, &now) == 0 && !same_file_state(&now, &w->last)) {
+        w->last = now;
+        changed = 1;
+    }
+    return changed;
+}
+
+/* Starts watching the plugin file. Done before serve answers anything, so that a change made
+ * right after its first answer cannot be missed. */
+struct watch *watch_start(void) {
+    static struct watch watch;
+    struct watch *w = &watch;
+    w->fd = -1;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", S.opt->plugin_path);
+    char *slash = strrchr(dir, '/');
+    snprintf(w->name, sizeof w->name, "%.*s", NAME_MAX, slash ? slash + 1 : dir);
+    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    stat(S.opt->plugin_path, &w->last);
+#ifdef __linux__
+    /* The directory, not the file: a deploy renames a new file over the old one. */
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd >= 0 && inotify_add_watch(w->fd, dir[0] ? dir : "/", IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
+        say("cannot watch %s (%s); polling the file instead", dir, strerror(errno));
+        close(w->fd);
+        w->fd = -1;
+    }
+#endif
+    return w;
+}
+
+void *watcher_main(void *arg) {
+    struct watch *w = arg;
+    for (;;) {
+        struct pollfd fds[2] = {{S.wake[0], POLLIN, 0}, {w->fd, POLLIN, 0}};
+        int pending = 0;
+        if (poll(fds, w->fd >= 0 ? 2 : 1, w->fd >= 0 ? -1 : 500) < 0 && errno != EINTR) break;
+        if (fds[0].revents & POLLIN) {
+            char c;
+            while (read(S.wake[0], &c, 1) == 1) {
+                if (c == 'q') goto out;
+                pending = 1;
+            }
+        }
+        if (file_changed(w, 0)) pending = 1;
+        if (!pending) continue;
+        /* Let a writer finish: load once the file has been quiet for 100 ms. */
+        while (file_changed(w, 100)) {}
+        swap();
+    }
+out:
+    if (w->fd >= 0) close(w->fd);
+    return NULL;
+}
+
