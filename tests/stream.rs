@@ -671,6 +671,23 @@ fn a_slow_consumer_does_not_delay_other_streams() {
     assert_eq!(terminal(&slow.finish())["reason"], "stop");
 }
 
+/// The form of the test above that failed once on a clean clone (issue #16 defect 1: ten fast
+/// streams held behind the slow consumer's 34 × 200 ms, the pool's lost wake-up), restored: a
+/// consumer that is slow on every callback, not stuck, holds only its own stream.
+#[test]
+fn a_consumer_slow_on_every_callback_does_not_delay_ten_fast_streams() {
+    let (_e, p) = setup();
+    let slow = try_start(&p, &request("emulator.echo", "emulator: chunks=30", json!({})),
+        Collector { delay: Duration::from_millis(200), ..Default::default() }).unwrap();
+    let fast: Vec<Stream> = (0..10).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=30", json!({})))).collect();
+    for f in &fast {
+        assert_eq!(terminal(&f.finish())["reason"], "stop");
+    }
+    let slow_seen = slow.collector.count();
+    assert!(slow_seen < 10, "ten fast streams finished while the slow one had {slow_seen} of 34 events");
+    assert_eq!(terminal(&slow.finish())["reason"], "stop");
+}
+
 #[test]
 fn a_ten_second_think_before_the_first_token_succeeds() {
     let (_e, p) = setup();

@@ -42,6 +42,9 @@ export declare class BedrockPlugin {
   constructor(options: BedrockPluginOptions);
   /** Static info of the copy that serves new streams. */
   readonly info: PluginInfo;
+  /** Receives errors that have no caller to go to (a consumer's exception while an event was
+   * delivered, a failed retirement of an old copy); by default a process warning. */
+  onError?: (error: unknown) => void;
   /** pi-ai's StreamFunction for `bedrock-converse-stream` (an AbortSignal cancels the stream). */
   stream(model: Model<Api>, context: Context, options?: SimpleStreamOptions): AssistantMessageEventStream;
   /** Registers this plugin as pi-ai's provider for `bedrock-converse-stream`. */
@@ -50,9 +53,11 @@ export declare class BedrockPlugin {
   models(options?: { refresh?: boolean }): Promise<Model<"bedrock-converse-stream">[]>;
   /** Memory embeddings through Bedrock InvokeModel. */
   embed(request: EmbedRequest): Promise<EmbedResult>;
-  /** Serves new streams from another build; the old copy is freed once its streams ended. */
+  /** Serves new streams from another build; the old copy is freed once its streams ended and
+   * its calls (models, embed) returned. */
   swap(path: string): Promise<PluginInfo>;
-  /** Unregisters from pi-ai and frees every copy (open streams get drainMs). */
+  /** Unregisters from pi-ai and frees every copy (open streams get drainMs; calls in flight are
+   * cut short). Every later call throws. */
   close(): Promise<void>;
 }
 

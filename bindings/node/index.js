@@ -70,13 +70,50 @@ class Copy {
       throw new Error(`bedrock-plugin: ${message}`);
     }
     this.provider = out[0];
-    this.open = 0;
+    this.open = 0; // streams not yet ended
+    this.calls = 0; // blocking calls (discover, embed) not yet returned
+    this.waiters = []; // [test, resolve]: resolved by settle() once test() holds
   }
 
+  /** Counts a blocking call in and out: the copy is not unloaded while one runs. */
+  async call(fn, ...args) {
+    this.calls += 1;
+    try {
+      return await callAsync(fn, ...args);
+    } finally {
+      this.calls -= 1;
+      this.settle();
+    }
+  }
+
+  settle() {
+    this.waiters = this.waiters.filter(([test, resolve]) => !(test() && (resolve(), true)));
+  }
+
+  #when(test) {
+    return test() ? Promise.resolve() : new Promise((resolve) => this.waiters.push([test, resolve]));
+  }
+
+  /** Resolves once no stream is open and no call is in flight on this copy. */
+  quiet() {
+    return this.#when(() => this.open === 0 && this.calls === 0);
+  }
+
+  /**
+   * Frees the provider (calls in flight are cut short, streams get drainMs), then unloads the
+   * copy once every call has returned to JavaScript. On BP_ERR_BUSY a callback has not returned:
+   * the plugin pinned itself and may still call back, so the callback stays registered and the
+   * copy mapped.
+   */
   async close(drainMs) {
     const status = await callAsync(this.lib.provider_free, this.provider, drainMs);
+    await this.#when(() => this.calls === 0);
+    if (status === 16) {
+      this.unload(true);
+      return status;
+    }
     koffi.unregister(this.callback);
-    this.unload(status === 16 /* BP_ERR_BUSY: the plugin pinned itself; keep it mapped */);
+    this.unload();
     return status;
   }
 
@@ -204,9 +241,23 @@ export class BedrockPlugin {
     if (!open) return 1;
     for (const line of ndjson.split("\n")) {
       if (!line) continue;
-      const event = open.apply(JSON.parse(line));
-      open.events.push(event);
-      if (event.type === "done" || event.type === "error") {
+      let event;
+      try {
+        event = JSON.parse(line);
+        open.events.push(open.apply(event));
+      } catch (e) {
+        // A consumer's exception (or a malformed event) costs that event, never the rest of the
+        // batch nor the stream's end.
+        this.#report(e);
+        if (event?.type === "done" || event?.type === "error") {
+          try {
+            open.events.push(event);
+          } catch (again) {
+            this.#report(again);
+          }
+        }
+      }
+      if (event?.type === "done" || event?.type === "error") {
         open.finished = true;
         this.streams.delete(id);
         // The handle is released once this call has returned to the plugin.
@@ -216,20 +267,30 @@ export class BedrockPlugin {
     return 0;
   }
 
+  #report(error) {
+    if (this.onError) this.onError(error);
+    else process.emitWarning(`bedrock-plugin: ${error?.stack ?? error}`);
+  }
+
+  #live(what) {
+    if (this.closed) throw new Error(`bedrock-plugin: ${what} after close()`);
+  }
+
   #release(open) {
     if (open.handle) open.copy.lib.stream_release(open.handle);
     open.handle = null;
     open.copy.open -= 1;
+    open.copy.settle();
     open.detach?.();
     if (this.streams.size === 0 && this.keepAlive) {
       clearInterval(this.keepAlive);
       this.keepAlive = null;
     }
-    if (open.copy !== this.current && open.copy.open === 0 && this.retiring.has(open.copy)) this.#retire(open.copy);
   }
 
   /** pi-ai's StreamFunction for `bedrock-converse-stream`. */
   stream(model, context, options = {}) {
+    this.#live("stream()");
     const events = createAssistantMessageEventStream();
     const copy = this.current;
     const open = new OpenStream(events, copy);
@@ -269,11 +330,13 @@ export class BedrockPlugin {
     this.sourceId = sourceId;
   }
 
-  /** A blocking JSON-in, JSON-out call of the serving copy, on a koffi worker thread. */
+  /** A blocking JSON-in, JSON-out call of the serving copy, on a koffi worker thread; the copy
+   * stays loaded until it returned. */
   async #blocking(fn, what, request) {
+    this.#live(`${what}`);
     const copy = this.current;
     const out = [null], err = [null];
-    const status = await callAsync(copy.lib[fn], copy.provider, JSON.stringify(request), out, err);
+    const status = await copy.call(copy.lib[fn], copy.provider, JSON.stringify(request), out, err);
     if (status !== 0) throw new Error(`bedrock-plugin ${what}: ${JSON.parse(take(copy.lib, err[0])).message}`);
     return JSON.parse(take(copy.lib, out[0]));
   }
@@ -299,22 +362,26 @@ export class BedrockPlugin {
    * freed and unloaded once they ended. A copy that fails to load leaves the current one serving.
    */
   async swap(path) {
+    this.#live("swap()");
     const next = new Copy(path, this.config, this.onEvents);
     const old = this.current;
     this.current = next;
     this.retiring.add(old);
-    if (old.open === 0) await this.#retire(old);
+    // Retired once its streams ended and its calls returned; an error is reported, never lost.
+    old.retired = old.quiet().then(() => this.#retire(old)).catch((e) => this.#report(e));
     return next.info;
   }
 
   async #retire(copy) {
     if (!this.retiring.delete(copy)) return;
-    copy.closed = copy.close(this.drainMs);
-    await copy.closed;
+    await copy.close(this.drainMs);
   }
 
-  /** Stops every copy (open streams get drainMs to finish) and unregisters from pi-ai. */
+  /** Stops every copy (open streams get drainMs to finish) and unregisters from pi-ai. Every
+   * later call is refused. */
   async close() {
+    if (this.closed) return;
+    this.closed = true;
     if (this.sourceId) unregisterApiProviders(this.sourceId);
     const copies = [this.current, ...this.retiring];
     this.retiring.clear();

@@ -184,3 +184,51 @@ test("swap under load: streams in flight finish on the old copy, new ones use th
   assert.equal(local.retiring.size, 0, "the old copy was freed and unloaded once its streams ended");
   await local.close();
 });
+
+// Issue #16, defect 3 in the binding: embed() on a koffi worker while swap() retired that copy
+// (its streams were at 0, so it was freed and dlclosed under the call): SIGSEGV in 4 of 9 runs.
+// Now a copy is retired only once its streams and its calls are at zero.
+test("embed() racing swap() 20 times: every embedding answers, every old copy is retired", { skip: !nextPath && "BP_PLUGIN_NEXT unset" }, async () => {
+  const local = new BedrockPlugin({ path: pluginPath, config, drainMs: 10000 });
+  const texts = Array.from({ length: 300 }, (_, i) => `memory ${i}`);
+  for (let round = 0; round < 20; round++) {
+    const embedding = local.embed({ texts });
+    await local.swap(round % 2 ? pluginPath : nextPath);
+    const answer = await embedding;
+    assert.equal(answer.embeddings.length, texts.length, `round ${round}`);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(local.retiring.size, 0, "every old copy was freed once its call returned");
+  await local.close();
+});
+
+// Defect 10: calls after close() reached an unloaded library.
+test("calls after close() are refused with a clear error", async () => {
+  const local = new BedrockPlugin({ path: pluginPath, config, drainMs: 1000 });
+  await local.close();
+  assert.throws(() => local.stream(model, ask("hi")), /stream\(\) after close\(\)/);
+  await assert.rejects(local.embed({ texts: ["a"] }), /embed after close\(\)/);
+  await assert.rejects(local.models(), /discovery after close\(\)/);
+  await assert.rejects(local.swap(pluginPath), /swap\(\) after close\(\)/);
+  await local.close(); // a second close is a no-op
+});
+
+// Defect 10: an exception in the consumer's path dropped the rest of the batch, the terminal
+// event with it, and the stream never ended.
+test("an exception while delivering one event never loses the stream's end", async () => {
+  const local = new BedrockPlugin({ path: pluginPath, config, drainMs: 1000 });
+  const reported = [];
+  local.onError = (e) => reported.push(e);
+  const s = local.stream(model, ask("emulator: chunks=5"));
+  const push = s.push.bind(s);
+  let thrown = 0;
+  s.push = (event) => {
+    if (event.type === "text_delta" && thrown++ === 0) throw new Error("a consumer's bug");
+    push(event);
+  };
+  const message = await s.result();
+  assert.equal(message.stopReason, "stop");
+  assert.equal(reported.length, 1);
+  assert.match(String(reported[0]), /a consumer's bug/);
+  await local.close();
+});
