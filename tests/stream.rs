@@ -242,6 +242,7 @@ fn newer_claude_models_get_adaptive_thinking_older_ones_a_budget() {
         ("anthropic.claude-opus-4-7-v1:0", "high", "high"),
         ("anthropic.claude-sonnet-5-20261001-v1:0", "xhigh", "max"),
         ("anthropic.claude-opus-4-6-v1", "minimal", "low"),
+        ("anthropic.claude-opus-4-7-v1:0", "max", "max"),
     ] {
         assert_eq!(ask(id, id, level), json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": effort}}), "{id} {level}");
     }
@@ -250,6 +251,10 @@ fn newer_claude_models_get_adaptive_thinking_older_ones_a_budget() {
     assert_eq!(ask(arn, "Claude Opus 4.6 (team)", "high")["thinking"]["type"], "adaptive");
     let older = ask("anthropic.claude-sonnet-4-5-20250929-v1:0", "Sonnet 4.5", "medium");
     assert_eq!(older["thinking"], json!({"type": "enabled", "budget_tokens": 8192}));
+    assert_eq!(ask("anthropic.claude-sonnet-4-5-20250929-v1:0", "Sonnet 4.5", "max")["thinking"]["budget_tokens"], 16384);
+    // OpenClaw passes "off" when thinking is off (pi-ai leaves the field out): no thinking.
+    assert!(ask("anthropic.claude-opus-4-7-v1:0", "Opus 4.7", "off").get("thinking").is_none());
+    assert!(ask("anthropic.claude-sonnet-4-5-20250929-v1:0", "Sonnet 4.5", "off").get("thinking").is_none());
 }
 
 #[test]
@@ -867,4 +872,41 @@ fn a_batched_callback_cancels_by_its_return_value() {
     let rc = unsafe { (api().stream_start_batched)(p.0, body.as_ptr(), None, std::ptr::null_mut(), std::ptr::null_mut(), &mut err) };
     assert_eq!(rc, 1);
     assert!(take_json(err)["message"].as_str().unwrap().contains("on_events is NULL"));
+}
+
+/// Issue #17 item 4: when a cancel landed as a chunk arrived, the final `error`/`aborted`
+/// message held text no `text_delta` had delivered (deltas `w0 `, final `w0 w1 `; 3 of 77
+/// tries). pi-ai's contract is that the final message is what the deltas built. 1,000 streams,
+/// 50 at a time, each cancelled just after its first delta with a varying delay while chunks
+/// keep arriving.
+#[test]
+fn a_cancelled_streams_final_text_is_exactly_what_its_deltas_delivered() {
+    let (_e, p) = setup();
+    let mut aborted = 0;
+    for round in 0..20 {
+        let streams: Vec<Stream> = (0..50).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=300 delay_ms=1", json!({})))).collect();
+        for (i, s) in streams.iter().enumerate() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !s.collector.events.lock().unwrap().iter().any(|e| e["type"] == "text_delta") {
+                assert!(std::time::Instant::now() < deadline, "a first delta arrives");
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            std::thread::sleep(Duration::from_micros((i as u64 * 37 + round) % 900));
+            s.cancel();
+        }
+        for (i, s) in streams.iter().enumerate() {
+            let events = s.finish();
+            let end = terminal(&events);
+            let built: String = final_message(end)["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["type"] == "text")
+                .map(|c| c["text"].as_str().unwrap())
+                .collect();
+            assert_eq!(built, text_of(&events), "round {round}, stream {i}: the final message holds exactly what the deltas delivered ({})", end["reason"]);
+            aborted += usize::from(end["reason"] == "aborted");
+        }
+    }
+    assert!(aborted > 900, "the cancels landed mid-stream ({aborted} of 1000 aborted)");
 }

@@ -33,12 +33,20 @@ fn call(callback: &Callback, buf: &[u8], count: usize, beat: &Beat) -> bool {
     verdict == 0
 }
 
+/// What a delivery did: how many of the events the host was handed (the first `shown`), and
+/// whether it asked to cancel.
+pub struct Delivered {
+    pub shown: usize,
+    pub go_on: bool,
+}
+
 /// Delivers `events` in order; stops early when `go_on` says the stream was cancelled (those
-/// left are dropped). False once the host asked to cancel.
-pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &Beat, go_on: impl Fn() -> bool) -> bool {
+/// left are dropped).
+pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &Beat, go_on: impl Fn() -> bool) -> Delivered {
+    let mut shown = 0;
     match callback {
         Callback::Each { .. } => {
-            for event in events {
+            for (i, event) in events.iter().enumerate() {
                 if !go_on() {
                     break;
                 }
@@ -47,14 +55,15 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
                     continue;
                 }
                 buf.push(0);
+                shown = i + 1;
                 if !call(callback, buf, 1, beat) {
-                    return false;
+                    return Delivered { shown, go_on: false };
                 }
             }
         }
         Callback::Batched { .. } => {
             if events.is_empty() || !go_on() {
-                return true;
+                return Delivered { shown, go_on: true };
             }
             buf.clear();
             let mut count = 0;
@@ -65,10 +74,11 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
                 }
             }
             buf.push(0);
+            shown = events.len();
             if !call(callback, buf, count, beat) {
-                return false;
+                return Delivered { shown, go_on: false };
             }
         }
     }
-    true
+    Delivered { shown, go_on: true }
 }

@@ -12,7 +12,9 @@ mod pin;
 mod pool;
 mod run_queue;
 mod runtime_thread;
+mod shown;
 mod sync;
+mod tls_key;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -113,6 +115,7 @@ impl Provider {
             http_client,
             call_timeout: Duration::from_secs(config.discovery.call_timeout_secs),
         };
+        tls_key::room_for_threads().map_err(Error::internal)?;
         let control = Arc::new(Control::default());
         let registry = Arc::new(Registry::default());
         let thread = runtime_thread::spawn(settings, discovery.clone(), control.clone(), registry.clone(), log)?;

@@ -6,6 +6,7 @@ use super::control::{lock, Callback, Live, Registry, StreamShared};
 use super::delivery::deliver;
 use super::outbox_state::{OutboxState, Take};
 use super::pool::{Beat, Pool};
+use super::shown::Shown;
 use crate::converse::outlet::Outlet;
 use crate::converse::stream::cancelled;
 use crate::error::{Error, Kind};
@@ -23,6 +24,8 @@ struct Receiver {
     callback: Callback,
     /// The batch being delivered; kept to reuse its allocation.
     batch: Vec<Event>,
+    /// What the host has been handed, for the final message of a cancelled stream.
+    shown: Shown,
 }
 
 /// What a delivery pass left to do.
@@ -63,7 +66,7 @@ impl Outbox {
         Arc::new(Outbox {
             shared,
             state: OutboxState::new(QUEUE),
-            receiver: Mutex::new(Receiver { callback, batch: Vec::new() }),
+            receiver: Mutex::new(Receiver { callback, batch: Vec::new(), shown: Shown::default() }),
             room: Notify::new(),
             pool,
             registry,
@@ -88,9 +91,10 @@ impl Outbox {
                 }
                 self.fault.hit(Fault::PanicInDelivery);
                 // Once a cancel was asked for, later events are dropped: the end is error/aborted.
-                let go_on = deliver(&receiver.callback, &receiver.batch, buf, beat, || !self.shared.cancel_requested());
+                let delivered = deliver(&receiver.callback, &receiver.batch, buf, beat, || !self.shared.cancel_requested());
+                receiver.shown.note(&receiver.batch[..delivered.shown]);
                 receiver.batch.clear();
-                if !go_on && self.shared.request_cancel() {
+                if !delivered.go_on && self.shared.request_cancel() {
                     self.shared.cancel.notify_one();
                 }
                 if self.state.after_batch() {
@@ -101,7 +105,7 @@ impl Outbox {
             }
             Take::Terminal(terminal) => {
                 let terminal = terminal.unwrap_or_else(|| self.failure(Error::new(Kind::Internal, "the stream ended without a result")));
-                let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &self.model_id) } else { terminal };
+                let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &receiver.shown, &self.model_id) } else { terminal };
                 self.end(&receiver.callback, terminal, buf, beat);
                 Pass::Finished
             }
@@ -183,8 +187,10 @@ impl Outlet for Outbox {
     }
 }
 
-/// `failure` replaces whatever `errorMessage` / `errorInfo` the message had.
-fn into_aborted(terminal: Event, model_id: &str) -> Event {
-    let message = terminal.into_final_message().unwrap_or_else(|| AssistantMessage::new(model_id));
+/// The end of a cancelled stream: its final message as far as the host was shown it (`failure`
+/// replaces whatever `errorMessage` / `errorInfo` the message had).
+fn into_aborted(terminal: Event, shown: &Shown, model_id: &str) -> Event {
+    let mut message = terminal.into_final_message().unwrap_or_else(|| AssistantMessage::new(model_id));
+    shown.trim(&mut message);
     Event::failure(message, &cancelled())
 }

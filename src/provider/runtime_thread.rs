@@ -91,8 +91,14 @@ fn run(args: Args) {
         .thread_keep_alive(Duration::from_secs(1))
         .thread_name("bp-runtime")
         .enable_all()
-        .on_thread_start(move || started.threads.started())
-        .on_thread_stop(move || stopped.threads.stopping())
+        .on_thread_start(move || {
+            started.threads.started();
+            super::tls_key::thread_started();
+        })
+        .on_thread_stop(move || {
+            super::tls_key::thread_stopping();
+            stopped.threads.stopping();
+        })
         .build();
     let runtime = match runtime {
         Ok(rt) => rt,
