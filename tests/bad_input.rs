@@ -105,7 +105,7 @@ fn invalid_requests_get_clear_codes_and_no_events() {
         (json!({"model": "emulator.echo", "context": {"messages": []}}).to_string(), 1, "context.messages: must contain at least one user message"),
         (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": 7}]}}).to_string(), 1, "context.messages[0].content: expected a string or an array, got a number"),
         (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"maxTokens": -3}}).to_string(), 1, "options.maxTokens: expected an integer"),
-        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"reasoning": "max"}}).to_string(), 1, "options.reasoning: must be one of"),
+        (json!({"model": "emulator.echo", "context": {"messages": [{"role": "user", "content": "x"}]}, "options": {"reasoning": "extreme"}}).to_string(), 1, "options.reasoning: must be one of"),
         (json!({"model": "anthropic.claude-sonnet-4-5-20250929-v1:0", "context": {"messages": [{"role": "user", "content": [{"type": "image", "data": "%%%", "mimeType": "image/png"}]}]}}).to_string(), 1, "context.messages[0].content[0]"),
         // Model ids that would not survive as a URL path segment.
         (json!({"model": {"id": ".."}, "context": {"messages": [{"role": "user", "content": "x"}]}}).to_string(), 1, "model.id: \"..\" is not a model id"),

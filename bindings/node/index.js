@@ -38,10 +38,17 @@ let nextLoad = 0;
 class Copy {
   constructor(path, config, onEvents) {
     // dlopen returns the image already mapped for a path: a private copy keeps generations apart.
-    this.dir = mkdtempSync(join(tmpdir(), "bedrock-plugin-node-"));
-    this.file = join(this.dir, `plugin-${process.pid}-${nextLoad++}.so`);
-    copyFileSync(path, this.file);
-    const lib = koffi.load(this.file);
+    // It is unlinked as soon as it is mapped, so nothing is left on disk whatever happens to the
+    // process (an unstripped build is 100+ MB, and hosts such as OpenClaw load a module twice).
+    const dir = mkdtempSync(join(tmpdir(), "bedrock-plugin-node-"));
+    this.file = join(dir, `plugin-${process.pid}-${nextLoad++}.so`);
+    let lib;
+    try {
+      copyFileSync(path, this.file);
+      lib = koffi.load(this.file);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     this.lib = {
       abi_version: lib.func("uint32_t bp_abi_version(void)"),
       plugin_info: lib.func("const char *bp_plugin_info(void)"),
@@ -119,7 +126,6 @@ class Copy {
 
   unload(keepMapped = false) {
     if (!keepMapped) this.library.unload();
-    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

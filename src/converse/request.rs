@@ -229,10 +229,12 @@ impl Options {
         ])?;
         let reasoning = o.str("reasoning")?.map(str::to_string);
         if let Some(r) = &reasoning {
-            if !["minimal", "low", "medium", "high", "xhigh"].contains(&r.as_str()) {
-                return Err(o.err("reasoning", format!("must be one of minimal, low, medium, high, xhigh; got \"{r}\"")));
+            if !["off", "minimal", "low", "medium", "high", "xhigh", "max"].contains(&r.as_str()) {
+                return Err(o.err("reasoning", format!("must be one of off, minimal, low, medium, high, xhigh, max; got \"{r}\"")));
             }
         }
+        // OpenClaw says "off" where pi-ai leaves the field out: no thinking either way.
+        let reasoning = reasoning.filter(|r| r != "off");
         let cache_retention = o.str("cacheRetention")?.unwrap_or("short").to_string();
         if !["none", "short", "long"].contains(&cache_retention.as_str()) {
             return Err(o.err("cacheRetention", format!("must be none, short or long; got \"{cache_retention}\"")));
@@ -298,7 +300,7 @@ impl Options {
     }
 
     fn thinking_budget(&self, level: &str) -> u64 {
-        let level = if level == "xhigh" { "high" } else { level };
+        let level = if level == "xhigh" || level == "max" { "high" } else { level };
         let custom = self.thinking_budgets.as_ref().and_then(|b| b.get(level)).and_then(Value::as_u64);
         custom.unwrap_or(match level {
             "minimal" => 1024,

@@ -232,3 +232,14 @@ test("an exception while delivering one event never loses the stream's end", asy
   assert.match(String(reported[0]), /a consumer's bug/);
   await local.close();
 });
+
+// OpenClaw defect 2 (issue #18): each loaded copy stayed in $TMPDIR until close(); now the
+// private copy is unlinked as soon as it is mapped.
+test("a loaded copy leaves nothing on disk, before and after close()", async () => {
+  const { existsSync } = await import("node:fs");
+  const local = new BedrockPlugin({ path: pluginPath, config, drainMs: 1000 });
+  const file = local.current.file;
+  assert.equal(existsSync(file), false, `${file} was unlinked once mapped`);
+  assert.equal((await local.stream(model, ask("emulator: chunks=2")).result()).stopReason, "stop", "the mapping serves");
+  await local.close();
+});
