@@ -9,15 +9,23 @@ PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 LIB ?= target/ship/libbedrock_plugin.so
 
+# Each build gets its SHA-256 beside it (sha256sum's format): `bp-host serve` loads a build only
+# if it is the one its digest names, so a half-written file or a mix of two builds is refused.
 ship:
 	cargo build --profile ship -p bedrock-plugin --lib
+	cd target/ship && sha256sum libbedrock_plugin.so > libbedrock_plugin.so.sha256
 
 target/ship/libbedrock_plugin.so:
 	cargo build --profile ship -p bedrock-plugin --lib
 
+# The digest goes in first, then the library is written beside its final name and renamed over
+# it, so a serving gateway never sees a half-written build under that name.
 install: $(LIB)
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libbedrock_plugin.so
+	sha256sum $(LIB) | sed 's| .*|  libbedrock_plugin.so|' > $(DESTDIR)$(PREFIX)/lib/.libbedrock_plugin.so.sha256.incoming
+	mv -f $(DESTDIR)$(PREFIX)/lib/.libbedrock_plugin.so.sha256.incoming $(DESTDIR)$(PREFIX)/lib/libbedrock_plugin.so.sha256
+	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/.libbedrock_plugin.so.incoming
+	mv -f $(DESTDIR)$(PREFIX)/lib/.libbedrock_plugin.so.incoming $(DESTDIR)$(PREFIX)/lib/libbedrock_plugin.so
 	install -m 0644 include/bedrock_plugin.h $(DESTDIR)$(PREFIX)/include/bedrock_plugin.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' include/bedrock-plugin.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/bedrock-plugin.pc
 

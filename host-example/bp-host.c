@@ -4,7 +4,7 @@
  *   bp-host [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]
  *   bp-host [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT
  *   bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--socket-mode OCTAL]
- *           [--drain-ms N] [--client-buffer BYTES]
+ *           [--drain-ms N] [--client-buffer BYTES] [--no-digest]
  *
  * Loads the plugin with dlopen (default: ../target/release/libbedrock_plugin.so next to this
  * program, or $BP_PLUGIN), refuses a different ABI major version, and streams text to stdout as
@@ -278,7 +278,7 @@ static void usage(void) {
     fprintf(stderr, "usage: bp-host [-v] [--plugin PATH] [--config FILE] models [list] [--json] [--refresh]\n"
                     "       bp-host [-v] [--plugin PATH] [--config FILE] chat --model ID [--max-tokens N] PROMPT\n"
                     "       bp-host [--plugin PATH] [--config FILE] serve [--socket PATH] [--socket-mode OCTAL]\n"
-                    "               [--drain-ms N] [--client-buffer BYTES]\n"
+                    "               [--drain-ms N] [--client-buffer BYTES] [--no-digest]\n"
                     "       bp-host [-v] [--plugin PATH] [--config FILE] embed [--model ID] [--dimensions N] TEXT...\n"
                     "  -v: the plugin's log records, debug level included, on stderr as \"[level target] message\"\n");
 }
@@ -297,11 +297,12 @@ int main(int argc, char **argv) {
     char **texts = calloc((size_t)argc, sizeof *texts);
     int text_count = 0;
     const char *socket_path = NULL;
-    int json = 0, refresh = 0, verbose = 0;
+    int json = 0, refresh = 0, verbose = 0, require_digest = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) json = 1;
         else if (strcmp(argv[i], "-v") == 0) verbose = 1;
         else if (strcmp(argv[i], "--refresh") == 0) refresh = 1;
+        else if (strcmp(argv[i], "--no-digest") == 0) require_digest = 0;
         else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) plugin = argv[++i];
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) config_path = argv[++i];
         else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) model = argv[++i];
@@ -345,7 +346,7 @@ int main(int argc, char **argv) {
     if (is_serve) {
         /* serve loads (and reloads) the plugin itself, from private copies of this file. */
         struct serve_options options = {plugin, config ? config : DEFAULT_CONFIG, socket_path, (uint32_t)drain_ms, (int)socket_mode,
-                                        (size_t)client_buffer};
+                                        (size_t)client_buffer, require_digest};
         int status = cmd_serve(&options);
         free(config);
         free(texts);

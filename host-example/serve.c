@@ -173,7 +173,8 @@ int cmd_serve(const struct serve_options *opt) {
     /* Watch before the first load: a deploy during start-up is then swapped in right after. */
     struct watch *watch = watch_start();
     char why[1024] = "";
-    struct generation *first = load_generation(why, sizeof why);
+    int transient = 0;
+    struct generation *first = load_generation(why, sizeof why, &transient);
     if (!first) { say("cannot start: %s", why); rmdir(S.dir); return 1; }
     S.gens = first;
     say("generation %d serving %s", first->number, first->info);
@@ -213,8 +214,15 @@ int cmd_serve(const struct serve_options *opt) {
      * other (its streams get the drain time; free returns within drain + BP_FREE_GRACE_MS),
      * then every client is cut off, a client that does not read its last lines included. */
     double deadline = now_ms() + opt->drain_ms + BP_FREE_GRACE_MS + 1000;
+    /* A load under way may finish first (bounded: it cannot wait for a client); past a second
+     * the watcher is left behind, as the process is about to end. */
     char q = 'q';
-    if (write(S.wake[1], &q, 1) == 1) pthread_join(watcher, NULL);
+    if (write(S.wake[1], &q, 1) == 1) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        if (pthread_timedjoin_np(watcher, NULL, &until) != 0) say("a plugin load under way was abandoned at the stop");
+    }
     pthread_mutex_lock(&S.mu);
     struct generation *last = S.gens && S.gens->state == SERVING ? S.gens : NULL;
     if (last) last->state = DRAINING;

@@ -12,6 +12,7 @@ struct serve_options {
     uint32_t drain_ms;       /* how long an old generation's streams may run before cancelled   */
     int socket_mode;         /* permissions of the socket file (default 0600: owner only)       */
     size_t client_buffer;    /* output bytes queued per client before it counts as stalled      */
+    int require_digest;      /* refuse a build without "<plugin_path>.sha256" beside it (default) */
 };
 
 /* Runs until stdin ends (then waits for its streams) or, with a socket, until SIGTERM/SIGINT. */

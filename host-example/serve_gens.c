@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include "serve_internal.h"
+#include "sha256.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -41,22 +42,76 @@ void leave(struct generation *g) {
 }
 
 
-static int copy_file(const char *from, const char *to, char *why, size_t cap) {
+/* Whether two looks at a file saw the same file in the same state. */
+static int same_state(const struct stat *a, const struct stat *b) {
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/*
+ * Copies the plugin file to `to`, computing its SHA-256 on the way (hex into digest). The file
+ * must be the same file in the same state before and after (inode, size, mtime, ctime): one
+ * being written while it is copied (rsync --inplace, dd conv=notrunc) is refused, and the
+ * watcher's next look retries once it has settled.
+ */
+static int copy_file(const char *from, const char *to, char digest[65], char *why, size_t cap) {
+    struct stat before, after;
     int in = open(from, O_RDONLY | O_CLOEXEC);
-    if (in < 0) { snprintf(why, cap, "cannot read %s: %s", from, strerror(errno)); return -1; }
+    if (in < 0 || fstat(in, &before) != 0) {
+        snprintf(why, cap, "cannot read %s: %s", from, strerror(errno));
+        if (in >= 0) close(in);
+        return -1;
+    }
     int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
     if (out < 0) { snprintf(why, cap, "cannot create %s: %s", to, strerror(errno)); close(in); return -1; }
+    struct sha256 sha;
+    sha256_init(&sha);
     char chunk[1 << 16];
     ssize_t n;
     int rc = 0;
     while ((n = read(in, chunk, sizeof chunk)) > 0) {
+        sha256_update(&sha, chunk, (size_t)n);
         if (write(out, chunk, (size_t)n) != n) { rc = -1; break; }
     }
     if (n < 0 || rc != 0) { snprintf(why, cap, "copying %s failed: %s", from, strerror(errno)); rc = -1; }
     close(in);
     if (close(out) != 0 && rc == 0) { snprintf(why, cap, "copying %s failed: %s", from, strerror(errno)); rc = -1; }
+    if (rc == 0 && (stat(from, &after) != 0 || !same_state(&before, &after))) {
+        snprintf(why, cap, "the file changed while it was copied (still being written?); it is taken once it settles");
+        rc = -1;
+    }
     if (rc != 0) unlink(to);
+    else sha256_hex(&sha, digest);
     return rc;
+}
+
+/*
+ * The build's digest, from "<plugin file>.sha256" (sha256sum's format: 64 hex digits first),
+ * which `make ship` and `make install` write beside the library: a file that is not the one
+ * consistent build its digest names (a half-written file, a mix of two builds) is refused
+ * before it is mapped. Without the digest file the load is refused too, unless --no-digest.
+ */
+static int check_digest(const char *digest, char *why, size_t cap) {
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s.sha256", S.opt->plugin_path);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        if (!S.opt->require_digest) return 0;
+        snprintf(why, cap, "no digest beside it (%s: %s); deploy with `make install`, or write one with sha256sum (or run serve with --no-digest)",
+                 path, strerror(errno));
+        return -1;
+    }
+    char want[65] = "";
+    int ok = fscanf(f, "%64[0-9a-fA-F]", want) == 1 && strlen(want) == 64;
+    fclose(f);
+    if (!ok) { snprintf(why, cap, "%s does not start with a SHA-256 digest", path); return -1; }
+    for (char *c = want; *c; c++) *c = (char)(*c >= 'A' && *c <= 'F' ? *c - 'A' + 'a' : *c);
+    if (strcmp(want, digest) != 0) {
+        snprintf(why, cap, "its SHA-256 %.12s… is not the %.12s… of %s (a build still being written, or a mix of two builds)", digest, want, path);
+        return -1;
+    }
+    return 0;
 }
 
 #ifdef __linux__
@@ -96,12 +151,16 @@ static int check_elf(const char *path, char *why, size_t cap) {
 #endif
 
 /* Loads the plugin file as a new generation, or says why not in why. */
-struct generation *load_generation(char *why, size_t cap) {
+struct generation *load_generation(char *why, size_t cap, int *transient) {
     /* Only the watcher loads (and main, before the watcher starts): no one else moves the number. */
     int number = S.next_number + 1;
     char copy[PATH_MAX + 64];
     snprintf(copy, sizeof copy, "%s/generation-%d.so", S.dir, number);
-    if (copy_file(S.opt->plugin_path, copy, why, cap) != 0) return NULL;
+    char digest[65];
+    *transient = 1;
+    if (copy_file(S.opt->plugin_path, copy, digest, why, cap) != 0) return NULL;
+    if (check_digest(digest, why, cap) != 0) { unlink(copy); return NULL; }
+    *transient = 0;
 #ifdef __linux__
     if (check_elf(copy, why, cap) != 0) { unlink(copy); return NULL; }
 #endif
@@ -195,6 +254,27 @@ static void *drainer_main(void *arg) {
     return NULL;
 }
 
+int free_pthread_keys(void) {
+    static pthread_key_t keys[1100];
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    int n = 0;
+    while (n < 1100 && pthread_key_create(&keys[n], NULL) == 0) n++;
+    for (int i = 0; i < n; i++) pthread_key_delete(keys[i]);
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+
+long rss_kib(void) {
+    FILE *f = fopen("/proc/self/status", "re");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kib = atol(line + 6);
+    if (f) fclose(f);
+    return kib;
+}
+
 /* Drains g on a detached thread of its own (on this one if no thread can be had). */
 void retire(struct generation *g) {
     pthread_mutex_lock(&S.mu);
@@ -203,17 +283,22 @@ void retire(struct generation *g) {
     if (start_detached(drainer_main, g) != 0) drainer_main(g);
 }
 
-void swap(void) {
+enum swap_result swap(int final) {
     double started = now_ms();
     char why[1024] = "";
-    struct generation *g = load_generation(why, sizeof why);
+    int transient = 0;
+    struct generation *g = load_generation(why, sizeof why, &transient);
+    if (!g && transient && !final) {
+        say("swap waits for the file to settle: %s", why);
+        return SWAP_LATER;
+    }
     pthread_mutex_lock(&S.mu);
     struct generation *old = S.gens && S.gens->state == SERVING ? S.gens : NULL;
     if (!g) {
         S.refused++;
         pthread_mutex_unlock(&S.mu);
         say("swap refused, generation %d keeps serving: %s", old ? old->number : 0, why);
-        return;
+        return SWAP_REFUSED;
     }
     g->next = S.gens;
     S.gens = g;
@@ -223,5 +308,10 @@ void swap(void) {
     double ms = S.last_swap_ms;
     pthread_mutex_unlock(&S.mu);
     say("generation %d serving %s (ready %.1f ms after the change)", g->number, g->info, ms);
+    /* Each copy needs a pthread key while it is loaded (std's, given back at unload); warn well
+     * before the process has none left, when loads start being refused. */
+    int keys = free_pthread_keys();
+    if (keys < 64) say("warning: %d pthread keys left in this process; loads are refused below 4", keys);
     if (old) retire(old);
+    return SWAP_DONE;
 }

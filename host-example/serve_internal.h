@@ -112,10 +112,16 @@ void handle_line(struct client *c, const char *line);
 int cancel_requests(struct client *c, const char *id, size_t id_len);
 
 /* serve_gens.c */
-struct generation *load_generation(char *why, size_t cap);
+int free_pthread_keys(void); /* how many more keys this process could create */
+long rss_kib(void);
+/* NULL with the reason in why; *transient when a deploy may still be writing the file. */
+struct generation *load_generation(char *why, size_t cap, int *transient);
 struct generation *enter_serving(void);
 void leave(struct generation *g);
-void swap(void);
+enum swap_result { SWAP_DONE, SWAP_REFUSED, SWAP_LATER };
+/* Loads the next generation; a refusal that may be a deploy still writing is SWAP_LATER (not
+ * reported) unless final. */
+enum swap_result swap(int final);
 void retire(struct generation *g); /* drains it on a thread of its own */
 
 /* serve_watch.c */

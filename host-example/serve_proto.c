@@ -170,9 +170,10 @@ static void answer_status(struct client *c) {
     }
     putf(&b, "],\"swaps\":%ld,\"refused\":%ld,\"unloaded\":%ld,\"oldStillMapped\":%d,\"pinned\":%d,", S.swaps, S.refused, S.unloaded,
          mapped, pinned);
-    putf(&b, "\"clients\":%d,\"stalledClients\":%ld,\"lastSwapMs\":%.3f,\"lastDrainMs\":%.3f}", clients, S.stalled_clients,
+    putf(&b, "\"clients\":%d,\"stalledClients\":%ld,\"lastSwapMs\":%.3f,\"lastDrainMs\":%.3f,", clients, S.stalled_clients,
          S.last_swap_ms, S.last_drain_ms);
     pthread_mutex_unlock(&S.mu);
+    putf(&b, "\"headroom\":{\"freePthreadKeys\":%d,\"rssKiB\":%ld}}", free_pthread_keys(), rss_kib());
     client_send(c, &b);
 }
 

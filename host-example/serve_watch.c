@@ -47,7 +47,9 @@ static int file_changed(struct watch *w, int timeout_ms) {
         while ((n = read(w->fd, events, sizeof events)) > 0) {
             for (char *p = events; p < events + n;) {
                 struct inotify_event *e = (struct inotify_event *)p;
-                if (e->len && strcmp(e->name, w->name) == 0) changed = 1;
+                /* The build, or its digest (a deploy may write the digest after the build). */
+                size_t n = strlen(w->name);
+                if (e->len && strncmp(e->name, w->name, n) == 0 && (!e->name[n] || strcmp(e->name + n, ".sha256") == 0)) changed = 1;
                 p += sizeof *e + e->len;
             }
         }
@@ -102,9 +104,15 @@ void *watcher_main(void *arg) {
         }
         if (file_changed(w, 0)) pending = 1;
         if (!pending) continue;
-        /* Let a writer finish: load once the file has been quiet for 100 ms. */
-        while (file_changed(w, 100)) {}
-        swap();
+        for (int tries = 0;; tries++) {
+            /* Let a writer finish: load once the file has been quiet for 100 ms. */
+            while (file_changed(w, 100)) {}
+            if (swap(tries >= 2) != SWAP_LATER) break;
+            /* The build or its digest looked half-written (it changed while copied, or does not
+             * match): a deploy still at work changes the file again soon; look again then, or
+             * after a second, and report the refusal on the third look. */
+            file_changed(w, 1000);
+        }
     }
 out:
     if (w->fd >= 0) close(w->fd);

@@ -18,9 +18,12 @@ fn a_c_host_builds_from_the_installed_files_alone() {
         .output()
         .expect("make runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for file in ["lib/libbedrock_plugin.so", "include/bedrock_plugin.h", "lib/pkgconfig/bedrock-plugin.pc"] {
+    for file in ["lib/libbedrock_plugin.so", "lib/libbedrock_plugin.so.sha256", "include/bedrock_plugin.h", "lib/pkgconfig/bedrock-plugin.pc"] {
         assert!(prefix.join(file).is_file(), "{file} installed");
     }
+    // The digest `bp-host serve` checks a build against, in sha256sum's format: it verifies.
+    let check = Command::new("sha256sum").arg("--check").arg("libbedrock_plugin.so.sha256").current_dir(prefix.join("lib")).output().expect("sha256sum runs");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     let pc = std::fs::read_to_string(prefix.join("lib/pkgconfig/bedrock-plugin.pc")).unwrap();
     assert!(pc.contains(&format!("prefix={}", prefix.display())) && pc.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))), "{pc}");
 

@@ -38,8 +38,32 @@ fn shipped(build: &Path, to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
-/// Replaces the served file the way a deploy does: write beside it, then rename over it.
+/// The digest serve checks a build against, written beside the served path as `make install`
+/// writes it (sha256sum's format), atomically.
+fn write_digest(of: &Path, served: &Path) {
+    let out = Command::new("sha256sum").arg(of).output().expect("sha256sum runs");
+    assert!(out.status.success());
+    let hex = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string();
+    let name = served.file_name().unwrap().to_string_lossy();
+    let digest = served.with_file_name(format!("{name}.sha256"));
+    let tmp = served.with_file_name(format!(".{name}.sha256.incoming"));
+    std::fs::write(&tmp, format!("{hex}  {name}\n")).unwrap();
+    std::fs::rename(&tmp, &digest).unwrap();
+}
+
+/// The plugin deployed (stripped, with its digest) into a test's own directory: each serve
+/// watches its own file, so one test's deploys never reach another test's gateway.
+fn served_build(dir: &Path) -> PathBuf {
+    let build = shipped(&plugin_path(), &dir.join("build.so"));
+    let served = dir.join("libbedrock_plugin.so");
+    deploy(&build, &served);
+    served
+}
+
+/// Replaces the served file the way a deploy does: the digest first, then the build written
+/// beside it and renamed over it.
 fn deploy(from: &Path, served: &Path) {
+    write_digest(from, served);
     let tmp = served.with_extension("incoming");
     std::fs::copy(from, &tmp).unwrap();
     std::fs::rename(&tmp, served).unwrap();
@@ -355,10 +379,13 @@ fn swaps_under_load(name: &str, swaps: u64, in_flight: usize, tool: Option<&[&st
     let loaded = swaps + 1;
     let idle = loaded + 1;
     deploy(&builds[(idle % 2 == 0) as usize].0, &served);
-    load.status_until(&mut serve, 0, &[idle], "idle swap done and every old copy unloaded", |s| {
+    let last = load.status_until(&mut serve, 0, &[idle], "idle swap done and every old copy unloaded", |s| {
         s["generation"] == idle && s["oldStillMapped"] == 0 && s["unloaded"] == loaded
     });
     load.check();
+    // Issue #17: each unloaded copy gave its pthread key back (before, one key leaked per load).
+    let keys = |s: &Value| s["headroom"]["freePthreadKeys"].as_u64().unwrap_or_else(|| panic!("status reports its headroom: {s}"));
+    assert!(keys(&last) + 1 >= keys(&first), "pthread keys flat over {idle} loads: {} → {}", keys(&first), keys(&last));
     for (generation, version) in &load.versions {
         let expected = if generation % 2 == 1 { "0.1.0" } else { "0.1.0-next" };
         assert_eq!(version, expected, "generation {generation} runs the build deployed for it");
@@ -472,6 +499,118 @@ fn files_that_are_not_a_usable_plugin_are_refused_while_the_old_one_serves() {
     assert!(status.success(), "{stderr}");
 }
 
+/// Issue #17 item 3: a build is loaded only if it is the one consistent build its digest names.
+/// A file made of the first half (then 90%) of one build and the rest of another crashed the
+/// gateway (SIGSEGV) or loaded a corrupt image; now each is refused with its reason, as is a build
+/// without a digest, while generation 1 keeps serving exact streams.
+#[test]
+fn a_build_that_is_not_the_one_its_digest_names_is_refused() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch("digests");
+    let a = shipped(&plugin_path(), &dir.join("a.so"));
+    let b = shipped(&next_plugin_path(), &dir.join("b.so"));
+    let served = dir.join("libbedrock_plugin.so");
+    deploy(&a, &served);
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+    let (bytes_a, bytes_b) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let mix = |share: usize| -> PathBuf {
+        let cut = bytes_a.len() * share / 100;
+        let mut mixed = bytes_a[..cut].to_vec();
+        mixed.extend_from_slice(&bytes_b[cut.min(bytes_b.len())..]);
+        let path = dir.join(format!("mix-{share}.so"));
+        std::fs::write(&path, mixed).unwrap();
+        path
+    };
+    let mut serve = Serve::start(&served, &config, &scratch("digests-copies"), None);
+    let mut load = Load::new();
+    load.status_until(&mut serve, 0, &[1], "first generation", |s| s["generation"] == 1);
+    let mut refused = 0;
+    for share in [50, 90] {
+        // What an interrupted deploy leaves: the digest of the build meant, a mixed file.
+        write_digest(&a, &served);
+        let tmp = served.with_extension("incoming");
+        std::fs::copy(mix(share), &tmp).unwrap();
+        std::fs::rename(&tmp, &served).unwrap();
+        refused += 1;
+        load.status_until(&mut serve, 2, &[1], "the refusal", |s| s["refused"].as_u64() >= Some(refused));
+        let line = serve.wait_log("the refusal's log line", |log| log.lines().filter(|l| l.contains("swap refused")).nth(refused as usize - 1).map(str::to_string));
+        assert!(line.contains("generation 1 keeps serving") && line.contains("a mix of two builds"), "{share}% mix: {line}");
+    }
+    // No digest at all: refused too.
+    std::fs::remove_file(dir.join("libbedrock_plugin.so.sha256")).unwrap();
+    let tmp = served.with_extension("incoming");
+    std::fs::copy(&b, &tmp).unwrap();
+    std::fs::rename(&tmp, &served).unwrap();
+    let status = load.status_until(&mut serve, 2, &[1], "the refusal", |s| s["refused"].as_u64() >= Some(refused + 1));
+    assert_eq!(status["generation"], 1, "{status}");
+    serve.wait_log("the missing digest", |log| log.lines().find(|l| l.contains("swap refused") && l.contains("no digest beside it")).map(str::to_string));
+    // A whole build with its digest is taken.
+    deploy(&b, &served);
+    load.status_until(&mut serve, 2, &[1, 2], "build b", |s| s["generation"] == 2 && s["plugin"]["version"] == "0.1.0-next");
+    load.wait_idle(&mut serve);
+    load.check();
+    let (status, stderr) = serve.finish();
+    assert!(status.success(), "{stderr}");
+}
+
+/// Issue #17 item 3: a build written in place without truncating first (rsync --inplace, dd
+/// conv=notrunc) while swaps fire crashed the gateway. 100 rounds: the other build is written
+/// over the served file in chunks, in place, with SIGHUP between chunks; every load is a whole
+/// build (its version is one of the two), the half-written states are refused, and the streams
+/// kept in flight are exact.
+#[test]
+fn in_place_writes_racing_swaps_never_load_a_mixed_build() {
+    use std::io::{Seek, SeekFrom};
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch("inplace");
+    let builds = [shipped(&plugin_path(), &dir.join("a.so")), shipped(&next_plugin_path(), &dir.join("b.so"))];
+    let bytes: Vec<Vec<u8>> = builds.iter().map(|b| std::fs::read(b).unwrap()).collect();
+    let served = dir.join("libbedrock_plugin.so");
+    deploy(&builds[0], &served);
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+    let mut serve = Serve::start_with(&served, &config, &scratch("inplace-copies"), Some(&[]), &[]);
+    let mut load = Load::new();
+    load.status_until(&mut serve, 0, &[1], "first generation", |s| s["generation"] == 1);
+    let pid = serve.pid() as libc::pid_t;
+    const ROUNDS: usize = 100;
+    let mut generation = 1;
+    for round in 0..ROUNDS {
+        let next = &bytes[(round + 1) % 2];
+        write_digest(&builds[(round + 1) % 2], &served);
+        let mut file = std::fs::OpenOptions::new().write(true).open(&served).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        // Slower than serve's 100 ms settle: the swaps meet the file half-written.
+        for chunk in next.chunks(next.len() / 10 + 1) {
+            file.write_all(chunk).unwrap();
+            file.flush().unwrap();
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        file.set_len(next.len() as u64).unwrap();
+        drop(file);
+        generation += 1;
+        let want = generation;
+        load.status_until(&mut serve, 4, &(1..=want).collect::<Vec<_>>(), "the whole build", |s| s["generation"].as_u64() >= Some(want));
+        let status = load.status(&mut serve, 4, &(1..=want + 1).collect::<Vec<_>>());
+        generation = status["generation"].as_u64().unwrap();
+    }
+    load.wait_idle(&mut serve);
+    load.check();
+    for (g, version) in &load.versions {
+        assert!(version == "0.1.0" || version == "0.1.0-next", "generation {g} reported {version:?}: a corrupt image was loaded");
+    }
+    let (status, stderr) = serve.finish();
+    assert!(status.success(), "the gateway survived every round: {stderr}");
+    let waits = stderr.lines().filter(|l| l.contains("swap waits for the file to settle")).count();
+    let refusals = stderr.lines().filter(|l| l.contains("swap refused")).count();
+    eprintln!("{ROUNDS} rounds of in-place writes racing swaps: {generation} generations loaded, {waits} half-written states seen and not loaded ({refusals} reported as refused), {} requests exact", load.outcomes.len());
+    assert!(waits > ROUNDS / 2, "the swaps met half-written files ({waits} times)");
+}
+
 /// The requests, cancels and control lines a client can send, and what each one gets back.
 #[test]
 fn the_line_protocol_answers_every_kind_of_line() {
@@ -480,7 +619,8 @@ fn the_line_protocol_answers_every_kind_of_line() {
     let dir = scratch("protocol");
     let config = dir.join("config.json");
     std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
-    let mut serve = Serve::start(&plugin_path(), &config, &scratch("protocol-copies"), None);
+    let served = served_build(&dir);
+    let mut serve = Serve::start(&served, &config, &scratch("protocol-copies"), None);
     let mut long = request("emulator.echo", "emulator: chunks=500 delay_ms=20", json!({}));
     long["id"] = json!("long");
     serve.send(&long);
@@ -584,7 +724,8 @@ fn serve_on_socket(name: &str, extra: &[&str]) -> (Emulator, Serve, PathBuf) {
     std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
     let socket = dir.join("serve.sock");
     let args: Vec<&str> = ["--socket", socket.to_str().unwrap()].into_iter().chain(extra.iter().copied()).collect();
-    let serve = Serve::start_with(&plugin_path(), &config, &scratch(&format!("{name}-copies")), None, &args);
+    let served = served_build(&dir);
+    let serve = Serve::start_with(&served, &config, &scratch(&format!("{name}-copies")), None, &args);
     let started = Instant::now();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(started.elapsed() < Duration::from_secs(30), "no socket: {}", serve.stderr());
@@ -733,7 +874,7 @@ fn out_of_descriptors_serve_backs_off_and_recovers() {
     let socket = dir.join("serve.sock");
     let mut command = Command::new(build_host_asan());
     command.envs(SANITIZERS).env("TMPDIR", scratch("emfile-copies"));
-    command.arg("--plugin").arg(plugin_path()).arg("--config").arg(&config).args(["serve", "--socket"]).arg(&socket);
+    command.arg("--plugin").arg(served_build(&dir)).arg("--config").arg(&config).args(["serve", "--socket"]).arg(&socket);
     unsafe {
         command.pre_exec(|| {
             let limit = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
