@@ -28,8 +28,6 @@ pub struct Built {
 
 pub struct Clients {
     settings: Settings,
-    /// Base models of application inference profiles, asked of Bedrock once each.
-    pub profile_bases: crate::converse::profile_base::ProfileBases,
     current: Mutex<Arc<Built>>,
     rebuilding: tokio::sync::Mutex<()>,
 }
@@ -37,8 +35,7 @@ pub struct Clients {
 impl Clients {
     pub async fn new(settings: Settings) -> Clients {
         let built = build(&settings, 1).await;
-        let profile_bases = crate::converse::profile_base::ProfileBases::new(settings.call_timeout);
-        Clients { settings, profile_bases, current: Mutex::new(Arc::new(built)), rebuilding: tokio::sync::Mutex::new(()) }
+        Clients { settings, current: Mutex::new(Arc::new(built)), rebuilding: tokio::sync::Mutex::new(()) }
     }
 
     pub fn current(&self) -> Arc<Built> {

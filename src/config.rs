@@ -8,6 +8,9 @@ use crate::model::{Cost, Model};
 use serde_json::Value;
 use std::sync::Arc;
 
+/// Embedding calls in flight at once per `bp_embed` (`embeddings.concurrency`) unless configured.
+pub const DEFAULT_EMBED_CONCURRENCY: usize = 8;
+
 pub const API: &str = "bedrock-converse-stream";
 pub const PROVIDER: &str = "amazon-bedrock";
 
@@ -76,10 +79,10 @@ pub fn parse(text: &str) -> Result<Config> {
             match e.uint("concurrency", 64)? {
                 Some(0) => return Err(e.err("concurrency", "must be between 1 and 64")),
                 Some(n) => n as usize,
-                None => crate::embed::DEFAULT_CONCURRENCY,
+                None => DEFAULT_EMBED_CONCURRENCY,
             }
         }
-        None => crate::embed::DEFAULT_CONCURRENCY,
+        None => DEFAULT_EMBED_CONCURRENCY,
     };
     Ok(Config { provider, discovery, embed_concurrency })
 }

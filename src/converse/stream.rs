@@ -6,6 +6,7 @@
 
 use super::errors;
 use super::outlet::Outlet;
+use super::profile_base::ProfileBases;
 use super::request::StreamRequest;
 use super::translate::Translator;
 use crate::clients::Clients;
@@ -62,14 +63,16 @@ fn idle_timeout(ms: u128) -> Error {
     Error::new(Kind::Timeout, format!("timed out: no event from Bedrock for {ms} ms (options.idleTimeoutMs)"))
 }
 
-pub async fn run<O: Outlet>(clients: Arc<Clients>, request: StreamRequest, outlet: Arc<O>) {
+/// Runs one stream to its terminal event. `profile_bases` is the provider's cache of
+/// application-profile base models (passed down: the clients know nothing of Converse).
+pub async fn run<O: Outlet>(clients: Arc<Clients>, profile_bases: Arc<ProfileBases>, request: StreamRequest, outlet: Arc<O>) {
     let translator = Translator::new(&request.model.id, request.model.cost, request.tool_names.clone());
     let mut run = Run { translator, outlet: Some(outlet.clone()) };
     let model_id = request.model.id.clone();
     if log::enabled(log::Level::Debug) {
         log::debug("converse", &format!("{model_id}: stream starting"));
     }
-    let outcome = drive(&clients, request, &mut run, &outlet).await;
+    let outcome = drive(&clients, &profile_bases, request, &mut run, &outlet).await;
     let terminal = match outcome.and_then(|()| run.translator.finish()) {
         Ok(done) => done,
         Err(e) => {
@@ -140,11 +143,11 @@ async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut R
 }
 
 /// The request mapped for its application profile's base model, once Bedrock has named it.
-async fn with_profile_base(clients: &Clients, mut request: StreamRequest) -> Result<StreamRequest> {
+async fn with_profile_base(clients: &Clients, profile_bases: &ProfileBases, mut request: StreamRequest) -> Result<StreamRequest> {
     let Some(text) = request.unresolved_profile.take() else {
         return Ok(request);
     };
-    match clients.profile_bases.base_of(clients, &request.model.id).await {
+    match profile_bases.base_of(clients, &request.model.id).await {
         Some(base) => {
             let fallback = request.fallback_model_id.take();
             let mut resolved = super::request::with_base_model(&text, &request.model, &base)?;
@@ -155,14 +158,14 @@ async fn with_profile_base(clients: &Clients, mut request: StreamRequest) -> Res
     }
 }
 
-async fn drive<O: Outlet>(clients: &Clients, request: StreamRequest, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
+async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, request: StreamRequest, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
     let idle = request.idle_timeout;
     // Only an application profile not yet resolved waits here; every other stream goes straight on.
     let request = if request.unresolved_profile.is_some() {
         tokio::select! {
             biased;
             _ = outlet.cancelled().notified() => return Err(cancelled()),
-            r = with_profile_base(clients, request) => r?,
+            r = with_profile_base(clients, profile_bases, request) => r?,
         }
     } else {
         request

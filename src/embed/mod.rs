@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 pub const DEFAULT_MODEL: &str = "amazon.titan-embed-text-v2:0";
 /// Calls in flight at once per `bp_embed`, unless the config says otherwise.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+pub use crate::config::DEFAULT_EMBED_CONCURRENCY as DEFAULT_CONCURRENCY;
 /// Texts one `bp_embed` takes.
 pub const MAX_TEXTS: usize = 10_000;
 

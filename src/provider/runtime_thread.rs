@@ -104,6 +104,8 @@ fn run(args: Args) {
         Ok(rt) => rt,
         Err(e) => return control.set_ready(Err(Error::internal(format!("could not start the plugin's runtime: {e}")))),
     };
+    // Passed down to every stream beside the clients (which know nothing of Converse).
+    let profile_bases = Arc::new(crate::converse::profile_base::ProfileBases::new(settings.call_timeout));
     let clients = Arc::new(runtime.block_on(Clients::new(settings)));
     control.set_ready(Ok(()));
 
@@ -119,7 +121,7 @@ fn run(args: Args) {
                 let model_id = request.model.id.clone();
                 let fault = request.fault;
                 let outbox = Outbox::new(shared, callback, pool.clone(), registry.clone(), live.clone(), model_id, fault);
-                runtime.spawn(stream::run(clients.clone(), request, outbox));
+                runtime.spawn(stream::run(clients.clone(), profile_bases.clone(), request, outbox));
             }
             Command::Discover { refresh, reply } => {
                 let answer = Answer { reply: Some(reply), what: "discovery" };
