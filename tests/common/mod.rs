@@ -95,6 +95,13 @@ pub fn build_host_asan() -> PathBuf {
     make_host(&BUILT, "bp-host-asan")
 }
 
+/// The C++ example host (`make bp-host-cpp`: `-std=c++17 -Wall -Wextra -Werror`, ASan + UBSan);
+/// run it with `SANITIZERS`.
+pub fn build_host_cpp() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    make_host(&BUILT, "bp-host-cpp")
+}
+
 /// Any finding stops the sanitized host with its report on stderr. Leak checking is off: each
 /// loaded copy of the plugin keeps some SDK statics by design (the unload tests measure them).
 pub const SANITIZERS: [(&str, &str); 2] =
@@ -146,7 +153,13 @@ pub fn api() -> &'static Api {
     static API: once_cell::sync::OnceCell<Api> = once_cell::sync::OnceCell::new();
     API.get_or_init(|| {
         hermetic_env();
-        let file = if USE_NEXT.load(std::sync::atomic::Ordering::SeqCst) { next_plugin_path() } else { plugin_path() };
+        // BP_TEST_PLUGIN_FILE runs a test binary against another build (e.g. an older one, to
+        // show which tests failed before a fix).
+        let file = match std::env::var_os("BP_TEST_PLUGIN_FILE") {
+            Some(file) => PathBuf::from(file),
+            None if USE_NEXT.load(std::sync::atomic::Ordering::SeqCst) => next_plugin_path(),
+            None => plugin_path(),
+        };
         let path = CString::new(file.to_str().unwrap()).unwrap();
         unsafe {
             let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
