@@ -131,7 +131,7 @@ fn example_host_is_valgrind_clean_with_the_plugin_loaded() {
 #[test]
 fn example_host_has_no_invalid_access_across_dlclose() {
     // After dlclose the SDK's process statics can no longer be reached and count as lost; that
-    // cost is paid once per load (see README). Invalid reads or writes would still fail here.
+    // cost is paid once per load (see docs/c-abi.md). Invalid reads or writes would still fail here.
     for ((code, stderr), what) in valgrind_host(false, "none").into_iter().zip(["chat", "models list"]) {
         assert_eq!(code, Some(0), "valgrind reported errors:\n{stderr}");
         let lost = stderr.lines().find(|l| l.contains("definitely lost:")).unwrap_or("");

@@ -70,8 +70,8 @@ fn declares_exactly_the_exported_functions() {
     assert_eq!(declared.len(), 13);
 }
 
-/// The header's version, `bp_abi_version`, `bp_plugin_info`'s `abiVersion` and the README's ABI
-/// heading are one number.
+/// The header's version, `bp_abi_version`, `bp_plugin_info`'s `abiVersion`, the README's ABI
+/// heading, the C ABI page and the changelog are one number.
 #[test]
 fn abi_version_agrees_everywhere() {
     let text = std::fs::read_to_string(header()).unwrap();
@@ -88,7 +88,10 @@ fn abi_version_agrees_everywhere() {
     assert!(text.contains(&format!("ABI version {major}.{minor})")), "the header's opening comment names {major}.{minor}");
     let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     assert!(readme.contains(&format!("## The C ABI (version {major}.{minor})")), "README's ABI heading names {major}.{minor}");
-    assert!(readme.contains(&format!("- **ABI {major}.{minor}**")), "README's Changes section has an entry for {major}.{minor}");
+    let docs = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/c-abi.md")).unwrap();
+    assert!(docs.contains(&format!("## The C ABI (version {major}.{minor})")), "docs/c-abi.md names {major}.{minor}");
+    let changelog = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("CHANGELOG.md")).unwrap();
+    assert!(changelog.contains(&format!("- **ABI {major}.{minor}**")), "CHANGELOG.md has an entry for {major}.{minor}");
 }
 
 /// A C host reads the table `bp_get_api` returns with the header's layout.

@@ -2,7 +2,7 @@
 //! replaced again and again by two different builds (this crate, version 0.1.0, and
 //! `tests/plugin-next`, the same source as 0.1.0-next), and files that are not a usable plugin are
 //! refused while the old one keeps serving. Old copies must leave the process's memory map, and
-//! its threads and memory must come back. Prints the swap and drain times the README reports.
+//! its threads and memory must come back. Prints the swap and drain times docs/hot-swap.md reports.
 
 mod common;
 use common::*;

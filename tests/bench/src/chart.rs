@@ -1,4 +1,4 @@
-//! The README's chart: aggregate events/s and peak RSS per open stream against concurrency,
+//! The chart in docs/performance.md: aggregate events/s and peak RSS per open stream against concurrency,
 //! plugin and direct SDK, as a PNG.
 
 use plotters::prelude::*;
