@@ -35,5 +35,5 @@ fn the_node_binding_serves_pi_ai_and_pi_agent_core() {
     print!("{stdout}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the binding's tests failed (see above)");
-    assert!(stdout.contains("pass 16") && stdout.contains("fail 0"), "{stdout}");
+    assert!(stdout.contains("pass 17") && stdout.contains("fail 0"), "{stdout}");
 }

@@ -13,6 +13,9 @@ export interface BedrockPluginOptions {
   config: PluginConfig;
   /** How long a retired or closing copy waits for its open streams (default 30000). */
   drainMs?: number;
+  /** Load a build only with `<path>.sha256` beside it (default false: checked when present).
+   * A build that changed while copied or does not match its digest is never loaded. */
+  requireDigest?: boolean;
   /** pi-ai registry source id (default "bedrock-plugin"). */
   sourceId?: string;
 }

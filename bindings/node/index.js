@@ -9,7 +9,8 @@
 // delivery thread waiting for the main thread must never be waited on by the main thread.
 
 import koffi from "koffi";
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAssistantMessageEventStream, parseStreamingJson, registerApiProvider, unregisterApiProviders } from "@mariozechner/pi-ai";
@@ -35,8 +36,27 @@ function callAsync(fn, ...args) {
 let nextLoad = 0;
 
 /** One loaded copy of the plugin with one provider: a generation of a BedrockPlugin. */
+/**
+ * Throws unless the private copy at `copy` is the one whole build at `path`: the file did not
+ * change while it was copied (a deploy still writing it), and it matches `<path>.sha256` (what
+ * `make ship` / `make install` write) when there is one, or must be one (`requireDigest`).
+ */
+function checkBuild(path, before, copy, requireDigest) {
+  const after = statSync(path);
+  const same = ["ino", "size", "mtimeMs", "ctimeMs"].every((k) => before[k] === after[k]);
+  if (!same) throw new Error(`${path} changed while it was copied (still being written?); not loaded`);
+  const digestFile = `${path}.sha256`;
+  if (!existsSync(digestFile)) {
+    if (requireDigest) throw new Error(`${path}: no digest beside it (${digestFile}); deploy with \`make install\` or write one with sha256sum`);
+    return;
+  }
+  const want = readFileSync(digestFile, "utf8").trim().split(/\s+/)[0].toLowerCase();
+  const got = createHash("sha256").update(readFileSync(copy)).digest("hex");
+  if (want !== got) throw new Error(`${path}: its SHA-256 ${got.slice(0, 12)}… is not the ${want.slice(0, 12)}… of ${digestFile} (a build still being written, or a mix of two builds); not loaded`);
+}
+
 class Copy {
-  constructor(path, config, onEvents) {
+  constructor(path, config, onEvents, requireDigest = false) {
     // dlopen returns the image already mapped for a path: a private copy keeps generations apart.
     // It is unlinked as soon as it is mapped, so nothing is left on disk whatever happens to the
     // process (an unstripped build is 100+ MB, and hosts such as OpenClaw load a module twice).
@@ -44,7 +64,9 @@ class Copy {
     this.file = join(dir, `plugin-${process.pid}-${nextLoad++}.so`);
     let lib;
     try {
+      const before = statSync(path);
       copyFileSync(path, this.file);
+      checkBuild(path, before, this.file, requireDigest);
       lib = koffi.load(this.file);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -226,15 +248,16 @@ class OpenStream {
  */
 export class BedrockPlugin {
   /** @param {{path: string, config: object, drainMs?: number}} options */
-  constructor({ path, config, drainMs = 30000 }) {
+  constructor({ path, config, drainMs = 30000, requireDigest = false }) {
     this.config = config;
     this.drainMs = drainMs;
+    this.requireDigest = requireDigest;
     this.streams = new Map();
     this.nextId = 1;
     this.keepAlive = null;
     this.retiring = new Set();
     this.onEvents = (user, ndjson, _len, _count) => this.#deliver(Number(user), ndjson);
-    this.current = new Copy(path, config, this.onEvents);
+    this.current = new Copy(path, config, this.onEvents, requireDigest);
   }
 
   /** Static info of the serving copy: name, version, abiVersion, provider, api. */
@@ -369,7 +392,7 @@ export class BedrockPlugin {
    */
   async swap(path) {
     this.#live("swap()");
-    const next = new Copy(path, this.config, this.onEvents);
+    const next = new Copy(path, this.config, this.onEvents, this.requireDigest);
     const old = this.current;
     this.current = next;
     this.retiring.add(old);

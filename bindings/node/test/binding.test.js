@@ -243,3 +243,32 @@ test("a loaded copy leaves nothing on disk, before and after close()", async () 
   assert.equal((await local.stream(model, ask("emulator: chunks=2")).result()).stopReason, "stop", "the mapping serves");
   await local.close();
 });
+
+// Issue #17: swap() gets the deploy checks bp-host serve has. A file made of two builds is
+// refused against its digest, a missing digest is refused when required, and the old copy keeps
+// serving either way.
+test("swap() refuses a build that is not the one its digest names, and keeps serving", async () => {
+  const { createHash } = await import("node:crypto");
+  const { mkdtempSync, readFileSync, writeFileSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = mkdtempSync(join(tmpdir(), "bp-node-digest-"));
+  const a = readFileSync(pluginPath);
+  const mixed = Buffer.concat([a.subarray(0, a.length >> 1), readFileSync(nextPath ?? pluginPath).subarray(a.length >> 1)]);
+  const served = join(dir, "libbedrock_plugin.so");
+  writeFileSync(served, mixed);
+  writeFileSync(`${served}.sha256`, `${createHash("sha256").update(a).digest("hex")}  libbedrock_plugin.so\n`);
+  const local = new BedrockPlugin({ path: pluginPath, config, drainMs: 1000, requireDigest: false });
+  const before = local.info.version;
+  await assert.rejects(local.swap(served), /a mix of two builds/);
+  writeFileSync(served, a);
+  // Its first load has no digest beside it; the digest is required from the next swap on.
+  const strict = new BedrockPlugin({ path: pluginPath, config, drainMs: 1000 });
+  strict.requireDigest = true;
+  await assert.rejects(strict.swap(pluginPath), /no digest beside it/);
+  assert.equal((await strict.swap(served)).version, before, "the whole build with its digest is taken");
+  assert.equal(local.info.version, before);
+  assert.equal((await local.stream(model, ask("emulator: chunks=2")).result()).stopReason, "stop", "the old copy still serves");
+  await local.close();
+  await strict.close();
+});
