@@ -14,6 +14,8 @@
 #include "serve_internal.h"
 #include "sha256.h"
 #include <dlfcn.h>
+#include <limits.h>
+#include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -254,14 +256,15 @@ static void *drainer_main(void *arg) {
     return NULL;
 }
 
+/* Free pthread keys, read from glibc's key table (an entry is in use while its sequence number
+ * is odd): counting by creating keys would take them from every other thread for a moment, and a
+ * plugin copy starting a thread then would abort. -1 where the table cannot be read. */
 int free_pthread_keys(void) {
-    static pthread_key_t keys[1100];
-    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&mu);
+    struct slot { uintptr_t seq; void *destructor; };
+    const struct slot *table = dlsym(RTLD_DEFAULT, "__pthread_keys");
+    if (!table) return -1;
     int n = 0;
-    while (n < 1100 && pthread_key_create(&keys[n], NULL) == 0) n++;
-    for (int i = 0; i < n; i++) pthread_key_delete(keys[i]);
-    pthread_mutex_unlock(&mu);
+    for (int i = 0; i < PTHREAD_KEYS_MAX; i++) n += !(table[i].seq & 1);
     return n;
 }
 
@@ -311,7 +314,7 @@ enum swap_result swap(int final) {
     /* Each copy needs a pthread key while it is loaded (std's, given back at unload); warn well
      * before the process has none left, when loads start being refused. */
     int keys = free_pthread_keys();
-    if (keys < 64) say("warning: %d pthread keys left in this process; loads are refused below 4", keys);
+    if (keys >= 0 && keys < 64) say("warning: %d pthread keys left in this process; loads are refused below 4", keys);
     if (old) retire(old);
     return SWAP_DONE;
 }

@@ -437,6 +437,52 @@ fn fifty_swaps_under_load_lose_nothing_and_leave_nothing_behind() {
     assert!(growth_mib < 64.0, "RSS grew {growth_mib:.1} MiB over {} loads", run.loads);
 }
 
+/// Issue #17: the 1,023rd swap aborted the gateway (each loaded copy kept a pthread key). 1,100
+/// swaps by SIGHUP in one `bp-host serve` process with streams kept in flight (~4 min): every
+/// request exact, free pthread keys flat, only the serving copy mapped at the end, no abort.
+/// The RSS per swap is printed (the 16 KiB target is not met yet).
+#[test]
+fn eleven_hundred_swaps_in_one_gateway_keep_pthread_keys_flat() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch("endurance");
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+    let served = served_build(&dir);
+    let mut serve = Serve::start_with(&served, &config, &scratch("endurance-copies"), Some(&[]), &[]);
+    let mut load = Load::new();
+    let first = load.status_until(&mut serve, 0, &[1], "first generation", |s| s["generation"] == 1);
+    let keys = |s: &Value| s["headroom"]["freePthreadKeys"].as_u64().unwrap();
+    let rss = |s: &Value| s["headroom"]["rssKiB"].as_u64().unwrap();
+    let pid = serve.pid() as libc::pid_t;
+    const SWAPS: u64 = 1100;
+    let started = Instant::now();
+    let mut figures = Vec::new();
+    for swap in 1..=SWAPS {
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        let status = load.status_until(&mut serve, 4, &[swap, swap + 1], "the swap", |s| s["generation"] == swap + 1);
+        if swap % 275 == 0 {
+            figures.push((swap, keys(&status), rss(&status)));
+        }
+    }
+    load.wait_idle(&mut serve);
+    let last = load.status_until(&mut serve, 0, &[SWAPS + 1], "every old copy unloaded", |s| s["oldStillMapped"] == 0 && s["unloaded"] == SWAPS);
+    load.check();
+    assert_eq!(mapped_generations(serve.pid()), [SWAPS + 1], "only the serving copy is mapped");
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    eprintln!(
+        "{SWAPS} swaps by SIGHUP with 4 streams in flight: {:.0} swaps/min, {} requests exact; free pthread keys / RSS KiB at 0: {} / {}, then {figures:?}; RSS per swap {:.0} KiB",
+        SWAPS as f64 / minutes,
+        load.outcomes.len(),
+        keys(&first),
+        rss(&first),
+        (rss(&last) as f64 - rss(&first) as f64) / SWAPS as f64,
+    );
+    assert!(keys(&last) + 1 >= keys(&first), "pthread keys flat: {} → {}", keys(&first), keys(&last));
+    let (status, stderr) = serve.finish();
+    assert!(status.success(), "{stderr}");
+}
+
 /// Memory errors across swaps (a stream's last callback racing the unload, a handle released
 /// through the wrong copy) show up here as invalid reads or writes.
 #[test]

@@ -98,26 +98,14 @@ static RELEASE_AT_UNLOAD: extern "C" fn() = release_at_unload;
 const HEADROOM: usize = 4;
 
 /// Whether this copy can start its threads: a copy that has not taken std's key yet needs a
-/// free pthread key, and std aborts the process when there is none. Counted by creating keys
-/// until glibc refuses, then deleting them.
+/// free pthread key, and std aborts the process when there is none. Counted from glibc's key
+/// table (creating keys to count them would take them from other threads for a moment).
 pub fn room_for_threads() -> std::result::Result<(), String> {
     if KEY.load(Ordering::Acquire) >= 0 {
         return Ok(());
     }
-    let mut taken = Vec::new();
-    while taken.len() < HEADROOM {
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: creating a key with no destructor; deleted right below.
-        if unsafe { libc::pthread_key_create(&mut key, None) } != 0 {
-            break;
-        }
-        taken.push(key);
-    }
-    let free = taken.len();
-    for key in taken {
-        // SAFETY: a key created just above, deleted once.
-        unsafe { libc::pthread_key_delete(key) };
-    }
+    let Some(table) = table() else { return Ok(()) };
+    let free = table.iter().filter(|slot| slot.seq & 1 == 0).count();
     if free < HEADROOM {
         return Err(format!(
             "the process has {free} pthread keys left and a new copy of the plugin needs {HEADROOM}: refused instead of letting Rust std abort the process"
