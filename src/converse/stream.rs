@@ -219,7 +219,8 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
             Ok(Some(event)) => event,
         };
         run.translator.on(event, &mut pending);
-        if !pending.is_empty() && outlet.fault() == crate::fault::Fault::PanicInTask {
+        // Compiled out of a shipped build: nothing on the per-event path.
+        if cfg!(feature = "fault-hooks") && !pending.is_empty() && outlet.fault() == crate::fault::Fault::PanicInTask {
             hand_over(outlet, &mut pending, cancel.as_mut()).await?;
             outlet.fault().hit(crate::fault::Fault::PanicInTask);
         }

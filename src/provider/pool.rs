@@ -23,7 +23,7 @@ use super::sync::lock;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
@@ -40,20 +40,25 @@ const EXTRA_IDLE: Duration = Duration::from_secs(1);
 const LOOK_EVERY: Duration = Duration::from_millis(2);
 
 /// One worker's sign of life: since when its current host callback runs.
+#[derive(Default)]
 pub struct Beat {
-    epoch: Instant,
-    /// Nanoseconds from `epoch` to the start of the running callback, plus one; 0 outside one.
+    /// When the running callback started (`coarse_now`, in nanoseconds), plus one; 0 outside one.
     since: AtomicU64,
 }
 
-impl Beat {
-    fn new(epoch: Instant) -> Beat {
-        Beat { epoch, since: AtomicU64::new(0) }
-    }
+/// The monotonic clock at its coarse resolution (a few milliseconds, against a 200 ms
+/// threshold): read once per host callback, it must cost next to nothing.
+fn coarse_now() -> Duration {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes the current time into `t`; CLOCK_MONOTONIC_COARSE always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
 
+impl Beat {
     /// A host callback starts.
     pub fn enter(&self) {
-        self.since.store(self.epoch.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+        self.since.store(coarse_now().as_nanos() as u64 + 1, Ordering::Relaxed);
     }
 
     /// The host callback returned.
@@ -73,7 +78,6 @@ impl Beat {
 pub struct Pool {
     queue: RunQueue<Arc<Outbox>>,
     beats: Mutex<Vec<Arc<Beat>>>,
-    epoch: Instant,
     help: Notify,
     runtime: Handle,
 }
@@ -83,7 +87,6 @@ impl Pool {
         let pool = Arc::new(Pool {
             queue: RunQueue::new(CORE, MAX_THREADS),
             beats: Mutex::default(),
-            epoch: Instant::now(),
             help: Notify::new(),
             runtime: runtime.clone(),
         });
@@ -103,7 +106,7 @@ impl Pool {
 
     /// Starts a worker the run queue has already counted (reserved).
     fn start_worker(self: &Arc<Self>) {
-        let beat = Arc::new(Beat::new(self.epoch));
+        let beat = Arc::new(Beat::default());
         lock(&self.beats).push(beat.clone());
         let start = WorkerStart { pool: Some(self.clone()), beat };
         // Dropped unrun only if the runtime is shutting down: `WorkerStart::drop` uncounts it.
@@ -147,7 +150,7 @@ impl Pool {
     /// Workers blocked in one host callback for `STUCK` or more, and how long until the next
     /// running callback reaches `STUCK` (the watchdog's next look).
     fn stuck(&self) -> (usize, Duration) {
-        let now = self.epoch.elapsed();
+        let now = coarse_now();
         let mut stuck = 0;
         let mut next_look = STUCK;
         let mut running = false;

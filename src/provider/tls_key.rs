@@ -49,7 +49,7 @@ fn ours(key: usize, table: &[Slot; KEYS]) -> bool {
     let slot = &table[key];
     // SAFETY of the reads: plain words in glibc's table; a racing create/delete of *another* key
     // does not touch this slot.
-    slot.seq & 1 == 1 && slot.destructor != 0 && image_of(slot.destructor).is_some() && image_of(slot.destructor) == image_of(ours as *const () as usize)
+    slot.seq & 1 == 1 && slot.destructor != 0 && image_of(slot.destructor).is_some_and(|base| Some(base) == image_of(ours as *const () as usize))
 }
 
 /// On each runtime thread as it starts (a std thread of this copy): counts it, and finds std's
