@@ -94,28 +94,12 @@ impl<T> Reply<T> {
     }
 
     pub fn wait(&self) -> T {
-        let mut v = lock(&self.value);
-        loop {
-            if let Some(value) = v.take() {
-                return value;
-            }
-            v = self.ready.wait(v).unwrap_or_else(|p| p.into_inner());
-        }
+        self.wait_until(None).expect("no deadline")
     }
 
-    /// The answer, if it comes by `deadline`.
-    pub fn wait_until(&self, deadline: Instant) -> Option<T> {
-        let mut v = lock(&self.value);
-        loop {
-            if let Some(value) = v.take() {
-                return Some(value);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            v = self.ready.wait_timeout(v, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-        }
+    /// The answer, if it comes by `deadline` (None: as long as it takes).
+    pub fn wait_until(&self, deadline: Option<Instant>) -> Option<T> {
+        wait_while_until(&self.ready, lock(&self.value), deadline, |v| v.is_none()).0.take()
     }
 }
 
@@ -135,6 +119,7 @@ pub enum Command {
 }
 
 pub use super::sync::lock;
+use super::sync::wait_while_until;
 
 #[derive(Default)]
 pub struct Control {
@@ -206,7 +191,7 @@ pub struct Threads {
     /// Threads past their stop hook that may still be running destructors.
     exiting: Mutex<Vec<libc::pid_t>>,
     /// The log thread was inside the host's log callback past the stop's deadline.
-    log_stuck: std::sync::atomic::AtomicBool,
+    log_stuck: AtomicBool,
 }
 
 fn exists(tid: libc::pid_t) -> bool {
@@ -298,20 +283,7 @@ impl Registry {
 
     /// True when no stream is in flight by `deadline` (None: wait as long as it takes).
     pub fn wait_idle(&self, deadline: Option<Instant>) -> bool {
-        let mut s = lock(&self.state);
-        while s.streams > 0 {
-            match deadline {
-                None => s = self.idle.wait(s).unwrap_or_else(|p| p.into_inner()),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return false;
-                    }
-                    s = self.idle.wait_timeout(s, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-                }
-            }
-        }
-        true
+        wait_while_until(&self.idle, lock(&self.state), deadline, |s| s.streams > 0).1
     }
 }
 
@@ -359,14 +331,6 @@ impl Gate {
 
     /// True once no host thread is inside, by `deadline`.
     pub fn wait_empty(&self, deadline: Instant) -> bool {
-        let mut s = lock(&self.state);
-        while s.inside > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            s = self.empty.wait_timeout(s, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-        }
-        true
+        wait_while_until(&self.empty, lock(&self.state), Some(deadline), |s| s.inside > 0).1
     }
 }

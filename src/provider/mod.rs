@@ -196,7 +196,7 @@ impl Provider {
         if !idle {
             let reply = Arc::new(Reply::<usize>::default());
             self.control.push(Command::CancelAll(reply.clone()));
-            cancelled = reply.wait_until(cancel_end).unwrap_or(1);
+            cancelled = reply.wait_until(Some(cancel_end)).unwrap_or(1);
             idle = self.registry.wait_idle(Some(cancel_end));
         }
         let release = self.gate.wait_empty(cancel_end);

@@ -3,9 +3,29 @@
 //! module of the same name that re-exports loom's, so the model checks the code that ships.
 
 pub use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Locks, ignoring poison: a panic on another thread must not take the whole provider down
 /// (every state behind these locks is left consistent between transitions).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits on `cv` while `busy` holds, until `deadline` (None: as long as it takes). Returns the
+/// guard, and whether `busy` stopped holding.
+pub fn wait_while_until<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+    mut busy: impl FnMut(&mut T) -> bool,
+) -> (MutexGuard<'a, T>, bool) {
+    let mut guard = match deadline {
+        None => cv.wait_while(guard, &mut busy).unwrap_or_else(|p| p.into_inner()),
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            cv.wait_timeout_while(guard, left, &mut busy).unwrap_or_else(|p| p.into_inner()).0
+        }
+    };
+    let done = !busy(&mut guard);
+    (guard, done)
 }
