@@ -124,6 +124,15 @@ struct Open {
 }
 unsafe impl Send for Open {}
 
+impl Open {
+    /// Releases the host's handle (the stream runs on to its end).
+    fn release(&self) {
+        self.record.released.store(true, Ordering::SeqCst);
+        unsafe { (self.generation.api.stream_release)(self.handle) };
+        self.generation.handles.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     started: AtomicU64,
@@ -225,10 +234,7 @@ fn a_random_mix_of_every_call_from_many_threads_keeps_every_promise() {
                             tally.cancels.fetch_add(1, Ordering::Relaxed);
                         }
                         67..=84 if !open.is_empty() => {
-                            let o = open.swap_remove(rng.below(open.len() as u64) as usize);
-                            o.record.released.store(true, Ordering::SeqCst);
-                            unsafe { (o.generation.api.stream_release)(o.handle) };
-                            o.generation.handles.fetch_sub(1, Ordering::SeqCst);
+                            open.swap_remove(rng.below(open.len() as u64) as usize).release();
                             tally.releases.fetch_add(1, Ordering::Relaxed);
                         }
                         85..=90 => {
@@ -258,14 +264,11 @@ fn a_random_mix_of_every_call_from_many_threads_keeps_every_promise() {
                             let old = std::mem::replace(&mut *host.current.write().unwrap(), next);
                             // This thread's own handles on the old copy go first (others release theirs as they go).
                             open.retain(|o| {
-                                if Arc::ptr_eq(&o.generation, &old) {
-                                    o.record.released.store(true, Ordering::SeqCst);
-                                    unsafe { (o.generation.api.stream_release)(o.handle) };
-                                    o.generation.handles.fetch_sub(1, Ordering::SeqCst);
-                                    false
-                                } else {
-                                    true
+                                let on_old = Arc::ptr_eq(&o.generation, &old);
+                                if on_old {
+                                    o.release();
                                 }
+                                !on_old
                             });
                             let drain = rng.below(500) as u32;
                             let path = old.path.clone();
@@ -289,11 +292,7 @@ fn a_random_mix_of_every_call_from_many_threads_keeps_every_promise() {
                         _ => {}
                     }
                 }
-                for o in open {
-                    o.record.released.store(true, Ordering::SeqCst);
-                    unsafe { (o.generation.api.stream_release)(o.handle) };
-                    o.generation.handles.fetch_sub(1, Ordering::SeqCst);
-                }
+                open.iter().for_each(Open::release);
             })
         })
         .collect();
