@@ -1,4 +1,5 @@
-//! The init config: `{"provider": <OpenClaw models.providers["amazon-bedrock"]>, "discovery": {...}}`,
+//! The init config: `{"provider": <OpenClaw models.providers["amazon-bedrock"]>, "discovery": {...},
+//! "embeddings"?: {...}, "guardrail"?: <the guardrail every stream gets unless it names its own>}`,
 //! read strictly so that a typo is an error naming the field rather than a silent default.
 
 use crate::auth::Secret;
@@ -20,6 +21,9 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// `InvokeModel` calls in flight at once per `bp_embed` (`embeddings.concurrency`).
     pub embed_concurrency: usize,
+    /// The guardrail of every stream that names none of its own (OpenClaw's plugin-level
+    /// `guardrail`).
+    pub guardrail: Option<aws_sdk_bedrockruntime::types::GuardrailStreamConfiguration>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,7 +70,7 @@ const MAX_TOKENS_LIMIT: u64 = 100_000_000;
 pub fn parse(text: &str) -> Result<Config> {
     let value: Value = serde_json::from_str(text).map_err(|e| Error::config(format!("config is not valid JSON: {e}")))?;
     let top = Obj::new(&value, "", Kind::Config)?;
-    top.only(&["provider", "discovery", "embeddings"])?;
+    top.only(&["provider", "discovery", "embeddings", "guardrail"])?;
     let provider = top.obj("provider")?.ok_or_else(|| top.err("provider", "is required"))?;
     let provider = parse_provider(&provider)?;
     let discovery = match top.obj("discovery")? {
@@ -84,7 +88,8 @@ pub fn parse(text: &str) -> Result<Config> {
         }
         None => DEFAULT_EMBED_CONCURRENCY,
     };
-    Ok(Config { provider, discovery, embed_concurrency })
+    let guardrail = top.obj("guardrail")?.map(|g| crate::converse::passthrough::guardrail(&g)).transpose()?;
+    Ok(Config { provider, discovery, embed_concurrency, guardrail })
 }
 
 fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {

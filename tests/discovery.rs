@@ -2,7 +2,7 @@
 //! every discovery rule is checked on catalogs that contain models which must be dropped.
 
 mod common;
-use bedrock_emulator::catalog::system_profile;
+use bedrock_emulator::catalog::{application_profile, system_profile};
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -24,15 +24,6 @@ fn foundation(id: &str, name: Option<&str>, provider: &str, input: &[&str], outp
 
 fn text_model(id: &str, name: &str, provider: &str) -> Value {
     foundation(id, Some(name), provider, &["TEXT"], &["TEXT"], true, "ACTIVE")
-}
-
-fn application_profile(id: &str, name: &str, model: &str) -> Value {
-    json!({
-        "inferenceProfileName": name, "inferenceProfileId": id,
-        "inferenceProfileArn": format!("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/{id}"),
-        "status": "ACTIVE", "type": "APPLICATION",
-        "models": [{"modelArn": format!("arn:aws:bedrock:us-east-1::foundation-model/{model}")}]
-    })
 }
 
 const CLAUDE: &str = "anthropic.claude-sonnet-4-5-20250929-v1:0";

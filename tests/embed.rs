@@ -54,12 +54,16 @@ fn each_family_sends_its_documented_request_and_gets_unit_vectors() {
             1536,
             json!({"texts": ["alpha"], "input_type": "search_query", "truncate": "RIGHT", "embedding_types": ["float"], "output_dimension": 1536}),
         ),
+        // OpenClaw's default length for Nova (1024), not the model's own 3072: an index OpenClaw's
+        // provider built stays valid after a switch.
         (
             "amazon.nova-2-multimodal-embeddings-v1:0",
-            3072,
-            json!({"taskType": "SINGLE_EMBEDDING", "singleEmbeddingParams": {"embeddingPurpose": "TEXT_RETRIEVAL", "embeddingDimension": 3072, "text": {"truncationMode": "END", "value": "alpha"}}}),
+            1024,
+            json!({"taskType": "SINGLE_EMBEDDING", "singleEmbeddingParams": {"embeddingPurpose": "TEXT_RETRIEVAL", "embeddingDimension": 1024, "text": {"truncationMode": "END", "value": "alpha"}}}),
         ),
+        ("amazon.titan-embed-image-v1", 1024, json!({"inputText": "alpha", "embeddingConfig": {"outputEmbeddingLength": 1024}})),
         ("twelvelabs.marengo-embed-2-7-v1:0", 1024, json!({"inputType": "text", "inputText": "alpha", "textTruncate": "end"})),
+        ("twelvelabs.marengo-embed-3-0-v1:0", 512, json!({"inputType": "text", "text": {"inputText": "alpha"}})),
     ];
     for (model, dims, body) in cases {
         let answer = embed(&p, json!({"model": model, "texts": ["alpha"], "purpose": "query"}));
@@ -101,8 +105,12 @@ fn dimensions_a_model_does_not_offer_are_refused_before_any_call() {
     let before = emulator.stats().invoke_model;
     for (model, dims, valid) in [
         ("amazon.titan-embed-text-v2:0", 300, "1024, 512, 256"),
+        // OpenClaw's table lists 384 and 768 for Cohere Embed v4; AWS's parameters allow neither.
         ("cohere.embed-v4:0", 768, "1536, 1024, 512, 256"),
-        ("amazon.nova-2-multimodal-embeddings-v1:0", 512, "3072, 1024, 384, 256"),
+        ("cohere.embed-v4:0", 384, "1536, 1024, 512, 256"),
+        ("amazon.nova-2-multimodal-embeddings-v1:0", 512, "1024, 3072, 384, 256"),
+        ("amazon.titan-embed-image-v1", 512, "1024, 384, 256"),
+        ("twelvelabs.marengo-embed-3-0-v1:0", 1024, "512"),
         ("cohere.embed-english-v3", 512, "1024"),
     ] {
         let (rc, err) = p.embed(&json!({"model": model, "texts": ["x"], "dimensions": dims})).unwrap_err();
@@ -113,6 +121,12 @@ fn dimensions_a_model_does_not_offer_are_refused_before_any_call() {
     assert_eq!(emulator.stats().invoke_model, before, "no call was made");
     let nova = embed(&p, json!({"model": "amazon.nova-2-multimodal-embeddings-v1:0", "texts": ["x"], "dimensions": 384}));
     assert_unit_and_equal(&nova["embeddings"][0], "x", 384);
+    let nova = embed(&p, json!({"model": "amazon.nova-2-multimodal-embeddings-v1:0", "texts": ["x"], "dimensions": 3072}));
+    assert_unit_and_equal(&nova["embeddings"][0], "x", 3072);
+    // Throughput suffixes and region prefixes inherit their base model's table row.
+    let titan = embed(&p, json!({"model": "us.amazon.titan-embed-image-v1", "texts": ["x"], "dimensions": 256}));
+    assert_eq!(emulator.stats().last_body.unwrap()["embeddingConfig"]["outputEmbeddingLength"], 256);
+    assert_unit_and_equal(&titan["embeddings"][0], "x", 256);
 }
 
 #[test]

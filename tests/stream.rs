@@ -240,7 +240,9 @@ fn newer_claude_models_get_adaptive_thinking_older_ones_a_budget() {
         ("global.anthropic.claude-opus-4-6-v1", "low", "low"),
         ("us.anthropic.claude-sonnet-4-6", "medium", "medium"),
         ("anthropic.claude-opus-4-7-v1:0", "high", "high"),
-        ("anthropic.claude-sonnet-5-20261001-v1:0", "xhigh", "max"),
+        // The Claude 5 generation has an xhigh effort of its own; older adaptive models top out at max.
+        ("anthropic.claude-sonnet-5-20261001-v1:0", "xhigh", "xhigh"),
+        ("anthropic.claude-opus-4-6-v1", "xhigh", "max"),
         ("anthropic.claude-opus-4-6-v1", "minimal", "low"),
         ("anthropic.claude-opus-4-7-v1:0", "max", "max"),
     ] {

@@ -34,20 +34,27 @@ fn one_of<'a>(o: &Obj<'a>, key: &str, allowed: &[&str]) -> Result<Option<&'a str
     }
 }
 
+/// A guardrail in Bedrock's words: `{guardrailIdentifier, guardrailVersion, trace?,
+/// streamProcessingMode?}`, per request (`options.guardrailConfig`) or for every request of a
+/// provider (the init config's `guardrail`).
+pub fn guardrail(g: &Obj<'_>) -> Result<GuardrailStreamConfiguration> {
+    g.only(&["guardrailIdentifier", "guardrailVersion", "trace", "streamProcessingMode"])?;
+    let id = g.req_str("guardrailIdentifier")?;
+    let version = g.req_str("guardrailVersion")?;
+    let mut built = GuardrailStreamConfiguration::builder().guardrail_identifier(id).guardrail_version(version);
+    if let Some(trace) = one_of(g, "trace", &["enabled", "disabled", "enabled_full"])? {
+        built = built.trace(GuardrailTrace::from(trace));
+    }
+    if let Some(mode) = one_of(g, "streamProcessingMode", &["sync", "async"])? {
+        built = built.stream_processing_mode(GuardrailStreamProcessingMode::from(mode));
+    }
+    Ok(built.build())
+}
+
 pub fn parse(options: &Obj<'_>) -> Result<Passthrough> {
     let mut out = Passthrough::default();
     if let Some(g) = options.obj("guardrailConfig")? {
-        g.only(&["guardrailIdentifier", "guardrailVersion", "trace", "streamProcessingMode"])?;
-        let id = g.req_str("guardrailIdentifier")?;
-        let version = g.req_str("guardrailVersion")?;
-        let mut built = GuardrailStreamConfiguration::builder().guardrail_identifier(id).guardrail_version(version);
-        if let Some(trace) = one_of(&g, "trace", &["enabled", "disabled", "enabled_full"])? {
-            built = built.trace(GuardrailTrace::from(trace));
-        }
-        if let Some(mode) = one_of(&g, "streamProcessingMode", &["sync", "async"])? {
-            built = built.stream_processing_mode(GuardrailStreamProcessingMode::from(mode));
-        }
-        out.guardrail = Some(built.build());
+        out.guardrail = Some(guardrail(&g)?);
     }
     if let Some(p) = options.obj("performanceConfig")? {
         p.only(&["latency"])?;

@@ -152,6 +152,10 @@ async fn with_profile_base(clients: &Clients, profile_bases: &ProfileBases, mut 
             let fallback = request.fallback_model_id.take();
             let mut resolved = super::request::with_base_model(&text, &request.model, &base)?;
             resolved.fallback_model_id = fallback;
+            // The provider's guardrail, when the request named none, was added after parsing.
+            if resolved.guardrail.is_none() {
+                resolved.guardrail = request.guardrail;
+            }
             Ok(resolved)
         }
         None => Ok(request),

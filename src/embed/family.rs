@@ -1,6 +1,8 @@
 //! The embedding model families Bedrock serves over `InvokeModel`, each with its request and
 //! response shape as the model provider documents it on Bedrock: Amazon Titan Text Embeddings G1
-//! and V2, Cohere Embed v3 and v4, Amazon Nova Multimodal Embeddings, TwelveLabs Marengo Embed 2.7.
+//! and V2, Titan Multimodal Embeddings G1 (text), Cohere Embed v3 and v4, Amazon Nova Multimodal
+//! Embeddings, TwelveLabs Marengo Embed 2.7 and 3.0. Default lengths follow OpenClaw's Bedrock
+//! memory table where AWS allows them, so an index built by OpenClaw's provider stays valid.
 
 use crate::error::{Error, Kind, Result};
 use serde_json::{json, Value};
@@ -9,10 +11,14 @@ use serde_json::{json, Value};
 pub enum Family {
     TitanV1,
     TitanV2,
+    /// Titan Multimodal Embeddings G1 (`amazon.titan-embed-image-v1`), text input.
+    TitanImage,
     CohereV3,
     CohereV4,
     Nova,
     Marengo,
+    /// Marengo Embed 3.0: nested text input, 512-long vectors.
+    MarengoV3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +42,16 @@ impl Family {
             Family::TitanV2
         } else if base.starts_with("amazon.titan-embed-text-v1") || base.starts_with("amazon.titan-embed-g1-text") {
             Family::TitanV1
+        } else if base.starts_with("amazon.titan-embed-image-v1") {
+            Family::TitanImage
         } else if base.starts_with("cohere.embed-v4") {
             Family::CohereV4
         } else if base.starts_with("cohere.embed-") {
             Family::CohereV3
         } else if base.starts_with("amazon.nova") && base.contains("embed") {
             Family::Nova
+        } else if base.starts_with("twelvelabs.marengo-embed-3") {
+            Family::MarengoV3
         } else if base.starts_with("twelvelabs.marengo-embed") {
             Family::Marengo
         } else {
@@ -53,22 +63,28 @@ impl Family {
         match self {
             Family::TitanV1 => "Titan Text Embeddings G1",
             Family::TitanV2 => "Titan Text Embeddings V2",
+            Family::TitanImage => "Titan Multimodal Embeddings G1",
             Family::CohereV3 => "Cohere Embed v3",
             Family::CohereV4 => "Cohere Embed v4",
             Family::Nova => "Nova Multimodal Embeddings",
             Family::Marengo => "TwelveLabs Marengo Embed",
+            Family::MarengoV3 => "TwelveLabs Marengo Embed 3.0",
         }
     }
 
-    /// The output lengths the model offers; the first is its default.
+    /// The output lengths the model offers; the first is its default. Nova's default is 1024,
+    /// OpenClaw's, not the model's own 3072: an index must not change length under a user who
+    /// switches providers.
     pub fn dimensions(self) -> &'static [u32] {
         match self {
             Family::TitanV1 => &[1536],
             Family::TitanV2 => &[1024, 512, 256],
+            Family::TitanImage => &[1024, 384, 256],
             Family::CohereV3 => &[1024],
             Family::CohereV4 => &[1536, 1024, 512, 256],
-            Family::Nova => &[3072, 1024, 384, 256],
+            Family::Nova => &[1024, 3072, 384, 256],
             Family::Marengo => &[1024],
+            Family::MarengoV3 => &[512],
         }
     }
 
@@ -89,6 +105,7 @@ impl Family {
         match self {
             Family::TitanV1 => json!({"inputText": texts[0]}),
             Family::TitanV2 => json!({"inputText": texts[0], "dimensions": dimensions, "normalize": true}),
+            Family::TitanImage => json!({"inputText": texts[0], "embeddingConfig": {"outputEmbeddingLength": dimensions}}),
             Family::CohereV3 => json!({"texts": texts, "input_type": cohere_type, "truncate": "END"}),
             Family::CohereV4 => json!({
                 "texts": texts, "input_type": cohere_type, "truncate": "RIGHT",
@@ -104,6 +121,7 @@ impl Family {
                 },
             }),
             Family::Marengo => json!({"inputType": "text", "inputText": texts[0], "textTruncate": "end"}),
+            Family::MarengoV3 => json!({"inputType": "text", "text": {"inputText": texts[0]}}),
         }
     }
 
@@ -111,7 +129,7 @@ impl Family {
     pub fn vectors(self, body: &Value, model: &str) -> Result<Vec<Value>> {
         let malformed = |what: &str| Error::new(Kind::ModelError, format!("{model} returned a malformed embedding response: {what}")).retryable(false);
         let vectors: Vec<Value> = match self {
-            Family::TitanV1 | Family::TitanV2 => {
+            Family::TitanV1 | Family::TitanV2 | Family::TitanImage => {
                 let v = body.get("embedding").or_else(|| body.pointer("/embeddingsByType/float")).ok_or_else(|| malformed("no \"embedding\""))?;
                 vec![v.clone()]
             }
@@ -124,7 +142,7 @@ impl Family {
                 let first = body.pointer("/embeddings/0/embedding").ok_or_else(|| malformed("no \"embeddings[0].embedding\""))?;
                 vec![first.clone()]
             }
-            Family::Marengo => {
+            Family::Marengo | Family::MarengoV3 => {
                 let v = body
                     .pointer("/data/0/embedding")
                     .or_else(|| body.pointer("/data/embedding"))

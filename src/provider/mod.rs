@@ -45,6 +45,8 @@ pub struct Provider {
     discovery: Arc<Discovery>,
     region: String,
     embed_concurrency: usize,
+    /// The guardrail of every stream that names none (the init config's `guardrail`).
+    guardrail: Option<aws_sdk_bedrockruntime::types::GuardrailStreamConfiguration>,
     /// The control thread, until `free` joins or detaches it.
     thread: Mutex<Option<libc::pthread_t>>,
     next_id: AtomicU64,
@@ -133,6 +135,7 @@ impl Provider {
             discovery,
             region: runtime_region,
             embed_concurrency: config.embed_concurrency,
+            guardrail: config.guardrail,
             thread: Mutex::new(Some(thread)),
             next_id: AtomicU64::new(1),
         })
@@ -151,6 +154,9 @@ impl Provider {
 
     pub fn parse_request(&self, text: &str) -> Result<StreamRequest> {
         let mut request = request::parse(text, |id| self.lookup(id))?;
+        if request.guardrail.is_none() {
+            request.guardrail = self.guardrail.clone();
+        }
         request.fallback_model_id = select::fallback_profile(&request.model.id, &self.region, self.discovery.latest().as_deref());
         Ok(request)
     }

@@ -18,7 +18,7 @@ use aws_sdk_bedrockruntime::types::{
 };
 use aws_smithy_types::Document;
 use messages::convert_messages;
-use model_family::{cache_point, is_claude_model, is_nova, supports_one_hour_cache, supports_prompt_caching};
+use model_family::{cache_point, default_tier_only, is_claude_model, is_nova, refuses_forced_tool_choice, refuses_sampling, supports_one_hour_cache, supports_prompt_caching};
 use options::Options;
 use serde_json::Value;
 use std::sync::Arc;
@@ -93,10 +93,11 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
     };
     let context = top.obj("context")?.ok_or_else(|| top.err("context", "is required"))?;
     context.only(&["systemPrompt", "messages", "tools"])?;
-    let options = match top.obj("options")? {
+    let mut options = match top.obj("options")? {
         Some(o) => Options::parse(&o)?,
         None => Options::default(),
     };
+    route_limits(&model, &mut options);
     // Nova bills cache writes; it caches only when the host asked (pi-ai's default is "short").
     let cache = options.cache_retention != "none" && supports_prompt_caching(&model) && (options.cache_retention_explicit || !is_nova(model.capability_id()));
     let one_hour = options.cache_retention == "long" && supports_one_hour_cache(&model);
@@ -163,6 +164,33 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
     })
 }
 
+/// What a Claude route refuses is left out of the request rather than failing it: custom sampling
+/// and a forced tool choice on Opus 5/4.8/4.7 and the always-thinking Claude 5 models, a service
+/// tier other than `default` on the routes that serve only that one (with a warning).
+fn route_limits(model: &Model, options: &mut Options) {
+    if refuses_sampling(model) {
+        options.temperature = None;
+        options.top_p = None;
+    }
+    if refuses_forced_tool_choice(model) {
+        let forced = match &options.tool_choice {
+            Some(Value::String(s)) => s == "any",
+            Some(Value::Object(o)) => o.get("type").and_then(Value::as_str) == Some("tool"),
+            _ => false,
+        };
+        if forced {
+            options.tool_choice = None;
+        }
+    }
+    if default_tier_only(model) {
+        if let Some(tier) = options.service_tier.take_if(|t| t.r#type() != &aws_sdk_bedrockruntime::types::ServiceTierType::Default) {
+            crate::log::warn(
+                "converse",
+                &format!("{} serves only the \"default\" service tier; \"{}\" is ignored", model.id, tier.r#type().as_str()),
+            );
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -53,3 +53,54 @@ pub(super) fn mentions_any(texts: &[&str], families: &[&str]) -> bool {
         families.iter().any(|family| t.contains(family))
     })
 }
+
+/// The ids (or names) a Claude route is known by: the foundation model behind a profile, and the
+/// name of an application profile whose ARN says nothing.
+fn claude_names(model: &Model) -> [&str; 2] {
+    let name = if model.id.starts_with("arn:") { model.name.as_str() } else { "" };
+    [model.capability_id(), name]
+}
+
+/// Routes that refuse custom sampling (`temperature`, `topP`): Claude Opus 5, 4.8 and 4.7, and
+/// the always-thinking Claude 5 models. Bedrock answers a ValidationException otherwise.
+pub(super) fn refuses_sampling(model: &Model) -> bool {
+    is_claude_model(model) && mentions_any(&claude_names(model), &["opus-5", "opus-4-8", "opus-4-7", "fable-5", "mythos-5", "sonnet-5"])
+}
+
+/// Routes that refuse a forced tool choice (`any`, or one named tool): the same as sampling.
+pub(super) fn refuses_forced_tool_choice(model: &Model) -> bool {
+    refuses_sampling(model)
+}
+
+/// Claude models whose adaptive thinking cannot be turned off on Bedrock, with the effort they
+/// think at when the host names none: Sonnet 5 and Mythos 5 (high), Fable 5 (medium).
+pub(super) fn mandatory_thinking_effort(model: &Model) -> Option<&'static str> {
+    if !is_claude_model(model) {
+        return None;
+    }
+    let names = claude_names(model);
+    if mentions_any(&names, &["fable-5"]) {
+        Some("medium")
+    } else if mentions_any(&names, &["sonnet-5", "mythos-5"]) {
+        Some("high")
+    } else {
+        None
+    }
+}
+
+/// Claude Opus 5 thinks (adaptively, at high effort) unless the host says "off".
+pub(super) fn default_thinking_effort(model: &Model) -> Option<&'static str> {
+    mandatory_thinking_effort(model).or_else(|| (is_claude_model(model) && mentions_any(&claude_names(model), &["opus-5"])).then_some("high"))
+}
+
+/// The Claude 5 generation takes `xhigh` as an effort of its own; older adaptive models top out
+/// at `max`.
+pub(super) fn native_xhigh(model: &Model) -> bool {
+    is_claude_model(model) && mentions_any(&claude_names(model), &["opus-5", "sonnet-5", "fable-5", "mythos-5", "haiku-5", "claude-5"])
+}
+
+/// Routes that serve only Bedrock's `default` service tier (Claude Fable 5, Opus 5, Sonnet 5):
+/// another tier is left out with a warning instead of failing the request.
+pub(super) fn default_tier_only(model: &Model) -> bool {
+    is_claude_model(model) && mentions_any(&claude_names(model), &["fable-5", "opus-5", "sonnet-5"])
+}

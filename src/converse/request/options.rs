@@ -2,7 +2,7 @@
 //! levels turned into what each Claude generation takes (adaptive thinking with an effort, or a
 //! token budget).
 
-use super::model_family::{is_claude_model, mentions_any};
+use super::model_family::{default_thinking_effort, is_claude_model, mandatory_thinking_effort, mentions_any, native_xhigh};
 use crate::error::Result;
 use crate::json::Obj;
 use crate::model::Model;
@@ -22,6 +22,8 @@ pub(super) struct Options {
     pub(super) stop_sequences: Option<Vec<String>>,
     pub(super) idle_timeout: Duration,
     pub(super) reasoning: Option<String>,
+    /// The host said `reasoning: "off"` (OpenClaw's `/think off`), not merely nothing.
+    pub(super) reasoning_off: bool,
     pub(super) thinking_budgets: Option<Value>,
     pub(super) tool_choice: Option<Value>,
     pub(super) cache_retention: String,
@@ -44,6 +46,7 @@ impl Default for Options {
             stop_sequences: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             reasoning: None,
+            reasoning_off: false,
             thinking_budgets: None,
             tool_choice: None,
             cache_retention: "short".into(),
@@ -72,7 +75,9 @@ impl Options {
                 return Err(o.err("reasoning", format!("must be one of off, minimal, low, medium, high, xhigh, max; got \"{r}\"")));
             }
         }
-        // OpenClaw says "off" where pi-ai leaves the field out: no thinking either way.
+        // OpenClaw says "off" where pi-ai leaves the field out: no thinking either way, except on
+        // the routes that cannot stop thinking (see `reasoning_fields`).
+        let reasoning_off = reasoning.as_deref() == Some("off");
         let reasoning = reasoning.filter(|r| r != "off");
         let cache_retention = o.str("cacheRetention")?.unwrap_or("short").to_string();
         if !["none", "short", "long"].contains(&cache_retention.as_str()) {
@@ -125,6 +130,7 @@ impl Options {
             stop_sequences,
             idle_timeout: idle_ms.map(Duration::from_millis).unwrap_or(DEFAULT_IDLE_TIMEOUT),
             reasoning,
+            reasoning_off,
             thinking_budgets: o.get("thinkingBudgets").cloned(),
             tool_choice: o.get("toolChoice").cloned(),
             cache_retention_explicit: o.get("cacheRetention").is_some(),
@@ -139,16 +145,32 @@ impl Options {
     }
 
     /// The thinking fields for `model` (None when it takes none or none was asked for); a token
-    /// budget raises `max_tokens` so that the answer still has room.
+    /// budget raises `max_tokens` so that the answer still has room. Claude 5 routes that cannot
+    /// stop thinking (Sonnet, Fable, Mythos) think at `low` for "off" and "minimal", and at their
+    /// own default effort when the host names none; Opus 5 thinks at `high` unless told "off".
     pub(super) fn reasoning_fields(&self, model: &Model, max_tokens: &mut u64) -> Option<Value> {
-        let level = self.reasoning.as_deref().filter(|_| model.reasoning)?;
         if !is_claude_model(model) {
             return None;
         }
+        let mandatory = mandatory_thinking_effort(model);
+        let level = self.reasoning.as_deref().filter(|_| model.reasoning || mandatory.is_some());
+        let adaptive = |effort: &str| Some(serde_json::json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": effort}}));
+        if let Some(default) = mandatory {
+            return match level {
+                Some(level) => adaptive(adaptive_effort(level, native_xhigh(model))),
+                None if self.reasoning_off => adaptive("low"),
+                None => adaptive(default),
+            };
+        }
         // Adaptive thinking: the model decides how much to think, at the effort asked for.
         if supports_adaptive_thinking(model.capability_id(), &model.name) {
-            return Some(serde_json::json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": adaptive_effort(level)}}));
+            return match level {
+                Some(level) => adaptive(adaptive_effort(level, native_xhigh(model))),
+                None if self.reasoning_off => None,
+                None => default_thinking_effort(model).and_then(adaptive),
+            };
         }
+        let level = level?;
         let budget = self.thinking_budget(level);
         *max_tokens = (*max_tokens).max(budget + 1024);
         let mut fields = serde_json::json!({"thinking": {"type": "enabled", "budget_tokens": budget}});
@@ -177,13 +199,14 @@ fn supports_adaptive_thinking(id: &str, name: &str) -> bool {
     mentions_any(&[id, name], &["opus-4-6", "opus-4-7", "opus-4-8", "opus-4-9", "sonnet-4-6", "sonnet-4-7", "sonnet-4-8", "sonnet-4-9", "opus-5", "sonnet-5", "haiku-5", "claude-5"])
 }
 
-/// pi-ai's thinking levels as adaptive thinking's effort: xhigh is the most these models offer.
-fn adaptive_effort(level: &str) -> &'static str {
+/// pi-ai's thinking levels as adaptive thinking's effort. The Claude 5 generation has `xhigh` of
+/// its own; for older adaptive models xhigh is `max`, the most they offer.
+fn adaptive_effort(level: &str, native_xhigh: bool) -> &'static str {
     match level {
         "minimal" | "low" => "low",
         "medium" => "medium",
         "high" => "high",
+        "xhigh" if native_xhigh => "xhigh",
         _ => "max",
     }
 }
-

@@ -41,6 +41,16 @@ pub fn system_profile(prefix: &str, name: &str, model: &str, regions: &[&str]) -
     })
 }
 
+/// An application inference profile `id` (a team's own name and ARN) in front of `model`.
+pub fn application_profile(id: &str, name: &str, model: &str) -> Value {
+    json!({
+        "inferenceProfileName": name, "inferenceProfileId": id,
+        "inferenceProfileArn": format!("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/{id}"),
+        "status": "ACTIVE", "type": "APPLICATION",
+        "models": [{"modelArn": format!("arn:aws:bedrock:us-east-1::foundation-model/{model}")}]
+    })
+}
+
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')).map(crate::sigv4::percent_decode))
 }

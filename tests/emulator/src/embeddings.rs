@@ -12,10 +12,12 @@ use std::collections::HashMap;
 pub enum Family {
     TitanV1,
     TitanV2,
+    TitanImage,
     CohereV3,
     CohereV4,
     Nova,
     Marengo,
+    MarengoV3,
 }
 
 /// The family of a base model id (an inference-profile prefix such as `us.` is ignored).
@@ -27,10 +29,12 @@ pub fn family(model_id: &str) -> Option<Family> {
     Some(match id {
         "amazon.titan-embed-text-v1" | "amazon.titan-embed-g1-text-02" => Family::TitanV1,
         "amazon.titan-embed-text-v2:0" => Family::TitanV2,
+        "amazon.titan-embed-image-v1" => Family::TitanImage,
         "cohere.embed-english-v3" | "cohere.embed-multilingual-v3" => Family::CohereV3,
         "cohere.embed-v4:0" => Family::CohereV4,
         "amazon.nova-2-multimodal-embeddings-v1:0" => Family::Nova,
         "twelvelabs.marengo-embed-2-7-v1:0" => Family::Marengo,
+        "twelvelabs.marengo-embed-3-0-v1:0" => Family::MarengoV3,
         _ => return None,
     })
 }
@@ -151,6 +155,35 @@ pub fn invoke(model_id: &str, body: &Value, throttles: &mut Throttles) -> Result
                 answer["embeddingsByType"] = json!({"float": v});
             }
             Ok(answer)
+        }
+        Family::TitanImage => {
+            // Titan Multimodal Embeddings G1: text and/or image, one length for both.
+            keys(body, &["inputText", "inputImage", "embeddingConfig"])?;
+            let dims = match body.get("embeddingConfig") {
+                None => 1024,
+                Some(Value::Object(config)) => {
+                    keys(config, &["outputEmbeddingLength"])?;
+                    dimension(config, "outputEmbeddingLength", &[256, 384, 1024], 1024)?
+                }
+                Some(v) => return Err(invalid(format!("Malformed input request: embeddingConfig: {v} is not an object"))),
+            };
+            let text = text_field(body, "inputText")?;
+            if let Some(r) = throttled(throttles, &[text]) {
+                return Err(r);
+            }
+            Ok(json!({"embedding": vector_json(text, dims, false), "inputTextTokenCount": text.split_whitespace().count()}))
+        }
+        Family::MarengoV3 => {
+            // Marengo 3.0 nests each modality's input under its own key.
+            keys(body, &["inputType", "text", "image", "text_image", "audio", "video", "multi_input"])?;
+            one_of(body, "inputType", &["text", "image", "text_image", "audio", "video", "multi_input"], true)?;
+            let input = body.get("text").and_then(Value::as_object).ok_or_else(|| invalid("Malformed input request: text is required for inputType text"))?;
+            keys(input, &["inputText"])?;
+            let text = text_field(input, "inputText")?;
+            if let Some(r) = throttled(throttles, &[text]) {
+                return Err(r);
+            }
+            Ok(json!({"data": [{"embedding": vector_json(text, 512, false)}]}))
         }
         Family::CohereV3 | Family::CohereV4 => {
             let v4 = family == Family::CohereV4;
