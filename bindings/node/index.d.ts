@@ -1,14 +1,10 @@
 import type { Api, AssistantMessageEventStream, Context, Model, SimpleStreamOptions } from "@mariozechner/pi-ai";
 
-/** The plugin's init config: `{provider: <models.providers["amazon-bedrock"]>, discovery?, embeddings?}`. */
-export interface PluginConfig {
-  provider: Record<string, unknown>;
-  discovery?: Record<string, unknown>;
-  embeddings?: { concurrency?: number };
-}
+import type { EmbedRequest, EmbedResult, PluginConfig, PluginInfo } from "./lib/core.js";
+export type { EmbedRequest, EmbedResult, PluginConfig, PluginInfo } from "./lib/core.js";
 
 export interface BedrockPluginOptions {
-  /** Path of libbedrock_plugin.so (or .dylib); loaded from a private copy. */
+  /** Path of libbedrock_plugin.so (or .dylib); loaded from a private copy, unlinked once mapped. */
   path: string;
   config: PluginConfig;
   /** How long a retired or closing copy waits for its open streams (default 30000). */
@@ -18,27 +14,6 @@ export interface BedrockPluginOptions {
   requireDigest?: boolean;
   /** pi-ai registry source id (default "bedrock-plugin"). */
   sourceId?: string;
-}
-
-export interface PluginInfo {
-  name: string;
-  version: string;
-  abiVersion: string;
-  provider: "amazon-bedrock";
-  api: "bedrock-converse-stream";
-}
-
-export interface EmbedRequest {
-  model?: string;
-  texts: string[];
-  purpose?: "query" | "document";
-  dimensions?: number;
-}
-
-export interface EmbedResult {
-  model: string;
-  dimensions: number;
-  embeddings: number[][];
 }
 
 export declare class BedrockPlugin {
@@ -58,7 +33,7 @@ export declare class BedrockPlugin {
   embed(request: EmbedRequest): Promise<EmbedResult>;
   /** Serves new streams from another build; the old copy is freed once its streams ended and
    * its calls (models, embed) returned. */
-  swap(path: string): Promise<PluginInfo>;
+  swap(path?: string, config?: PluginConfig): Promise<PluginInfo>;
   /** Unregisters from pi-ai and frees every copy (open streams get drainMs; calls in flight are
    * cut short). Every later call throws. */
   close(): Promise<void>;
