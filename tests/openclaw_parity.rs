@@ -205,3 +205,34 @@ fn the_provider_level_guardrail_reaches_every_stream_that_names_none() {
         assert!(rc != 0 && err["message"].as_str().unwrap().starts_with(field), "{field}: {err}");
     }
 }
+
+#[test]
+fn refusal_safe_streaming_shows_nothing_of_an_answer_stopped_mid_way() {
+    let (_emulator, p) = setup();
+    let stream = |prompt: &str, hold: bool| start(&p, &request("emulator.echo", prompt, json!({"holdOutput": hold}))).finish();
+    let kinds = |events: &[Value]| events.iter().map(|e| e["type"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+
+    // Refused, filtered, or broken mid-way: without holding, the first half shows; held, only
+    // the error arrives, and its message carries none of the text.
+    for prompt in ["emulator: chunks=6 stop=content_filtered", "emulator: chunks=6 stop=refusal", "emulator: chunks=6 stop=guardrail_intervened", "emulator: chunks=6 error=serviceUnavailable at=mid after=4", "emulator: chunks=6 end=5"] {
+        let shown = stream(prompt, false);
+        assert!(!text_of(&shown).is_empty(), "{prompt}: without holding, deltas stream: {shown:?}");
+        let held = stream(prompt, true);
+        assert_eq!(kinds(&held), ["error"], "{prompt}: {held:?}");
+        assert_eq!(final_message(&held[0])["content"], json!([]), "{prompt}: {}", held[0]);
+        assert_eq!(failure(&held[0])["code"], failure(terminal(&shown))["code"], "{prompt}: the same error either way");
+    }
+    // A whole answer arrives whole: the same events, in the same order, as streamed live.
+    let live = stream("emulator: chunks=6 reasoning=1", false);
+    let held = stream("emulator: chunks=6 reasoning=1", true);
+    assert_eq!(kinds(&held), kinds(&live));
+    assert_eq!(text_of(&held), "w0 w1 w2 w3 w4 w5 ");
+    assert_eq!(final_message(terminal(&held))["content"], final_message(terminal(&live))["content"]);
+    // And a cancelled held stream shows nothing either.
+    let s = start(&p, &request("emulator.echo", "emulator: chunks=50 delay_ms=20", json!({"holdOutput": true})));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    s.cancel();
+    let events = s.finish();
+    assert_eq!(kinds(&events), ["error"], "{events:?}");
+    assert_eq!(final_message(&events[0])["content"], json!([]));
+}

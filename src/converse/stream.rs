@@ -72,6 +72,7 @@ pub async fn run<O: Outlet>(clients: Arc<Clients>, profile_bases: Arc<ProfileBas
     if log::enabled(log::Level::Debug) {
         log::debug("converse", &format!("{model_id}: stream starting"));
     }
+    let hold = request.hold_output;
     let outcome = drive(&clients, &profile_bases, request, &mut run, &outlet).await;
     let terminal = match outcome.and_then(|()| run.translator.finish()) {
         Ok(done) => done,
@@ -79,7 +80,12 @@ pub async fn run<O: Outlet>(clients: Arc<Clients>, profile_bases: Arc<ProfileBas
             if log::enabled(log::Level::Debug) {
                 log::debug("converse", &format!("{model_id}: stream failed: {}", e.kind.code()));
             }
-            Event::failure(run.translator.partial(), &e)
+            let mut partial = run.translator.partial();
+            if hold {
+                // Held output was never shown: the failure must not show it either.
+                partial.content.clear();
+            }
+            Event::failure(partial, &e)
         }
     };
     if log::enabled(log::Level::Debug) && matches!(terminal, Event::Done { .. }) {
@@ -164,6 +170,9 @@ async fn with_profile_base(clients: &Clients, profile_bases: &ProfileBases, mut 
 
 async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, request: StreamRequest, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
     let idle = request.idle_timeout;
+    // Refusal-safe: events wait in `pending` until the stream ended well; on any failure they
+    // are dropped with it.
+    let hold = request.hold_output;
     // Only an application profile not yet resolved waits here; every other stream goes straight on.
     let request = if request.unresolved_profile.is_some() {
         tokio::select! {
@@ -203,7 +212,9 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
                 Some(item) => item,
                 None => {
                     // Nothing more without waiting for the network: deliver what we have first.
-                    hand_over(outlet, &mut pending, cancel.as_mut()).await?;
+                    if !hold {
+                        hand_over(outlet, &mut pending, cancel.as_mut()).await?;
+                    }
                     idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                     tokio::select! {
                         biased;
@@ -216,9 +227,13 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
         };
         let event = match item {
             Err(e) => {
-                hand_over(outlet, &mut pending, cancel.as_mut()).await?;
+                if !hold {
+                    hand_over(outlet, &mut pending, cancel.as_mut()).await?;
+                }
                 return Err(errors::from_stream_error(e, request_id.as_deref()));
             }
+            // Held output goes out once the answer is known to be whole and not refused.
+            Ok(None) if hold && !run.translator.ends_well() => return Ok(()),
             Ok(None) => return hand_over(outlet, &mut pending, cancel.as_mut()).await,
             Ok(Some(event)) => event,
         };
@@ -228,7 +243,7 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
             hand_over(outlet, &mut pending, cancel.as_mut()).await?;
             outlet.fault().hit(crate::fault::Fault::PanicInTask);
         }
-        if pending.len() >= BATCH {
+        if pending.len() >= BATCH && !hold {
             hand_over(outlet, &mut pending, cancel.as_mut()).await?;
         }
     }

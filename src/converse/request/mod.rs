@@ -51,6 +51,10 @@ pub struct StreamRequest {
     /// `options.maxRetries` / `maxRetryDelayMs`: this request's retry policy before the stream
     /// starts.
     pub retry: crate::converse::retry::Policy,
+    /// Refusal-safe streaming (`options.holdOutput`): nothing reaches the host until Bedrock's
+    /// terminal status, so an answer stopped mid-way (a refusal, a filter, a broken stream) never
+    /// shows its first half; the host gets the whole answer at once, or only the error.
+    pub hold_output: bool,
     /// A test build's fault hook (always `None` in a shipped build).
     pub fault: crate::fault::Fault,
 }
@@ -155,6 +159,7 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<Arc<Model>>) -> Result<
         performance: options.passthrough.performance,
         request_metadata: options.passthrough.request_metadata,
         response_field_paths: options.passthrough.response_field_paths,
+        hold_output: options.hold_output,
         tool_names,
         retry: crate::converse::retry::Policy {
             max_retries: options.max_retries.map(|n| n as u32),

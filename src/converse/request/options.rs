@@ -35,6 +35,8 @@ pub(super) struct Options {
     pub(super) passthrough: crate::converse::passthrough::Passthrough,
     pub(super) max_retries: Option<u64>,
     pub(super) max_retry_delay_ms: Option<u64>,
+    /// `holdOutput`: refusal-safe streaming (see `StreamRequest::hold_output`).
+    pub(super) hold_output: bool,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             passthrough: Default::default(),
             max_retries: None,
             max_retry_delay_ms: None,
+            hold_output: false,
         }
     }
 }
@@ -67,7 +70,7 @@ impl Options {
             "maxTokens", "temperature", "topP", "stopSequences", "idleTimeoutMs", "reasoning", "thinkingBudgets",
             "toolChoice", "cacheRetention", "interleavedThinking", "sessionId", "serviceTier", "outputConfig",
             "guardrailConfig", "performanceConfig", "requestMetadata", "additionalModelRequestFields", "additionalModelResponseFieldPaths",
-            "maxRetries", "maxRetryDelayMs",
+            "maxRetries", "maxRetryDelayMs", "holdOutput",
         ])?;
         let reasoning = o.str("reasoning")?.map(str::to_string);
         if let Some(r) = &reasoning {
@@ -141,6 +144,7 @@ impl Options {
             passthrough: crate::converse::passthrough::parse(o)?,
             max_retries: o.uint("maxRetries", 10)?,
             max_retry_delay_ms: o.uint("maxRetryDelayMs", 600_000)?,
+            hold_output: o.bool("holdOutput")?.unwrap_or(false),
         })
     }
 
