@@ -108,7 +108,7 @@ impl Emulator {
 
     pub fn start_on(config: Config, port: u16) -> Emulator {
         let tls = config.tls.then(tls::acceptor);
-        let state = Arc::new(server::State { config: Mutex::new(config), stats: Mutex::new(Stats::default()), identity: Default::default(), throttles: Default::default() });
+        let state = Arc::new(server::State { config: Mutex::new(config), stats: Mutex::new(Stats::default()), identity: Default::default(), throttles: Default::default(), errors_served: Default::default() });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let thread_state = state.clone();

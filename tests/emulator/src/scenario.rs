@@ -9,7 +9,8 @@
 //! `at=before|mid` and `after=N` (events before a mid-stream exception), `drop=N` (close the
 //! connection after N events), `end=N` (end the body cleanly after N events), `delay_ms=N` (between events), `first_delay_ms=N` (before the first
 //! event, after the response headers), `input_tokens=N`, `cache_read=N`, `cache_write=N`,
-//! `retry_after_ms=N` (with an error: the wait the answer asks for), `html=<status>` (an HTML page
+//! `retry_after_ms=N` (with an error: the wait the answer asks for), `times=N` (the error for
+//! the first N requests with this directive only, then the answer), `html=<status>` (an HTML page
 //! instead of Bedrock's answer), `corrupt=<kind>` (see the field).
 
 use serde_json::{json, Value};
@@ -50,6 +51,10 @@ pub struct Scenario {
     /// `html=<status>`: an HTML page with that status instead of Bedrock's answer (a captive
     /// portal or a misrouted proxy: the wrong content type).
     pub html_status: Option<u16>,
+    /// `times=N`: the scripted error only for the first N requests carrying this directive.
+    pub error_times: Option<u64>,
+    /// The directive line, which `times` counts by (a host's retry may reword the rest).
+    pub directive: String,
 }
 
 /// What the HTTP layer does for one request.
@@ -104,6 +109,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
         return s;
     };
     s.reply = words("Hello from the Bedrock emulator.");
+    s.directive = directive.to_string();
     let (directive, message_rest) = match directive.find("error_message=") {
         Some(i) => (&directive[..i], Some(directive[i + 14..].trim().to_string())),
         None => (directive, None),
@@ -142,6 +148,7 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
             "tool_input" => s.broken_tool_input = v == "broken",
             "corrupt" => corrupt = Some(v.to_string()),
             "retry_after_ms" => s.retry_after_ms = Some(n),
+            "times" => s.error_times = Some(n),
             "html" => s.html_status = Some(n as u16),
             "delay_ms" => s.delay = Duration::from_millis(n),
             "first_delay_ms" => s.first_delay = Duration::from_millis(n),

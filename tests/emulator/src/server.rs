@@ -20,6 +20,8 @@ pub struct State {
     pub stats: Mutex<Stats>,
     pub identity: identity::Store,
     pub throttles: Mutex<crate::embeddings::Throttles>,
+    /// `times=N` scenarios: how often each directive's error has been served so far.
+    pub errors_served: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Counters and last-seen values that tests assert on.
@@ -61,6 +63,9 @@ pub struct Stats {
     pub access_keys: Vec<String>,
     /// Requests that arrived in absolute form (`POST http://host/...`): sent through a proxy.
     pub proxied: u64,
+    /// Bedrock API calls (not the emulator's own `/_emulator/` pages), by who sent them: the SDK
+    /// product token of `user-agent` (`aws-sdk-rust/1.x`), or the whole header when it has none.
+    pub senders: std::collections::BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -76,7 +81,7 @@ impl Stats {
             "expiredTokenRejections": self.expired_token_rejections, "accessDenied": self.access_denied,
             "stsAssumeRole": self.sts_assume_role, "lastRoleArn": self.last_role_arn,
             "imdsTokens": self.imds_tokens, "imdsCredentials": self.imds_credentials,
-            "accessKeys": self.access_keys, "proxied": self.proxied,
+            "accessKeys": self.access_keys, "proxied": self.proxied, "senders": self.senders,
         })
     }
 }
@@ -350,6 +355,13 @@ fn validate_converse(body: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Who sent a call: the AWS SDK token of its user agent (`aws-sdk-rust/1.3.9`), else the header.
+fn sender(headers: &[(String, String)]) -> String {
+    let agent = headers.iter().find(|(n, _)| n == "user-agent").map_or("", |(_, v)| v.as_str());
+    let sdk = agent.split_whitespace().find(|t| t.starts_with("aws-sdk-"));
+    sdk.map_or_else(|| if agent.is_empty() { "(none)".to_string() } else { agent.to_string() }, |t| t.split('/').next().unwrap_or(t).to_string())
+}
+
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<BoxedBody>, std::convert::Infallible> {
     let absolute_form = req.uri().authority().is_some();
     let method = req.method().as_str().to_string();
@@ -368,6 +380,9 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         let mut stats = state.stats.lock().unwrap();
         stats.requests += 1;
         stats.proxied += u64::from(absolute_form);
+        if !path.starts_with("/_emulator/") && !path.starts_with("/latest/") {
+            *stats.senders.entry(sender(&headers)).or_default() += 1;
+        }
     }
 
     if method == "GET" && path == "/_emulator/stats" {
@@ -502,7 +517,17 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             .body(full(canned))
             .expect("valid response"));
     }
-    let scenario = scenario::parse(&request, &body);
+    let mut scenario = scenario::parse(&request, &body);
+    if let Some(times) = scenario.error_times {
+        // `times=N`: the error for the first N requests with this directive, then the answer.
+        let mut served = state.errors_served.lock().unwrap();
+        let count = served.entry(scenario.directive.clone()).or_default();
+        if *count >= times {
+            scenario.error = None;
+        } else {
+            *count += 1;
+        }
+    }
     if let Some(status) = scenario.html_status {
         return Ok(text(status, "text/html; charset=utf-8", "<html><body><h1>Sign in to the network</h1></body></html>".into()));
     }
