@@ -187,7 +187,7 @@ function pluginModel(model) {
  * `serviceTier`. Everything else a host passes (callbacks, its own bookkeeping) stays behind. */
 function pluginOptions(options = {}) {
   const out = {};
-  for (const key of ["maxTokens", "temperature", "reasoning", "thinkingBudgets", "cacheRetention", "toolChoice", "interleavedThinking", "sessionId", "serviceTier", "maxRetryDelayMs", "guardrailConfig"]) {
+  for (const key of ["maxTokens", "temperature", "reasoning", "thinkingBudgets", "cacheRetention", "toolChoice", "interleavedThinking", "sessionId", "serviceTier", "maxRetryDelayMs", "guardrailConfig", "holdOutput"]) {
     if (options[key] !== undefined && options[key] !== null) out[key] = options[key];
   }
   if (out.serviceTier === undefined && typeof options.service_tier === "string") out.serviceTier = options.service_tier;
