@@ -7,6 +7,16 @@ mod common;
 use bedrock_emulator::catalog::{application_profile, system_profile};
 use common::*;
 use serde_json::{json, Value};
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_void};
+use std::sync::Mutex;
+
+/// Warnings the plugin logged (through `bp_set_log_callback`; the sink is process-wide).
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn on_log(_user: *mut c_void, _level: u32, _target: *const c_char, message: *const c_char) {
+    WARNINGS.lock().unwrap().push(CStr::from_ptr(message).to_string_lossy().into_owned());
+}
 
 /// A model object as a host passes it (OpenClaw's `models.providers` entry).
 fn model(id: &str, reasoning: bool) -> Value {
@@ -161,10 +171,20 @@ fn a_forced_tool_choice_is_left_out_where_the_route_refuses_it() {
 #[test]
 fn default_tier_only_routes_ignore_other_service_tiers() {
     let (emulator, p) = setup();
+    unsafe { assert_eq!((api().set_log_callback)(2, Some(on_log), std::ptr::null_mut()), 0) };
     for id in ["anthropic.claude-fable-5", "global.anthropic.claude-opus-5", "us.anthropic.claude-sonnet-5"] {
         for tier in ["flex", "priority", "reserved"] {
             let body = sent(&emulator, &p, &ask(model(id, true), "hi", json!({"serviceTier": tier})));
             assert!(body.get("serviceTier").is_none(), "{id} {tier}: {}", body["serviceTier"]);
+            let warned = format!("{id} serves only the \"default\" service tier; \"{tier}\" is ignored");
+            let seen = || WARNINGS.lock().unwrap().iter().any(|w| w == &warned);
+            for _ in 0..100 {
+                if seen() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(seen(), "warned: {warned}");
         }
         let body = sent(&emulator, &p, &ask(model(id, true), "hi", json!({"serviceTier": "default"})));
         assert_eq!(body["serviceTier"], json!({"type": "default"}), "{id}");
@@ -213,14 +233,14 @@ fn refusal_safe_streaming_shows_nothing_of_an_answer_stopped_mid_way() {
     let kinds = |events: &[Value]| events.iter().map(|e| e["type"].as_str().unwrap().to_string()).collect::<Vec<_>>();
 
     // Refused, filtered, or broken mid-way: without holding, the first half shows; held, only
-    // the error arrives, and its message carries none of the text.
+    // `start` (hosts time the first event) and the error arrive, the error's message empty.
     for prompt in ["emulator: chunks=6 stop=content_filtered", "emulator: chunks=6 stop=refusal", "emulator: chunks=6 stop=guardrail_intervened", "emulator: chunks=6 error=serviceUnavailable at=mid after=4", "emulator: chunks=6 end=5"] {
         let shown = stream(prompt, false);
         assert!(!text_of(&shown).is_empty(), "{prompt}: without holding, deltas stream: {shown:?}");
         let held = stream(prompt, true);
-        assert_eq!(kinds(&held), ["error"], "{prompt}: {held:?}");
-        assert_eq!(final_message(&held[0])["content"], json!([]), "{prompt}: {}", held[0]);
-        assert_eq!(failure(&held[0])["code"], failure(terminal(&shown))["code"], "{prompt}: the same error either way");
+        assert_eq!(kinds(&held), ["start", "error"], "{prompt}: {held:?}");
+        assert_eq!(final_message(&held[1])["content"], json!([]), "{prompt}: {}", held[1]);
+        assert_eq!(failure(&held[1])["code"], failure(terminal(&shown))["code"], "{prompt}: the same error either way");
     }
     // A whole answer arrives whole: the same events, in the same order, as streamed live.
     let live = stream("emulator: chunks=6 reasoning=1", false);
@@ -233,6 +253,6 @@ fn refusal_safe_streaming_shows_nothing_of_an_answer_stopped_mid_way() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     s.cancel();
     let events = s.finish();
-    assert_eq!(kinds(&events), ["error"], "{events:?}");
-    assert_eq!(final_message(&events[0])["content"], json!([]));
+    assert_eq!(kinds(&events), ["start", "error"], "{events:?}");
+    assert_eq!(final_message(&events[1])["content"], json!([]));
 }

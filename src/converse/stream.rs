@@ -171,8 +171,10 @@ async fn with_profile_base(clients: &Clients, profile_bases: &ProfileBases, mut 
 async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, request: StreamRequest, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
     let idle = request.idle_timeout;
     // Refusal-safe: events wait in `pending` until the stream ended well; on any failure they
-    // are dropped with it.
+    // are dropped with it. Only `start` goes out at once: hosts time the first event (OpenClaw's
+    // first-event timeout), and it carries nothing of the answer.
     let hold = request.hold_output;
+    let mut start_shown = false;
     // Only an application profile not yet resolved waits here; every other stream goes straight on.
     let request = if request.unresolved_profile.is_some() {
         tokio::select! {
@@ -238,6 +240,11 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
             Ok(Some(event)) => event,
         };
         run.translator.on(event, &mut pending);
+        if hold && !start_shown && matches!(pending.first(), Some(Event::Start { .. })) {
+            start_shown = true;
+            let mut start = vec![pending.remove(0)];
+            hand_over(outlet, &mut start, cancel.as_mut()).await?;
+        }
         // Compiled out of a shipped build: nothing on the per-event path.
         if cfg!(feature = "fault-hooks") && !pending.is_empty() && outlet.fault() == crate::fault::Fault::PanicInTask {
             hand_over(outlet, &mut pending, cancel.as_mut()).await?;

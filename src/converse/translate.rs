@@ -182,7 +182,6 @@ impl Translator {
         }
     }
 
-    /// Called when Bedrock ends the stream: the `done` event, or why the answer is unusable.
     /// Whether the answer ended as one `finish` will deliver (not refused, filtered, cut off or
     /// ended with an unknown reason): what refusal-safe streaming may show.
     pub fn ends_well(&self) -> bool {
@@ -192,6 +191,7 @@ impl Translator {
         )
     }
 
+    /// Called when Bedrock ends the stream: the `done` event, or why the answer is unusable.
     pub fn finish(&mut self) -> Result<Event> {
         let Some(stop) = self.stop.take() else {
             return Err(Error::new(Kind::Truncated, "the stream ended without the model finishing its answer (no messageStop event)"));

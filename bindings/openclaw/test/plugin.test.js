@@ -134,9 +134,9 @@ test("refusal-safe streaming for the Claude 5 routes OpenClaw holds, or as confi
     const streamFn = api.providers[0].createStreamFn({ config: api.config, provider: "amazon-bedrock", modelId: id, model });
     return (await collect(streamFn(model, refused, {}))).map((e) => e.type);
   };
-  assert.deepEqual(await run({}, "us.anthropic.claude-sonnet-5"), ["error"], "held: nothing of the refused answer shows");
+  assert.deepEqual(await run({}, "us.anthropic.claude-sonnet-5"), ["start", "error"], "held: nothing of the refused answer shows");
   assert.ok((await run({}, sonnet.id)).includes("text_delta"), "Sonnet 4.5 streams live");
-  assert.deepEqual(await run({ holdOutput: true }, sonnet.id), ["error"], "holdOutput: true holds every model");
+  assert.deepEqual(await run({ holdOutput: true }, sonnet.id), ["start", "error"], "holdOutput: true holds every model");
   assert.ok((await run({ holdOutput: false }, "global.anthropic.claude-opus-5")).includes("text_delta"), "holdOutput: false holds none");
 });
 
