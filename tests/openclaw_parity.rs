@@ -111,9 +111,12 @@ fn claude_5_routes_think_adaptively_at_their_documented_efforts() {
         let body = sent(&emulator, &p, &ask(model(id, true), "hi", options));
         assert_eq!(&thinking(&body), want, "{id} with reasoning {reasoning:?}: {}", body["additionalModelRequestFields"]);
     }
-    // A route that always thinks does so even when the host's entry says it does not reason.
+    // A route that always thinks does so even when the host's entry says it does not reason;
+    // Opus 5, which can stop, gets no default thinking from such an entry.
     let body = sent(&emulator, &p, &ask(model("anthropic.claude-sonnet-5", false), "hi", json!({})));
     assert_eq!(thinking(&body), adaptive("high"));
+    let body = sent(&emulator, &p, &ask(model("global.anthropic.claude-opus-5", false), "hi", json!({})));
+    assert_eq!(thinking(&body), None);
 }
 
 #[test]

@@ -170,7 +170,8 @@ impl Options {
         if supports_adaptive_thinking(model.capability_id(), &model.name) {
             return match level {
                 Some(level) => adaptive(adaptive_effort(level, native_xhigh(model))),
-                None if self.reasoning_off => None,
+                // A host whose entry says the model does not reason gets no default thinking.
+                None if self.reasoning_off || !model.reasoning => None,
                 None => default_thinking_effort(model).and_then(adaptive),
             };
         }
