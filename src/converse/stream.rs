@@ -174,7 +174,6 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
     // are dropped with it. Only `start` goes out at once: hosts time the first event (OpenClaw's
     // first-event timeout), and it carries nothing of the answer.
     let hold = request.hold_output;
-    let mut start_shown = false;
     // Only an application profile not yet resolved waits here; every other stream goes straight on.
     let request = if request.unresolved_profile.is_some() {
         tokio::select! {
@@ -240,8 +239,8 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
             Ok(Some(event)) => event,
         };
         run.translator.on(event, &mut pending);
-        if hold && !start_shown && matches!(pending.first(), Some(Event::Start { .. })) {
-            start_shown = true;
+        // `start` is the first event of a stream and comes once: at the head of `pending` only then.
+        if hold && matches!(pending.first(), Some(Event::Start { .. })) {
             let mut start = vec![pending.remove(0)];
             hand_over(outlet, &mut start, cancel.as_mut()).await?;
         }

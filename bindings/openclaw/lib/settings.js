@@ -85,7 +85,8 @@ export function streamOptions(options = {}, model, openclawConfig, holdOutput) {
   return out;
 }
 
-/** Discovered models in OpenClaw's order: global cross-region profiles first, then as found. */
+/** bp_discover's models in OpenClaw's catalog order: global cross-region profiles first. The
+ * library puts the configured entries first and sorts only what it discovered. */
 export function catalogOrder(models) {
   const global = models.filter((m) => m.id.startsWith("global."));
   return [...global, ...models.filter((m) => !m.id.startsWith("global."))];
