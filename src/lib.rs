@@ -21,3 +21,8 @@ mod provider;
 mod region;
 mod sdk_error;
 mod tls;
+
+/// What building the AWS clients leaves in statics goes to a heap this copy gives back at unload
+/// (`provider::copy_heap`); everything else goes straight to the system allocator.
+#[global_allocator]
+static ALLOCATOR: provider::copy_heap::CopyHeap = provider::copy_heap::CopyHeap;

@@ -5,6 +5,7 @@
 //! thread owns the runtime and the AWS clients, and `free` joins it.
 
 mod control;
+pub mod copy_heap;
 mod delivery;
 mod outbox;
 mod outbox_state;
@@ -50,6 +51,8 @@ pub struct Provider {
     /// The control thread, until `free` joins or detaches it.
     thread: Mutex<Option<libc::pthread_t>>,
     next_id: AtomicU64,
+    /// Keeps the copy's own heap (where the clients' one-time state lives) while this provider may use it.
+    _heap: copy_heap::Hold,
 }
 
 /// How `free` ended.
@@ -118,6 +121,7 @@ impl Provider {
             call_timeout: Duration::from_secs(config.discovery.call_timeout_secs),
         };
         tls_key::room_for_threads().map_err(Error::internal)?;
+        let heap = copy_heap::Hold::new();
         let control = Arc::new(Control::default());
         let registry = Arc::new(Registry::default());
         let thread = runtime_thread::spawn(settings, discovery.clone(), control.clone(), registry.clone(), log)?;
@@ -138,6 +142,7 @@ impl Provider {
             guardrail: config.guardrail,
             thread: Mutex::new(Some(thread)),
             next_id: AtomicU64::new(1),
+            _heap: heap,
         })
     }
 

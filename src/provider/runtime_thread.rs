@@ -106,7 +106,10 @@ fn run(args: Args) {
     };
     // Passed down to every stream beside the clients (which know nothing of Converse).
     let profile_bases = Arc::new(crate::converse::profile_base::ProfileBases::new(settings.call_timeout));
-    let clients = Arc::new(runtime.block_on(Clients::new(settings)));
+    // The SDK's one-time statics are forced here: kept in the copy's own heap, given back at unload.
+    let clients = Arc::new(super::copy_heap::in_region(|| runtime.block_on(Clients::new(settings))));
+    let (kept, peak) = super::copy_heap::usage();
+    crate::log::debug("provider", &format!("clients built: {} KiB kept in this copy's own heap (peak {} KiB), given back at unload", kept / 1024, peak / 1024));
     control.set_ready(Ok(()));
 
     let live = Arc::new(Live::default());
