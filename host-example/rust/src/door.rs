@@ -73,10 +73,11 @@ impl Door {
         PluginModuleRef::load_from_file(path).map(Door::Module).map_err(|e| format!("abi_stable refused {}: {e}", path.display()))
     }
 
-    /// Loads a private copy of a build: the loader hands back an already-loaded image for the same
-    /// path or file, so only a copy gives a second one. The copy is unlinked once mapped.
-    pub fn private_copy(build: &Path, copy: &Path) -> Result<Door, String> {
-        std::fs::copy(build, copy).map_err(|e| format!("copying {}: {e}", build.display()))?;
+    /// Loads a private copy of a build that passes the deploy checks (`deploy::take`): the loader
+    /// hands back an already-loaded image for the same path or file, so only a copy gives a
+    /// second one. The copy is unlinked once mapped.
+    pub fn private_copy(build: &Path, copy: &Path, policy: &crate::deploy::Policy) -> Result<Door, String> {
+        crate::deploy::take(build, copy, policy)?;
         use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
         let library = unsafe { Library::open(Some(copy), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| format!("loading {}: {e}", build.display()));
         let _ = std::fs::remove_file(copy);

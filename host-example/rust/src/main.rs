@@ -2,14 +2,18 @@
 //!
 //!   bp-host-rs --plugin PATH --config FILE models
 //!   bp-host-rs --plugin PATH --config FILE chat --model ID PROMPT
-//!   bp-host-rs --plugin PATH --config FILE swap --next PATH --model ID PROMPT
+//!   bp-host-rs --plugin PATH --config FILE swap [--no-digest] --next PATH --model ID PROMPT
 //!
 //! `models` and `chat` load the plugin through abi_stable (`PluginModuleRef::load_from_file`), which
 //! checks the module's layout against this host's before anything runs. abi_stable never unloads
 //! and keeps one module per type, so `swap` takes the other door: `libloading` on a private copy of
 //! each build, and every call through that copy's `bp_get_api` table. It streams on the first
-//! build, loads the second while the first still streams, then frees and unloads the first.
+//! build, loads the second while the first still streams, then frees and unloads the first. A
+//! build is loaded only when it passes `bp-host serve`'s deploy checks (`deploy.rs`: settled,
+//! matching its `.sha256`, not truncated, a pthread key to spare); a refused second build leaves
+//! the first serving, and the command says why and exits 1.
 
+mod deploy;
 mod door;
 
 use door::{Chat, Door};
@@ -22,11 +26,13 @@ struct Args {
     model: Option<String>,
     next: Option<PathBuf>,
     prompt: Option<String>,
+    policy: deploy::Policy,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let (mut plugin, mut config, mut command, mut model, mut next, mut prompt) = (None, None, None, None, None, None);
+    let mut policy = deploy::Policy { require_digest: true };
     while let Some(arg) = args.next() {
         let mut value = |what: &str| args.next().ok_or(format!("{what} needs a value"));
         match arg.as_str() {
@@ -34,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
             "--config" => config = Some(value("--config")?),
             "--model" => model = Some(value("--model")?),
             "--next" => next = Some(PathBuf::from(value("--next")?)),
+            "--no-digest" => policy.require_digest = false,
             _ if command.is_none() => command = Some(arg),
             _ if prompt.is_none() => prompt = Some(arg),
             _ => return Err(format!("unexpected argument {arg}")),
@@ -41,7 +48,7 @@ fn parse_args() -> Result<Args, String> {
     }
     let config_path = config.ok_or("--config FILE is required")?;
     let config = std::fs::read_to_string(&config_path).map_err(|e| format!("cannot read {config_path}: {e}"))?;
-    Ok(Args { plugin: plugin.ok_or("--plugin PATH is required")?, config, command: command.ok_or("no command")?, model, next, prompt })
+    Ok(Args { plugin: plugin.ok_or("--plugin PATH is required")?, config, command: command.ok_or("no command")?, model, next, prompt, policy })
 }
 
 fn chat_request(model: &str, prompt: &str) -> String {
@@ -89,12 +96,27 @@ fn swap(args: &Args) -> Result<bool, String> {
     let (model, prompt) = (args.model.as_deref().ok_or("--model is required")?, args.prompt.as_deref().ok_or("PROMPT is required")?);
     let copies = std::env::temp_dir().join(format!("bp-host-rs.{}", std::process::id()));
     std::fs::create_dir_all(&copies).map_err(|e| e.to_string())?;
-    let first = Door::private_copy(&args.plugin, &copies.join("generation-1.so"))?;
+    let first = Door::private_copy(&args.plugin, &copies.join("generation-1.so"), &args.policy)?;
     let first_provider = first.provider_new(&args.config)?;
     let first_chat = first.start(first_provider, &chat_request(model, prompt))?;
     // The second build comes in while the first still streams; new work goes to it.
-    let second = Door::private_copy(next, &copies.join("generation-2.so"))?;
-    let second_provider = second.provider_new(&args.config)?;
+    let second = Door::private_copy(next, &copies.join("generation-2.so"), &args.policy)
+        .and_then(|door| door.provider_new(&args.config).map(|provider| (door, provider)));
+    let (second, second_provider) = match second {
+        Ok(loaded) => loaded,
+        Err(why) => {
+            // Refused: the first build keeps serving what it has and what comes next.
+            println!("swap refused, generation 1 keeps serving: {why}");
+            let again = first.start(first_provider, &chat_request(model, prompt))?;
+            report(&format!("generation 1, version {}", first.version()), &first_chat);
+            report(&format!("generation 1 after the refusal, version {}", first.version()), &again);
+            first.finish(first_chat);
+            first.finish(again);
+            first.provider_free(first_provider);
+            let _ = std::fs::remove_dir_all(&copies);
+            return Ok(false);
+        }
+    };
     let second_chat = second.start(second_provider, &chat_request(model, prompt))?;
     let mut ok = report(&format!("generation 1, version {}", first.version()), &first_chat);
     first.finish(first_chat);
