@@ -13,10 +13,12 @@ pub struct Settings {
     pub runtime_endpoint: Option<String>,
     pub control_endpoint: Option<String>,
     pub auth: Auth,
-    /// The SDK's HTTPS client with extra CAs (`tls`), when a bundle is configured.
+    /// The HTTPS client every SDK client shares (`http_client`).
     pub http_client: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
     /// The deadline of one control-plane call (`discovery.callTimeoutSeconds`).
     pub call_timeout: std::time::Duration,
+    /// How long a pooled connection may stay unused (`provider.idleConnectionSeconds`).
+    pub idle_connection: std::time::Duration,
 }
 
 pub struct Built {

@@ -35,6 +35,8 @@ pub struct ProviderConfig {
     pub api_key: Option<Secret>,
     /// A PEM file of CAs to trust besides the platform's (`caBundle`).
     pub ca_bundle: Option<String>,
+    /// How long a pooled connection may sit unused before it is closed (`idleConnectionSeconds`).
+    pub idle_connection: std::time::Duration,
     pub models: Vec<Arc<Model>>,
 }
 
@@ -67,6 +69,10 @@ impl Default for DiscoveryConfig {
 
 const MAX_TOKENS_LIMIT: u64 = 100_000_000;
 
+/// Pooled connections are closed 10–20 s after their last use: a steady gateway keeps reusing
+/// them, one that bursts and goes quiet gets its sockets and memory back within 20 s.
+const DEFAULT_IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn parse(text: &str) -> Result<Config> {
     let value: Value = serde_json::from_str(text).map_err(|e| Error::config(format!("config is not valid JSON: {e}")))?;
     let top = Obj::new(&value, "", Kind::Config)?;
@@ -93,7 +99,7 @@ pub fn parse(text: &str) -> Result<Config> {
 }
 
 fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
-    p.only(&["baseUrl", "api", "auth", "apiKey", "region", "caBundle", "models"])?;
+    p.only(&["baseUrl", "api", "auth", "apiKey", "region", "caBundle", "idleConnectionSeconds", "models"])?;
     if let Some(api) = p.str("api")? {
         if api != API {
             return Err(p.err("api", format!("must be \"{API}\", got \"{api}\"")));
@@ -120,7 +126,12 @@ fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
         models.push(Arc::new(model));
     }
     let ca_bundle = p.str("caBundle")?.map(str::to_string);
-    Ok(ProviderConfig { base_url, region, api_key, ca_bundle, models })
+    let idle_connection = match p.uint("idleConnectionSeconds", 3600)? {
+        Some(0) => return Err(p.err("idleConnectionSeconds", "must be between 1 and 3600")),
+        Some(n) => std::time::Duration::from_secs(n),
+        None => DEFAULT_IDLE_CONNECTION,
+    };
+    Ok(ProviderConfig { base_url, region, api_key, ca_bundle, idle_connection, models })
 }
 
 /// One model entry in OpenClaw's shape; also used for a model object passed in a request.
@@ -229,6 +240,16 @@ mod tests {
         assert!(e.message.starts_with("provider.models[0].cost.input:"), "{}", e.message);
         let e = parse(r#"{"provider":{"bseUrl":"http://x"}}"#).unwrap_err();
         assert!(e.message.starts_with("provider.bseUrl: unknown field"), "{}", e.message);
+    }
+
+    #[test]
+    fn idle_connection_seconds_defaults_to_ten_and_refuses_zero() {
+        assert_eq!(parse(r#"{"provider":{}}"#).unwrap().provider.idle_connection.as_secs(), 10);
+        assert_eq!(parse(r#"{"provider":{"idleConnectionSeconds":90}}"#).unwrap().provider.idle_connection.as_secs(), 90);
+        for bad in ["0", "3601", "-1", "\"10\""] {
+            let e = parse(&format!(r#"{{"provider":{{"idleConnectionSeconds":{bad}}}}}"#)).unwrap_err();
+            assert!(e.message.starts_with("provider.idleConnectionSeconds:"), "{bad}: {}", e.message);
+        }
     }
 
     #[test]

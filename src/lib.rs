@@ -12,6 +12,7 @@ mod converse;
 mod discovery;
 mod embed;
 mod fault;
+mod http_client;
 pub mod error;
 pub mod events;
 mod json;

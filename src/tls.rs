@@ -1,14 +1,10 @@
 //! Extra roots of trust for gateways behind a TLS-inspecting proxy: `provider.caBundle` and the
-//! AWS CLI's `AWS_CA_BUNDLE` (PEM files) are trusted in addition to the platform's roots. With
-//! neither set the SDK's own default client is used unchanged; with one, the same client (rustls
-//! with aws-lc, proxies from the environment) is built with the bigger trust store, for Bedrock,
-//! the control plane and the credential providers alike.
+//! AWS CLI's `AWS_CA_BUNDLE` (PEM files) are trusted in addition to the platform's roots, by the
+//! one HTTPS client (`http_client`) that Bedrock, the control plane and the credential providers
+//! share.
 
 use crate::error::{Error, Kind, Result};
-use aws_smithy_http_client::proxy::ProxyConfig;
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use aws_smithy_http_client::{Builder, ConnectorBuilder};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_http_client::tls::{TlsContext, TrustStore};
 
 /// One CA bundle: where it was named, and its PEM text.
 #[derive(Debug, Clone)]
@@ -33,23 +29,11 @@ pub fn bundles(config_path: Option<&str>, env: impl Fn(&str) -> Option<String>) 
     Ok(out)
 }
 
-/// The SDK's default HTTPS client, trusting `bundles` as well as the platform's roots.
-pub fn http_client(bundles: &[Bundle]) -> Result<SharedHttpClient> {
+/// A TLS context trusting `bundles` as well as the platform's roots.
+pub fn context(bundles: &[Bundle]) -> Result<TlsContext> {
     let mut store = TrustStore::default();
     for b in bundles {
         store.add_pem_certificate(b.pem.clone());
     }
-    let context = TlsContext::builder()
-        .with_trust_store(store)
-        .build()
-        .map_err(|e| Error::new(Kind::Config, format!("the CA bundle could not be used: {e}")))?;
-    Ok(Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut conn = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc)).tls_context(context.clone());
-        conn.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            conn.set_sleep_impl(components.sleep_impl());
-        }
-        conn.set_proxy_config(Some(ProxyConfig::from_env()));
-        conn.build()
-    }))
+    TlsContext::builder().with_trust_store(store).build().map_err(|e| Error::new(Kind::Config, format!("the CA bundle could not be used: {e}")))
 }

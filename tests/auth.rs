@@ -414,8 +414,11 @@ fn proxies_from_the_environment() {
     let seen = proxy.seen();
     let target = format!("http://127.0.0.1:{}", emulator.port());
     assert!(seen.iter().any(|l| l.starts_with(&format!("GET {target}/foundation-models"))), "{seen:?}");
-    assert!(seen.iter().any(|l| l.starts_with(&format!("POST {target}/model/emulator.echo/converse-stream"))), "{seen:?}");
+    // The runtime and the control plane share one connection pool, so the chat may ride the
+    // connection discovery opened (the proxy records each connection's first line): the
+    // emulator's count says whether it came through the proxy.
     let stats = emulator.stats();
+    assert_eq!(stats.converse_streams, 1);
     assert_eq!(stats.proxied, stats.requests, "every request went through the proxy");
 
     env.push(("NO_PROXY", some("127.0.0.1,localhost")));

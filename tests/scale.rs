@@ -133,3 +133,49 @@ fn callbacks_that_block_hold_only_their_own_streams() {
     drop(free);
     assert_eq!(p.free(10_000), 0);
 }
+
+/// Sockets this process holds (the emulator's side included: it runs in this process).
+fn open_sockets() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).filter(|l| l.to_string_lossy().starts_with("socket:")).count())
+        .unwrap_or(0)
+}
+
+/// Issue #19: after a burst, every stream's connection sat in the SDK's pool until the next
+/// request came (a gateway that bursts and goes quiet held ~2,000 sockets and ~100 MB). Now the
+/// pool's timer closes idle connections `idleConnectionSeconds` after their last use (one to two
+/// ticks of it), with no further request: 300 concurrent streams, then the sockets go back to
+/// where they were. A provider with an hour's idle timeout keeps them, which shows the count sees
+/// pooled connections at all.
+#[test]
+fn idle_pooled_connections_are_closed_on_their_timeout_without_traffic() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    const STREAMS: usize = 300;
+    raise_fd_limit(4 * STREAMS as u64 + 512);
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let burst = |idle: u64| {
+        let mut config = config_for(&emulator.endpoint());
+        config["provider"]["idleConnectionSeconds"] = json!(idle);
+        let p = Provider::try_new(&config.to_string()).expect("provider");
+        let before = open_sockets();
+        let streams: Vec<Stream> = (0..STREAMS).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=2 delay_ms=300", json!({})))).collect();
+        wait_until(Duration::from_secs(60), "every stream ends", || streams.iter().all(|s| s.collector.events.lock().unwrap().iter().any(is_terminal)));
+        assert!(streams.iter().all(|s| text_of(&s.collector.events.lock().unwrap()) == "w0 w1 "));
+        drop(streams);
+        let pooled = open_sockets();
+        (p, before, pooled)
+    };
+    let (kept, before, pooled) = burst(3600);
+    assert!(pooled >= before + STREAMS, "the burst's connections are pooled: {before} sockets before, {pooled} after");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(open_sockets() >= before + STREAMS, "an hour's idle timeout keeps them: {} sockets", open_sockets());
+    drop(kept);
+    let (p, before, pooled) = burst(1);
+    assert!(pooled >= before + STREAMS, "{before} sockets before, {pooled} after the burst");
+    let idle = Instant::now();
+    wait_until(Duration::from_secs(1 + 10), "the idle connections are closed without another request", || open_sockets() <= before + 4);
+    println!("{pooled} sockets after the burst, {} {:.1} s later with no request (1 s idle timeout)", open_sockets(), idle.elapsed().as_secs_f64());
+    assert_eq!(emulator.stats().converse_streams, 2 * STREAMS as u64, "no request was made while waiting");
+    drop(p);
+}

@@ -72,6 +72,10 @@ impl Live {
     pub fn all(&self) -> Vec<Arc<StreamShared>> {
         lock(&self.0).values().cloned().collect()
     }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
 }
 
 /// Where a host thread (`bp_discover`, `bp_embed`, `free`) waits for an answer computed on the

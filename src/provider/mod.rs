@@ -16,6 +16,7 @@ mod runtime_thread;
 mod shown;
 mod sync;
 mod tls_key;
+mod trim;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -86,7 +87,7 @@ impl Provider {
             refuse_cleartext_key(&auth, base_url.as_deref(), env)?;
         }
         let bundles = crate::tls::bundles(config.provider.ca_bundle.as_deref(), env)?;
-        let http_client = if bundles.is_empty() { None } else { Some(crate::tls::http_client(&bundles)?) };
+        let http_client = Some(crate::http_client::build(&bundles, config.provider.idle_connection)?);
         let url_region = base_url.as_deref().and_then(region::from_base_url);
         let (runtime_region, region_source) = region::resolve(
             &[
@@ -119,6 +120,7 @@ impl Provider {
             auth,
             http_client,
             call_timeout: Duration::from_secs(config.discovery.call_timeout_secs),
+            idle_connection: config.provider.idle_connection,
         };
         tls_key::room_for_threads().map_err(Error::internal)?;
         let heap = copy_heap::Hold::new();

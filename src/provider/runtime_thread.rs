@@ -105,6 +105,7 @@ fn run(args: Args) {
         Err(e) => return control.set_ready(Err(Error::internal(format!("could not start the plugin's runtime: {e}")))),
     };
     // Passed down to every stream beside the clients (which know nothing of Converse).
+    let idle_connection = settings.idle_connection;
     let profile_bases = Arc::new(crate::converse::profile_base::ProfileBases::new(settings.call_timeout));
     // The SDK's one-time statics are forced here: kept in the copy's own heap, given back at unload.
     let clients = Arc::new(super::copy_heap::in_region(|| runtime.block_on(Clients::new(settings))));
@@ -113,6 +114,7 @@ fn run(args: Args) {
     control.set_ready(Ok(()));
 
     let live = Arc::new(Live::default());
+    runtime.spawn(super::trim::when_quiet(live.clone(), idle_connection));
     let pool = Pool::new(runtime.handle().clone());
     // Discoveries and embeddings in flight, aborted when `free` begins: they have nothing to
     // finish cleanly, and their Answer tells the caller they were cut short.
