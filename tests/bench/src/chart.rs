@@ -1,16 +1,17 @@
 //! The chart in docs/performance.md: aggregate events/s and peak RSS per open stream against concurrency,
 //! plugin and direct SDK, as a PNG.
 
+use crate::Spread;
 use plotters::prelude::*;
 use std::path::Path;
 
-/// One level of scenario 3.
+/// One level of scenario 3: medians and ranges over the repetitions.
 pub struct Level {
     pub streams: usize,
-    pub plugin_events_per_s: f64,
-    pub direct_events_per_s: f64,
-    pub plugin_kib_per_stream: f64,
-    pub direct_kib_per_stream: f64,
+    pub plugin_events_per_s: Spread,
+    pub direct_events_per_s: Spread,
+    pub plugin_kib_per_stream: Spread,
+    pub direct_kib_per_stream: Spread,
 }
 
 /// Fonts are not bundled: the chart needs a TrueType sans font installed (DejaVu on Debian).
@@ -37,12 +38,13 @@ pub fn draw(path: &Path, levels: &[Level], machine: &str) -> Result<(), String> 
     let (left, right) = root.split_horizontally(600);
     let max_streams = levels.iter().map(|l| l.streams).max().unwrap_or(1) as f64;
     let x_range = (0.8f64..max_streams * 1.25).log_scale();
-    let panels: [(&str, &str, fn(&Level) -> (f64, f64)); 2] = [
-        ("aggregate events/s", "events/s (thousands)", |l| (l.plugin_events_per_s / 1e3, l.direct_events_per_s / 1e3)),
-        ("peak RSS per open stream", "KiB", |l| (l.plugin_kib_per_stream, l.direct_kib_per_stream)),
+    let thousands = |s: Spread| Spread { median: s.median / 1e3, min: s.min / 1e3, max: s.max / 1e3 };
+    let panels: [(&str, &str, &dyn Fn(&Level) -> (Spread, Spread)); 2] = [
+        ("aggregate events/s (median, bars: min–max)", "events/s (thousands)", &|l| (thousands(l.plugin_events_per_s), thousands(l.direct_events_per_s))),
+        ("peak RSS per open stream (median, bars: min–max)", "KiB", &|l| (l.plugin_kib_per_stream, l.direct_kib_per_stream)),
     ];
     for (area, (title, y_label, values)) in [left, right].iter().zip(panels) {
-        let top = levels.iter().map(|l| { let (p, d) = values(l); p.max(d) }).fold(0.0, f64::max) * 1.15;
+        let top = levels.iter().map(|l| { let (p, d) = values(l); p.max.max(d.max) }).fold(0.0, f64::max) * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))
             .margin(14)
@@ -59,13 +61,19 @@ pub fn draw(path: &Path, levels: &[Level], machine: &str) -> Result<(), String> 
             .draw()
             .map_err(|e| e.to_string())?;
         for (name, color, pick) in [("plugin (C ABI)", RED, 0), ("direct SDK", BLUE, 1)] {
-            let points: Vec<(f64, f64)> = levels.iter().map(|l| { let v = values(l); (l.streams as f64, if pick == 0 { v.0 } else { v.1 }) }).collect();
+            let spreads: Vec<(f64, Spread)> = levels.iter().map(|l| { let v = values(l); (l.streams as f64, if pick == 0 { v.0 } else { v.1 }) }).collect();
+            let points: Vec<(f64, f64)> = spreads.iter().map(|(x, s)| (*x, s.median)).collect();
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                 .map_err(|e| e.to_string())?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled()))).map_err(|e| e.to_string())?;
+            // The range of the repetitions, slightly offset so the two series' bars do not overlap.
+            let nudge = if pick == 0 { 0.97 } else { 1.03 };
+            chart
+                .draw_series(spreads.iter().map(|(x, s)| PathElement::new(vec![(x * nudge, s.min), (x * nudge, s.max)], color.stroke_width(2))))
+                .map_err(|e| e.to_string())?;
         }
         chart
             .configure_series_labels()

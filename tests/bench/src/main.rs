@@ -1,13 +1,16 @@
 //! bedrock-plugin's benchmark: the plugin through its C ABI (dlopen, bp_get_api, a callback)
 //! against aws-sdk-bedrockruntime consumed directly, on the same local stand-in, in one run.
 //!
-//!   cargo run --release -p bench -- [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
+//!   cargo run --release -p bench -- [--quick] [--reps N] [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
 //!   cargo run --release -p bench -- --soak [--plugin PATH]     (see soak.rs)
 //!
 //! Scenarios (issue 8): 1. one stream of 100,000 deltas: events/s and CPU per event; 2. time to
 //! first event over 1,000 sequential short streams; 3. 1 … 10,000 concurrent streams of 1,000
 //! deltas: events/s, p99 gap, peak RSS per stream, peak threads; 4. one slow consumer beside 99
-//! fast streams; 5. init, discovery (150 models, 60 profiles) and the .so size. Prints a Markdown
+//! fast streams; 5. init, discovery (150 models, 60 profiles) and the .so size. Every figure of
+//! 1, 3 and 4 is the median of `--reps` (default 5) interleaved repetitions — plugin, direct,
+//! plugin, direct … — with its range, and each ratio the median of the per-repetition ratios;
+//! `--quick` is a one-minute look (up to 100 streams, shorter streams). Prints a Markdown
 //! table and writes it to --out (default target/bench-results.md), with a chart of scenario 3
 //! beside it (the same name, .png).
 
@@ -119,11 +122,39 @@ fn p99_gap_us(mut gaps: Vec<u32>) -> f64 {
     gaps[(gaps.len() - 1) * 99 / 100] as f64
 }
 
+/// One figure over interleaved repetitions: its median and range.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Spread {
+        let mut v = values.to_vec();
+        let median = percentile(&mut v, 0.5);
+        Spread { median, min: v.first().copied().unwrap_or(0.0), max: v.last().copied().unwrap_or(0.0) }
+    }
+
+    /// "median (min–max)" with `decimals` places.
+    fn show(&self, decimals: usize) -> String {
+        format!("{:.d$} ({:.d$}–{:.d$})", self.median, self.min, self.max, d = decimals)
+    }
+}
+
+/// The paired ratio of each repetition (plugin / direct), as a spread.
+fn ratios(plugin: &[f64], direct: &[f64]) -> Spread {
+    Spread::of(&plugin.iter().zip(direct).map(|(p, d)| p / d).collect::<Vec<_>>())
+}
+
 struct Bench<'a> {
     provider: plugin::Provider<'a>,
     direct: direct::Direct,
     rows: Vec<[String; 4]>,
     levels: Vec<chart::Level>,
+    /// Interleaved repetitions of every measured figure (plugin, direct, plugin, direct, …).
+    reps: usize,
 }
 
 impl Bench<'_> {
@@ -133,11 +164,10 @@ impl Bench<'_> {
         self.rows.push(row);
     }
 
-    /// Scenario 1: (events/s, CPU µs per event) for the plugin and the SDK alone, best of 3.
+    /// Scenario 1: events/s and CPU µs per event for the plugin and the SDK alone, interleaved.
     fn one_long_stream(&mut self, deltas: usize) {
-        let mut plugin_runs = Vec::new();
-        let mut direct_runs = Vec::new();
-        for _ in 0..5 {
+        let (mut p_rate, mut p_cpu, mut d_rate, mut d_cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..self.reps {
             let sink = Sink::new(false, Duration::ZERO);
             let (cpu, t) = (cpu_time(), Instant::now());
             let stream = self.provider.start(deltas, &sink);
@@ -145,18 +175,20 @@ impl Bench<'_> {
             let (wall, cpu) = (t.elapsed(), cpu_time() - cpu);
             drop(stream);
             let events = sink.events.load(Ordering::Relaxed) as f64;
-            plugin_runs.push((events / wall.as_secs_f64(), cpu.as_secs_f64() * 1e6 / events));
+            p_rate.push(events / wall.as_secs_f64());
+            p_cpu.push(cpu.as_secs_f64() * 1e6 / events);
 
             let (cpu, t) = (cpu_time(), Instant::now());
             let seen = self.direct.rt.block_on(direct::stream(self.direct.client.clone(), deltas, false));
             let (wall, cpu) = (t.elapsed(), cpu_time() - cpu);
             let events = seen.events as f64;
-            direct_runs.push((events / wall.as_secs_f64(), cpu.as_secs_f64() * 1e6 / events));
+            d_rate.push(events / wall.as_secs_f64());
+            d_cpu.push(cpu.as_secs_f64() * 1e6 / events);
         }
-        let best = |runs: &[(f64, f64)]| runs.iter().cloned().fold((0.0f64, f64::MAX), |a, b| (a.0.max(b.0), a.1.min(b.1)));
-        let (p, d) = (best(&plugin_runs), best(&direct_runs));
-        self.row(format!("1. one stream of {deltas} deltas, events/s"), format!("{:.0}", p.0), format!("{:.0}", d.0), format!("{:.0}% of direct", 100.0 * p.0 / d.0));
-        self.row("1. CPU per event (user+sys), µs", format!("{:.2}", p.1), format!("{:.2}", d.1), format!("{:.2}× direct", p.1 / d.1));
+        let rate = ratios(&p_rate, &d_rate);
+        let cpu = ratios(&p_cpu, &d_cpu);
+        self.row(format!("1. one stream of {deltas} deltas, events/s"), Spread::of(&p_rate).show(0), Spread::of(&d_rate).show(0), format!("{:.0}% ({:.0}–{:.0}%) of direct", 100.0 * rate.median, 100.0 * rate.min, 100.0 * rate.max));
+        self.row("1. CPU per event (user+sys), µs", Spread::of(&p_cpu).show(2), Spread::of(&d_cpu).show(2), format!("{}× direct", cpu.show(2)));
     }
 
     /// Scenario 2: time to the first event over `n` sequential 3-delta streams.
@@ -180,24 +212,56 @@ impl Bench<'_> {
         self.row(format!("2. time to first event, p99 of {n}, µs"), format!("{pp:.0}"), format!("{dp:.0}"), format!("{:+.0} µs", pp - dp));
     }
 
-    /// Scenario 3 at one level of concurrency.
+    /// Scenario 3 at one level of concurrency, plugin and direct interleaved `reps` times:
+    /// (events/s, p99 gap µs, peak RSS KiB per open stream, peak threads, CPU µs per event).
     fn concurrent(&mut self, streams: usize, deltas: usize) {
+        let mut plugin_runs = Vec::new();
+        let mut direct_runs = Vec::new();
+        for _ in 0..self.reps {
+            plugin_runs.push(self.concurrent_plugin(streams, deltas));
+            direct_runs.push(self.concurrent_direct(streams, deltas));
+        }
+        let col = |runs: &[[f64; 5]], i: usize| runs.iter().map(|r| r[i]).collect::<Vec<f64>>();
+        let (p_rate, d_rate) = (col(&plugin_runs, 0), col(&direct_runs, 0));
+        let (p_kib, d_kib) = (col(&plugin_runs, 2), col(&direct_runs, 2));
+        let (p_cpu, d_cpu) = (col(&plugin_runs, 4), col(&direct_runs, 4));
+        let peak = |runs: &[[f64; 5]]| runs.iter().map(|r| r[3]).fold(0.0, f64::max);
+        self.levels.push(chart::Level {
+            streams,
+            plugin_events_per_s: Spread::of(&p_rate),
+            direct_events_per_s: Spread::of(&d_rate),
+            plugin_kib_per_stream: Spread::of(&p_kib),
+            direct_kib_per_stream: Spread::of(&d_kib),
+        });
+        let rate = ratios(&p_rate, &d_rate);
+        let cpu = ratios(&p_cpu, &d_cpu);
+        self.row(format!("3. {streams} streams × {deltas} deltas, events/s"), Spread::of(&p_rate).show(0), Spread::of(&d_rate).show(0), format!("{:.0}% ({:.0}–{:.0}%)", 100.0 * rate.median, 100.0 * rate.min, 100.0 * rate.max));
+        self.row(format!("3. {streams} streams, CPU per event (user+sys), µs"), Spread::of(&p_cpu).show(2), Spread::of(&d_cpu).show(2), format!("{}×", cpu.show(2)));
+        self.row(format!("3. {streams} streams, p99 gap between events, µs"), Spread::of(&col(&plugin_runs, 1)).show(0), Spread::of(&col(&direct_runs, 1)).show(0), "");
+        self.row(format!("3. {streams} streams, peak RSS per open stream, KiB"), Spread::of(&p_kib).show(1), Spread::of(&d_kib).show(1), "");
+        self.row(format!("3. {streams} streams, peak threads (the plugin's / the SDK runtime's)"), format!("{:.0}", peak(&plugin_runs)), format!("{:.0}", peak(&direct_runs)), "");
+    }
+
+    fn concurrent_plugin(&mut self, streams: usize, deltas: usize) -> [f64; 5] {
         let rss_before = proc_status("VmRSS:");
         let sampler = Sampler::start("bp-");
-        let t = Instant::now();
+        let (cpu, t) = (cpu_time(), Instant::now());
         let sinks: Vec<Arc<Sink>> = (0..streams).map(|_| Sink::new(true, Duration::ZERO)).collect();
         let handles: Vec<_> = sinks.iter().map(|s| self.provider.start(deltas, s)).collect();
         sinks.iter().for_each(|s| s.wait());
-        let wall = t.elapsed();
+        let (wall, cpu) = (t.elapsed(), cpu_time() - cpu);
         let (peak_rss, peak_threads) = sampler.finish();
         drop(handles);
         let events: u64 = sinks.iter().map(|s| s.events.load(Ordering::Relaxed)).sum();
         let gaps: Vec<u32> = sinks.iter().flat_map(|s| std::mem::take(&mut *s.gaps.as_ref().unwrap().lock().unwrap())).collect();
-        let plugin = (events as f64 / wall.as_secs_f64(), p99_gap_us(gaps), peak_rss.saturating_sub(rss_before) as f64 / streams as f64, peak_threads);
+        let kib = peak_rss.saturating_sub(rss_before) as f64 / streams as f64;
+        [events as f64 / wall.as_secs_f64(), p99_gap_us(gaps), kib, peak_threads as f64, cpu.as_secs_f64() * 1e6 / events as f64]
+    }
 
+    fn concurrent_direct(&mut self, streams: usize, deltas: usize) -> [f64; 5] {
         let rss_before = proc_status("VmRSS:");
         let sampler = Sampler::start("direct-sdk");
-        let t = Instant::now();
+        let (cpu, t) = (cpu_time(), Instant::now());
         let seen: Vec<direct::Seen> = self.direct.rt.block_on(async {
             let tasks: Vec<_> = (0..streams).map(|_| tokio::spawn(direct::stream(self.direct.client.clone(), deltas, true))).collect();
             let mut all = Vec::with_capacity(streams);
@@ -206,23 +270,12 @@ impl Bench<'_> {
             }
             all
         });
-        let wall = t.elapsed();
+        let (wall, cpu) = (t.elapsed(), cpu_time() - cpu);
         let (peak_rss, peak_threads) = sampler.finish();
         let events: u64 = seen.iter().map(|s| s.events).sum();
         let gaps: Vec<u32> = seen.into_iter().flat_map(|s| s.gaps).collect();
-        let direct = (events as f64 / wall.as_secs_f64(), p99_gap_us(gaps), peak_rss.saturating_sub(rss_before) as f64 / streams as f64, peak_threads);
-
-        self.levels.push(chart::Level {
-            streams,
-            plugin_events_per_s: plugin.0,
-            direct_events_per_s: direct.0,
-            plugin_kib_per_stream: plugin.2,
-            direct_kib_per_stream: direct.2,
-        });
-        self.row(format!("3. {streams} streams × {deltas} deltas, events/s"), format!("{:.0}", plugin.0), format!("{:.0}", direct.0), format!("{:.0}%", 100.0 * plugin.0 / direct.0));
-        self.row(format!("3. {streams} streams, p99 gap between events, µs"), format!("{:.0}", plugin.1), format!("{:.0}", direct.1), "");
-        self.row(format!("3. {streams} streams, peak RSS per open stream, KiB"), format!("{:.1}", plugin.2), format!("{:.1}", direct.2), "");
-        self.row(format!("3. {streams} streams, peak threads (the plugin's / the SDK runtime's)"), plugin.3.to_string(), direct.3.to_string(), "");
+        let kib = peak_rss.saturating_sub(rss_before) as f64 / streams as f64;
+        [events as f64 / wall.as_secs_f64(), p99_gap_us(gaps), kib, peak_threads as f64, cpu.as_secs_f64() * 1e6 / events as f64]
     }
 
     /// Scenario 4: 99 fast streams beside one whose callback sleeps 10 ms per event, against 100
@@ -244,9 +297,18 @@ impl Bench<'_> {
             drop(slow_stream);
             events as f64 / ((end - t) as f64 / 1e9)
         };
-        let alone = fast_rate(false);
-        let beside = fast_rate(true);
-        self.row("4. 99 fast streams beside a 10 ms/event consumer, events/s", format!("{beside:.0}"), format!("{alone:.0} (100 fast alone)"), format!("{:.1}% lost", 100.0 * (1.0 - beside / alone)));
+        let (mut alone, mut beside) = (Vec::new(), Vec::new());
+        for _ in 0..self.reps {
+            alone.push(fast_rate(false));
+            beside.push(fast_rate(true));
+        }
+        let kept = ratios(&beside, &alone);
+        self.row(
+            "4. 99 fast streams beside a 10 ms/event consumer, events/s",
+            Spread::of(&beside).show(0),
+            format!("{} (100 fast alone)", Spread::of(&alone).show(0)),
+            format!("{:.1}% ({:.1}–{:.1}%) lost", 100.0 * (1.0 - kept.median), 100.0 * (1.0 - kept.max), 100.0 * (1.0 - kept.min)),
+        );
     }
 }
 
@@ -271,7 +333,10 @@ fn main() {
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let exe_dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
     let build = value("--plugin").map(PathBuf::from).unwrap_or_else(|| exe_dir.join("libbedrock_plugin.so"));
-    let max_streams: usize = value("--max-streams").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    // A one-minute look: fewer levels and shorter streams, the same interleaved repetitions.
+    let quick = args.iter().any(|a| a == "--quick");
+    let max_streams: usize = value("--max-streams").and_then(|v| v.parse().ok()).unwrap_or(if quick { 100 } else { 10_000 });
+    let reps: usize = value("--reps").and_then(|v| v.parse().ok()).filter(|r| *r >= 1).unwrap_or(5);
     // Scenarios to run (all by default), for looking at one while changing the plugin.
     let only: Vec<u32> = value("--only").map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect()).unwrap_or_default();
     let run = |scenario: u32| only.is_empty() || only.contains(&scenario);
@@ -323,7 +388,7 @@ fn main() {
     println!("bedrock-plugin benchmark: plugin {} vs aws-sdk-bedrockruntime direct, stand-in {endpoint}\n", build.display());
     println!("| figure | plugin | direct SDK | plugin vs direct |\n|---|---|---|---|");
     let plugin = Plugin::load(&build, &copies.join("bench.so"));
-    let mut bench = Bench { provider: plugin.provider(&config), direct: direct::Direct::new(&endpoint), rows: Vec::new(), levels: Vec::new() };
+    let mut bench = Bench { provider: plugin.provider(&config), direct: direct::Direct::new(&endpoint), rows: Vec::new(), levels: Vec::new(), reps };
     // Warm both paths (connections, lazily built state) before measuring.
     let warm = Sink::new(false, Duration::ZERO);
     drop({
@@ -333,14 +398,15 @@ fn main() {
     });
     bench.direct.rt.block_on(direct::stream(bench.direct.client.clone(), 1000, false));
 
+    println!("(each figure: the median of {reps} interleaved repetitions, plugin then direct, with its range)\n");
     if run(1) {
-        bench.one_long_stream(100_000);
+        bench.one_long_stream(if quick { 20_000 } else { 100_000 });
     }
     if run(2) {
-        bench.time_to_first_event(1000);
+        bench.time_to_first_event(if quick { 200 } else { 1000 });
     }
     for streams in [1, 10, 100, 1000, 10_000].into_iter().filter(|s| *s <= max_streams && run(3)) {
-        bench.concurrent(streams, 1000);
+        bench.concurrent(streams, if quick { 200 } else { 1000 });
     }
     if run(4) {
         bench.slow_neighbour();
@@ -396,7 +462,7 @@ fn main() {
     let _ = standin.wait();
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())).unwrap_or_default();
-    let mut md = format!("Machine: {} cores, {cpu}. Plugin: {}.\n\n| figure | plugin | direct SDK | plugin vs direct |\n|---|---|---|---|\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), build.display());
+    let mut md = format!("Machine: {} cores, {cpu}. Plugin: {}. Each figure: median (min–max) of {reps} interleaved repetitions.\n\n| figure | plugin | direct SDK | plugin vs direct |\n|---|---|---|---|\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), build.display());
     for r in rows {
         md.push_str(&format!("| {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3]));
     }
