@@ -179,3 +179,43 @@ fn idle_pooled_connections_are_closed_on_their_timeout_without_traffic() {
     assert_eq!(emulator.stats().converse_streams, 2 * STREAMS as u64, "no request was made while waiting");
     drop(p);
 }
+
+/// Issue #19: Bedrock's runtime endpoint speaks HTTP/2 and the SDK's client offers it first (ALPN
+/// `h2`, then `http/1.1`), so over TLS concurrent streams share a connection instead of taking one
+/// each (a socket, a TLS session and its buffers per stream). Once one stream has run (the pool
+/// learns from ALPN that the host speaks h2; a burst before that opens a connection per stream),
+/// 100 concurrent streams against the emulator serving HTTPS with `h2` offered are all HTTP/2 on
+/// the one connection, every stream exact; with HTTP/1.1 only, one connection per stream.
+#[test]
+fn concurrent_streams_share_one_http2_connection_over_tls() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    const STREAMS: usize = 100;
+    raise_fd_limit(4 * STREAMS as u64 + 512);
+    hermetic_env();
+    for http2 in [true, false] {
+        let emulator = Emulator::start(EmulatorConfig { tls: true, http2, ..EmulatorConfig::default() });
+        let mut config = config_for(&emulator.endpoint());
+        config["provider"]["caBundle"] = json!(bedrock_emulator::test_ca_path());
+        let p = Provider::try_new(&config.to_string()).expect("provider");
+        assert_eq!(text_of(&chat(&p, "emulator: chunks=1", json!({}))), "w0 ");
+        let streams: Vec<Stream> = (0..STREAMS).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=4 delay_ms=150", json!({})))).collect();
+        wait_until(Duration::from_secs(60), "every stream ends", || streams.iter().all(|s| s.collector.events.lock().unwrap().iter().any(is_terminal)));
+        for (i, s) in streams.iter().enumerate() {
+            let events = s.collector.events.lock().unwrap();
+            assert_eq!(terminal(&events)["type"], "done", "stream {i} over {}: {}", if http2 { "h2" } else { "http/1.1" }, terminal(&events));
+            assert_eq!(text_of(&events), "w0 w1 w2 w3 ", "stream {i}");
+        }
+        let stats = emulator.stats();
+        println!("{STREAMS} concurrent streams over TLS, {}: {} connections, {} of {} requests over HTTP/2, peak {} open", if http2 { "h2 offered" } else { "HTTP/1.1 only" }, stats.connections, stats.http2_requests, stats.requests, stats.max_open_streams);
+        assert!(stats.max_open_streams >= STREAMS as u64 / 2, "the streams overlapped: peak {}", stats.max_open_streams);
+        if http2 {
+            assert_eq!(stats.http2_requests, stats.requests, "every request over HTTP/2");
+            assert_eq!(stats.connections, 1, "{} connections for {STREAMS} streams and the first", stats.connections);
+        } else {
+            assert_eq!(stats.http2_requests, 0);
+            assert!(stats.connections >= stats.max_open_streams, "one connection per open stream: {} for a peak of {}", stats.connections, stats.max_open_streams);
+        }
+        drop(streams);
+        drop(p);
+    }
+}

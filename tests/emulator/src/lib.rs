@@ -51,6 +51,9 @@ pub struct Config {
     /// Serve HTTPS with `certs/server.pem` (127.0.0.1 and localhost, signed by `certs/ca.pem`,
     /// the test CA no system trusts) instead of plain HTTP.
     pub tls: bool,
+    /// Over TLS, offer HTTP/2 too (ALPN `h2` first), as Bedrock's runtime endpoint does; the SDK
+    /// offers it, so streams then share connections.
+    pub http2: bool,
     /// The body of every ConverseStream answer, byte for byte (200, the event-stream content
     /// type), instead of a scripted one: the fuzz target for the event mapping sets it per input.
     pub canned_stream: Option<Vec<u8>>,
@@ -88,6 +91,7 @@ impl Default for Config {
             temporary_credentials_ttl: std::time::Duration::from_secs(3600),
             allow_unsigned: false,
             tls: false,
+            http2: false,
             canned_stream: None,
         }
     }
@@ -107,7 +111,7 @@ impl Emulator {
     }
 
     pub fn start_on(config: Config, port: u16) -> Emulator {
-        let tls = config.tls.then(tls::acceptor);
+        let tls = config.tls.then(|| tls::acceptor(config.http2));
         let state = Arc::new(server::State { config: Mutex::new(config), stats: Mutex::new(Stats::default()), identity: Default::default(), throttles: Default::default(), errors_served: Default::default() });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();

@@ -66,6 +66,9 @@ pub struct Stats {
     /// Bedrock API calls (not the emulator's own `/_emulator/` pages), by who sent them: the SDK
     /// product token of `user-agent` (`aws-sdk-rust/1.x`), or the whole header when it has none.
     pub senders: std::collections::BTreeMap<String, u64>,
+    /// Connections accepted, and requests that came over HTTP/2 (ALPN `h2`, with `Config::http2`).
+    pub connections: u64,
+    pub http2_requests: u64,
 }
 
 impl Stats {
@@ -82,6 +85,7 @@ impl Stats {
             "stsAssumeRole": self.sts_assume_role, "lastRoleArn": self.last_role_arn,
             "imdsTokens": self.imds_tokens, "imdsCredentials": self.imds_credentials,
             "accessKeys": self.access_keys, "proxied": self.proxied, "senders": self.senders,
+            "connections": self.connections, "http2Requests": self.http2_requests,
         })
     }
 }
@@ -173,6 +177,7 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<tokio_rustls::
             a = listener.accept() => a,
         };
         let Ok((stream, _)) = accepted else { continue };
+        state.stats.lock().unwrap().connections += 1;
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -181,7 +186,11 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<tokio_rustls::
             match tls {
                 // A client that refuses the certificate ends the handshake; nothing to serve.
                 Some(tls) => {
-                    if let Ok(stream) = tls.accept(stream).await {
+                    let Ok(stream) = tls.accept(stream).await else { return };
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                        h2.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await.ok();
+                    } else {
                         http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await.ok();
                     }
                 }
@@ -363,15 +372,23 @@ fn sender(headers: &[(String, String)]) -> String {
 }
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<BoxedBody>, std::convert::Infallible> {
-    let absolute_form = req.uri().authority().is_some();
+    // HTTP/2 always carries the authority (`:authority`); only HTTP/1's absolute form means a proxy.
+    let http2 = req.version() == hyper::Version::HTTP_2;
+    let absolute_form = !http2 && req.uri().authority().is_some();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = req
+    let mut headers: Vec<(String, String)> = req
         .headers()
         .iter()
         .map(|(n, v)| (n.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
+    // HTTP/2 carries the host as `:authority`; SigV4 signed it as `host`, as AWS reads it.
+    if let (true, Some(authority)) = (http2, req.uri().authority()) {
+        if !headers.iter().any(|(n, _)| n == "host") {
+            headers.push(("host".into(), authority.to_string()));
+        }
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(aws_error(400, "SerializationException", "Could not read the request body")),
@@ -380,6 +397,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         let mut stats = state.stats.lock().unwrap();
         stats.requests += 1;
         stats.proxied += u64::from(absolute_form);
+        stats.http2_requests += u64::from(http2);
         if !path.starts_with("/_emulator/") && !path.starts_with("/latest/") {
             *stats.senders.entry(sender(&headers)).or_default() += 1;
         }
