@@ -1,6 +1,7 @@
 //! The one HTTPS client Bedrock, the control plane and the credential providers share: the SDK's
-//! default (hyper 1, rustls with aws-lc, proxies from the environment), plus the CA bundles of
-//! `tls` and an idle timeout for pooled connections (`provider.idleConnectionSeconds`).
+//! default (hyper 1, rustls, proxies from the environment, ALPN h2 then http/1.1) with ring as
+//! the crypto provider, plus the CA bundles of `tls` and an idle timeout for pooled connections
+//! (`provider.idleConnectionSeconds`).
 //!
 //! The idle timeout is what gives memory back without traffic. After a burst every stream's
 //! connection sits in the pool (~50 KiB each with its buffers and TLS state); hyper's pool
@@ -19,7 +20,7 @@ use std::time::Duration;
 pub fn build(bundles: &[Bundle], idle_timeout: Duration) -> Result<SharedHttpClient> {
     let context = if bundles.is_empty() { None } else { Some(crate::tls::context(bundles)?) };
     Ok(Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut conn = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+        let mut conn = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
         if let Some(context) = &context {
             conn = conn.tls_context(context.clone());
         }
