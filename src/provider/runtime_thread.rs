@@ -104,8 +104,8 @@ fn run(args: Args) {
         Ok(rt) => rt,
         Err(e) => return control.set_ready(Err(Error::internal(format!("could not start the plugin's runtime: {e}")))),
     };
-    // Passed down to every stream beside the clients (which know nothing of Converse).
     let idle_connection = settings.idle_connection;
+    // Passed down to every stream beside the clients (which know nothing of Converse).
     let profile_bases = Arc::new(crate::converse::profile_base::ProfileBases::new(settings.call_timeout));
     // The SDK's one-time statics are forced here: kept in the copy's own heap, given back at unload.
     let clients = Arc::new(super::copy_heap::in_region(|| runtime.block_on(Clients::new(settings))));
