@@ -114,6 +114,15 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values[((values.len() - 1) as f64 * p).round() as usize]
 }
 
+/// RSS once the allocator has given back what earlier runs freed: with plugin and direct runs
+/// interleaved in one process, memory one run freed would otherwise be counted as the next run's
+/// baseline and hide its peak.
+fn settled_rss() -> u64 {
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    proc_status("VmRSS:")
+}
+
 fn p99_gap_us(mut gaps: Vec<u32>) -> f64 {
     if gaps.is_empty() {
         return 0.0;
@@ -243,7 +252,7 @@ impl Bench<'_> {
     }
 
     fn concurrent_plugin(&mut self, streams: usize, deltas: usize) -> [f64; 5] {
-        let rss_before = proc_status("VmRSS:");
+        let rss_before = settled_rss();
         let sampler = Sampler::start("bp-");
         let (cpu, t) = (cpu_time(), Instant::now());
         let sinks: Vec<Arc<Sink>> = (0..streams).map(|_| Sink::new(true, Duration::ZERO)).collect();
@@ -259,7 +268,7 @@ impl Bench<'_> {
     }
 
     fn concurrent_direct(&mut self, streams: usize, deltas: usize) -> [f64; 5] {
-        let rss_before = proc_status("VmRSS:");
+        let rss_before = settled_rss();
         let sampler = Sampler::start("direct-sdk");
         let (cpu, t) = (cpu_time(), Instant::now());
         let seen: Vec<direct::Seen> = self.direct.rt.block_on(async {
