@@ -32,12 +32,16 @@ enum Refusal {
 pub fn take(build: &Path, copy: &Path, policy: &Policy) -> Result<(), String> {
     let mut last = String::new();
     for look in 1..=LOOKS {
-        match look_once(build, copy, policy) {
+        let outcome = look_once(build, copy, policy);
+        if outcome.is_err() {
+            // Nothing refused is left behind, whatever the reason.
+            let _ = std::fs::remove_file(copy);
+        }
+        match outcome {
             Ok(()) => return Ok(()),
             Err(Refusal::Final(why)) => return Err(why),
             Err(Refusal::Settling(why)) => last = why,
         }
-        let _ = std::fs::remove_file(copy);
         if look < LOOKS {
             std::thread::sleep(SETTLE);
         }

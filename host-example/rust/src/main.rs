@@ -96,7 +96,9 @@ fn swap(args: &Args) -> Result<bool, String> {
     let (model, prompt) = (args.model.as_deref().ok_or("--model is required")?, args.prompt.as_deref().ok_or("PROMPT is required")?);
     let copies = std::env::temp_dir().join(format!("bp-host-rs.{}", std::process::id()));
     std::fs::create_dir_all(&copies).map_err(|e| e.to_string())?;
-    let first = Door::private_copy(&args.plugin, &copies.join("generation-1.so"), &args.policy)?;
+    let first = Door::private_copy(&args.plugin, &copies.join("generation-1.so"), &args.policy).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&copies);
+    })?;
     let first_provider = first.provider_new(&args.config)?;
     let first_chat = first.start(first_provider, &chat_request(model, prompt))?;
     // The second build comes in while the first still streams; new work goes to it.
