@@ -439,7 +439,7 @@ fn fifty_swaps_under_load_lose_nothing_and_leave_nothing_behind() {
 
 /// Issue #17: the 1,023rd swap aborted the gateway (each loaded copy kept a pthread key), and
 /// each swap left ~270 KiB behind (the SDK's statics). 1,100 swaps by SIGHUP in one
-/// `bp-host serve` process with streams kept in flight (~4 min): every request exact, free
+/// `bp-host serve` process with streams kept in flight (~5 min): every request exact, free
 /// pthread keys flat, RSS growth per swap within 16 KiB (amortised, after the first 100 swaps
 /// have warmed the allocator and the thread caches), only the serving copy mapped at the end.
 #[test]
@@ -447,7 +447,7 @@ fn eleven_hundred_swaps_in_one_gateway_keep_pthread_keys_and_memory_flat() {
     endurance(1100, &[100, 550, 1100]);
 }
 
-/// The 10,000-swap run of the README's figures (~40 min; outside the test command):
+/// The 10,000-swap run of the README's figures (~45 min; outside the test command):
 /// `cargo test --release --test serve ten_thousand -- --ignored --nocapture`.
 #[test]
 #[ignore]
