@@ -195,14 +195,13 @@ pub fn explain(auth: &Auth, mut e: crate::error::Error) -> crate::error::Error {
 /// The shared SDK configuration. Stalled-stream protection is off because a model may think for
 /// minutes before its first token; the plugin's own idle timeout decides instead. Loading it
 /// again builds a fresh identity cache: that is how rotated credentials are picked up.
-pub async fn load_sdk_config(region: &str, http_client: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+pub async fn load_sdk_config(region: &str, http_client: aws_smithy_runtime_api::client::http::SharedHttpClient) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
-        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
-    if let Some(client) = http_client {
-        loader = loader.http_client(client);
-    }
-    loader.load().await
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .http_client(http_client)
+        .load()
+        .await
 }
 
 /// Removes what signing added, just before a request leaves: the SDK always signs, so unsigned

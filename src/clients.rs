@@ -13,8 +13,9 @@ pub struct Settings {
     pub runtime_endpoint: Option<String>,
     pub control_endpoint: Option<String>,
     pub auth: Auth,
-    /// The HTTPS client every SDK client shares (`http_client`).
-    pub http_client: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
+    /// The HTTPS client every SDK client shares (`http_client`): the SDK crates are built without
+    /// a default client of their own.
+    pub http_client: aws_smithy_runtime_api::client::http::SharedHttpClient,
     /// The deadline of one control-plane call (`discovery.callTimeoutSeconds`).
     pub call_timeout: std::time::Duration,
     /// How long a pooled connection may stay unused (`provider.idleConnectionSeconds`).

@@ -87,7 +87,7 @@ impl Provider {
             refuse_cleartext_key(&auth, base_url.as_deref(), env)?;
         }
         let bundles = crate::tls::bundles(config.provider.ca_bundle.as_deref(), env)?;
-        let http_client = Some(crate::http_client::build(&bundles, config.provider.idle_connection)?);
+        let http_client = crate::http_client::build(&bundles, config.provider.idle_connection)?;
         let url_region = base_url.as_deref().and_then(region::from_base_url);
         let (runtime_region, region_source) = region::resolve(
             &[
