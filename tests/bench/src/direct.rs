@@ -31,6 +31,40 @@ impl Direct {
             .build();
         Direct { rt, client: Client::from_conf(config) }
     }
+
+    /// Over HTTPS, trusting `ca_pem`: the SDK's default HTTPS client (hyper 1, rustls with
+    /// aws-lc, ALPN h2 then http/1.1) given a trust store, as an application would build it.
+    pub fn with_ca(endpoint: &str, ca_pem: &[u8]) -> Direct {
+        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("direct-sdk").enable_all().build().unwrap();
+        let context = TlsContext::builder().with_trust_store(TrustStore::empty().with_native_roots(false).with_pem_certificate(ca_pem.to_vec())).build().expect("the test CA");
+        let http = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(context).build_https();
+        let config = aws_sdk_bedrockruntime::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(crate::ACCESS_KEY, crate::SECRET_KEY, None, None, "bench"))
+            .endpoint_url(endpoint)
+            .http_client(http)
+            // As the plugin configures it: its own watchdog is the stall check.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .build();
+        Direct { rt, client: Client::from_conf(config) }
+    }
+}
+
+/// One stream of the capacity scenario's mix, every token's added delay recorded.
+pub async fn paced_stream(client: &Client, seed: u64, delays: &crate::capacity::Delays) {
+    use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput};
+    let message = Message::builder().role(ConversationRole::User).content(ContentBlock::Text("go".into())).build().unwrap();
+    let Ok(output) = client.converse_stream().model_id(format!("pace-{seed}")).messages(message).send().await else { return };
+    let mut stream = output.stream;
+    while let Ok(Some(event)) = stream.recv().await {
+        if let ConverseStreamOutput::ContentBlockDelta(d) = event {
+            if let Some(ContentBlockDelta::Text(text)) = d.delta {
+                delays.token(text.as_bytes());
+            }
+        }
+    }
 }
 
 pub async fn stream(client: Client, deltas: usize, record_gaps: bool) -> Seen {

@@ -3,6 +3,8 @@
 //!
 //!   cargo run --release -p bench -- [--quick] [--reps N] [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
 //!   cargo run --release -p bench -- --soak [--plugin PATH]     (see soak.rs)
+//!   cargo run --release -p bench -- --capacity [--h1] [--hol] [--quick] [--reps N] [--clients abcd]
+//!       [--max-streams N] [--plugin PATH] [--out FILE]            (see capacity.rs)
 //!
 //! Scenarios (issue 8): 1. one stream of 100,000 deltas: events/s and CPU per event; 2. time to
 //! first event over 1,000 sequential short streams; 3. 1 … 10,000 concurrent streams of 1,000
@@ -14,9 +16,11 @@
 //! table and writes it to --out (default target/bench-results.md), with a chart of scenario 3
 //! beside it (the same name, .png).
 
+mod capacity;
 mod chart;
 mod direct;
 mod plugin;
+mod paced;
 mod soak;
 mod standin;
 
@@ -48,8 +52,13 @@ pub fn raise_fd_limit() {
 
 /// A bp_stream_start request for a stream of `deltas` deltas (any model object is accepted).
 pub fn request_json(deltas: usize) -> String {
+    request_for(&format!("bench-{deltas}"))
+}
+
+/// A bp_stream_start request for the stand-in's model `model_id`.
+pub fn request_for(model_id: &str) -> String {
     serde_json::json!({
-        "model": {"id": format!("bench-{deltas}"), "name": "bench", "input": ["text"], "contextWindow": 100000, "maxTokens": 4096,
+        "model": {"id": model_id, "name": "bench", "input": ["text"], "contextWindow": 100000, "maxTokens": 4096,
                   "cost": {"input": 3, "output": 15, "cacheRead": 0.3, "cacheWrite": 3.75}},
         "context": {"messages": [{"role": "user", "content": "go"}]}
     })
@@ -339,6 +348,10 @@ fn main() {
         standin::serve();
         return;
     }
+    if args.iter().any(|a| a == "--serve-paced") {
+        paced::serve(!args.iter().any(|a| a == "--h1"));
+        return;
+    }
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let exe_dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
     let build = value("--plugin").map(PathBuf::from).unwrap_or_else(|| exe_dir.join("libbedrock_plugin.so"));
@@ -361,6 +374,26 @@ fn main() {
     std::env::remove_var("AWS_BEARER_TOKEN_BEDROCK");
     raise_fd_limit();
     assert!(build.is_file(), "no plugin at {} (build it, or pass --plugin)", build.display());
+    if args.iter().any(|a| a == "--capacity") {
+        let copies = std::env::temp_dir().join(format!("bedrock-bench.{}", std::process::id()));
+        std::fs::create_dir_all(&copies).unwrap();
+        let options = capacity::Options {
+            build: build.clone(),
+            copy: copies.join("capacity.so"),
+            reps,
+            quick,
+            http1: args.iter().any(|a| a == "--h1"),
+            clients: value("--clients").map(|v| v.chars().filter(|c| ('a'..='d').contains(c)).collect()).unwrap_or_else(|| vec!['a', 'b', 'c', 'd']),
+            max_streams: value("--max-streams").and_then(|v| v.parse().ok()).unwrap_or(if quick { 400 } else { 16_000 }),
+            hol: args.iter().any(|a| a == "--hol"),
+        };
+        let md = capacity::run(&options);
+        let _ = std::fs::remove_dir_all(&copies);
+        let out = value("--out").map(PathBuf::from).unwrap_or_else(|| exe_dir.join("../capacity-results.md"));
+        std::fs::write(&out, md).unwrap_or_else(|e| eprintln!("cannot write {}: {e}", out.display()));
+        println!("\nwritten to {}", out.display());
+        return;
+    }
     let (mut standin, endpoint) = start_standin();
     let copies = std::env::temp_dir().join(format!("bedrock-bench.{}", std::process::id()));
     std::fs::create_dir_all(&copies).unwrap();

@@ -34,6 +34,10 @@ impl Plugin {
         Plugin { api, _library: library }
     }
 
+    pub fn api(&self) -> &'static BpApi {
+        self.api
+    }
+
     pub fn provider(&self, config: &str) -> Provider<'_> {
         let config = CString::new(config).unwrap();
         let (mut raw, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
@@ -68,6 +72,10 @@ impl Provider<'_> {
         let rc = unsafe { (self.plugin.api.stream_start)(self.raw, request.as_ptr(), Some(on_event), user, &mut raw, &mut err) };
         assert_eq!(rc, 0, "bp_stream_start: {}", self.plugin.take(err));
         Stream { plugin: self.plugin, raw, _sink: sink.clone() }
+    }
+
+    pub fn raw(&self) -> *mut BpProvider {
+        self.raw
     }
 
     pub fn discover(&self, refresh: bool) -> String {

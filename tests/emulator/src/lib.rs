@@ -10,7 +10,7 @@ pub mod identity;
 pub mod scenario;
 pub mod sigv4;
 mod server;
-mod tls;
+pub mod tls;
 
 use serde_json::Value;
 use std::net::SocketAddr;
