@@ -11,8 +11,9 @@ LIB ?= target/ship/libbedrock_plugin.so
 
 # Each build gets its SHA-256 beside it (sha256sum's format): `bp-host serve` loads a build only
 # if it is the one its digest names, so a half-written file or a mix of two builds is refused.
-# Identical functions folded at link time (--icf=all: Rust promises no distinct function
-# addresses) take ~250 KB off; `cargo rustc` gives the flag to the plugin's link alone.
+# Identical functions folded at link time (--icf=all; Rust does not promise distinct functions
+# distinct addresses) take ~250 KB off; `cargo rustc` gives the flags to the plugin's link
+# alone, and strips explicitly whatever per-package settings the profile later gets.
 SHIP_BUILD = cargo rustc --profile ship -p bedrock-plugin --lib -- -C link-arg=-Wl,--icf=all -C strip=symbols
 
 ship:
