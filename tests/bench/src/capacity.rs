@@ -324,19 +324,17 @@ pub struct Options {
 
 const CLIENTS: [(char, &str); 4] = [('a', "plugin (C ABI)"), ('b', "Rust SDK direct"), ('c', "pi-ai built-in (Node)"), ('d', "Node binding")];
 
+fn client_name(c: char) -> &'static str {
+    CLIENTS.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).unwrap_or("?")
+}
+
 /// Runs the scenario and returns its Markdown section.
 pub fn run(o: &Options) -> String {
     let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../emulator/certs/ca.pem");
     let ca = std::fs::canonicalize(&certs).expect("the emulator's test CA");
     let script = std::fs::canonicalize(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bindings/node/capacity.js")).expect("bindings/node/capacity.js");
-    let mut args = vec!["--serve-paced"];
-    if o.http1 {
-        args.push("--h1");
-    }
-    let mut standin = std::process::Command::new(std::env::current_exe().unwrap()).args(&args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("start the paced stand-in");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(standin.stdout.as_mut().unwrap()), &mut line).unwrap();
-    let endpoint = format!("https://127.0.0.1:{}", line.trim().strip_prefix("listening on ").expect("the stand-in's port"));
+    let (mut standin, port) = crate::start_standin(if o.http1 { &["--serve-paced", "--h1"] } else { &["--serve-paced"] });
+    let endpoint = format!("https://127.0.0.1:{port}");
     let protocol = if o.http1 { "HTTP/1.1" } else { "HTTP/2" };
     println!("capacity: real-pace streams over HTTPS ({protocol}), stand-in {endpoint} (pid {})", standin.id());
 
@@ -393,7 +391,7 @@ pub fn run(o: &Options) -> String {
             }
         }
         for &c in &active.clone() {
-            let name = CLIENTS.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).unwrap_or("?");
+            let name = client_name(c);
             let Some(levels) = runs.get(&c) else {
                 active.retain(|k| *k != c);
                 continue;
@@ -435,7 +433,7 @@ pub fn run(o: &Options) -> String {
     let mut md = format!("### Capacity: real-pace streams over HTTPS ({protocol})\n\nEach figure: median of {} interleaved repetitions (range in brackets); ramp {} s, window {} s per level.\n\n", o.reps, ramp.as_secs_f64(), window.as_secs_f64());
     md.push_str("| client | most open streams within 50 ms p99 (this machine) | CPU per stream-second there, ms | streams per core there | RSS per open stream, KiB | added delay p50 / p99, ms |\n|---|---|---|---|---|---|\n");
     for (c, (n, s)) in &best {
-        let name = CLIENTS.iter().find(|(k, _)| k == c).map(|(_, n)| *n).unwrap_or("?");
+        let name = client_name(*c);
         md.push_str(&format!(
             "| ({c}) {name} | {n} | {:.3} | {:.0} | {:.1} | {:.1} / {:.1} |\n",
             s.cpu_per_stream_s.median * 1e3,

@@ -330,12 +330,14 @@ impl Bench<'_> {
     }
 }
 
-fn start_standin() -> (std::process::Child, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap()).arg("--serve").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("start the stand-in");
+/// This binary again with `args` (a stand-in mode), once it says its port; closing its stdin
+/// stops it.
+fn start_standin(args: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("start the stand-in");
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     let port = line.trim().strip_prefix("listening on ").expect("the stand-in's port").to_string();
-    (child, format!("http://127.0.0.1:{port}"))
+    (child, port)
 }
 
 fn size_mib(path: &Path) -> Option<f64> {
@@ -394,7 +396,8 @@ fn main() {
         println!("\nwritten to {}", out.display());
         return;
     }
-    let (mut standin, endpoint) = start_standin();
+    let (mut standin, port) = start_standin(&["--serve"]);
+    let endpoint = format!("http://127.0.0.1:{port}");
     let copies = std::env::temp_dir().join(format!("bedrock-bench.{}", std::process::id()));
     std::fs::create_dir_all(&copies).unwrap();
 
