@@ -139,6 +139,64 @@ fn three_streams_with_blocked_callbacks_are_all_served_promptly() {
     assert_eq!(met_after.len(), TRIALS);
 }
 
+/// Counts a stream's events and its end; never blocks.
+#[derive(Default)]
+struct Background {
+    ended: AtomicUsize,
+}
+
+unsafe extern "C" fn background(user: *mut c_void, json: *const c_char, len: usize) -> i32 {
+    let b = &*(user as *const Background);
+    let event: Value = serde_json::from_slice(std::slice::from_raw_parts(json.cast::<u8>(), len)).unwrap();
+    if is_terminal(&event) {
+        b.ended.fetch_add(1, Ordering::SeqCst);
+    }
+    0
+}
+
+/// The same meeting while the core workers doze (issue #19: a worker whose work keeps
+/// arriving sleeps 1 ms and looks again, and producers wake nobody meanwhile). Background
+/// streams deliver a delta about every millisecond until about when the three meeting streams'
+/// first deltas arrive, so they arrive during a doze; two workers take two of them and block.
+/// The third must still be served. Which worker covers it varies from run to run (a sleeping
+/// one woken, the watchdog already watching, a lingering extra worker); the hand-over of a
+/// worker that wakes from the last doze is pinned by the loom model
+/// `a_stream_queued_while_workers_doze_never_waits_for_a_blocked_worker`.
+#[test]
+fn three_streams_with_blocked_callbacks_are_served_while_workers_doze() {
+    let _serial = init();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let p = Provider::new(&emulator);
+    const TRIALS: usize = 20;
+    let patience = Duration::from_millis(1500);
+    let mut starved_trials = 0;
+    for t in 0..TRIALS {
+        let busy = Arc::new(Background::default());
+        const BUSY: usize = 4;
+        // Ends between 20 and 39 ms from now: around the meeting's first deltas (30 ms).
+        let prompt = format!("emulator: chunks={} delay_ms=1", 20 + t);
+        for _ in 0..BUSY {
+            let body = CString::new(request("emulator.echo", &prompt, json!({})).to_string()).unwrap();
+            let mut err = std::ptr::null_mut();
+            let rc = unsafe { (api().stream_start)(p.0, body.as_ptr(), Some(background), Arc::as_ptr(&busy) as *mut c_void, std::ptr::null_mut(), &mut err) };
+            assert_eq!(rc, 0);
+        }
+        let (trial, _members, _) = start_meeting(&p, 3, "emulator: chunks=2 first_delay_ms=30", patience);
+        wait_ended(&trial, Duration::from_secs(10));
+        if trial.starved.load(Ordering::SeqCst) > 0 {
+            starved_trials += 1;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while busy.ended.load(Ordering::SeqCst) < BUSY {
+            assert!(Instant::now() < deadline, "{} of {BUSY} background streams ended", busy.ended.load(Ordering::SeqCst));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    eprintln!("{TRIALS} trials beside dozing workers: {starved_trials} starved");
+    assert_eq!(starved_trials, 0, "a stream waited behind unrelated blocked callbacks in {starved_trials} of {TRIALS} trials");
+    assert_eq!(p.free(5_000), 0);
+}
+
 /// Callbacks that all need one host thread (as koffi runs every callback on Node's main
 /// thread): while it stalls, every delivery thread blocks.
 struct SharedHostThread {

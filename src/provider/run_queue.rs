@@ -3,26 +3,39 @@
 //! wake-up a transition promises is decided inside it (never a separate step a racing thread can
 //! slip between). `tests/loom` model-checks this file as it is.
 //!
-//! Workers are in one of three states:
+//! Workers are in one of four states:
 //! - **available**: waiting for work, promised to nobody;
+//! - **dozing**: asleep for one short `doze`, after which it looks at the queue again without
+//!   being woken — so while one dozes, producers wake nobody;
 //! - **reserved**: promised to queued work — woken for it, or being started for it — and not yet
 //!   running it;
 //! - **busy**: running a delivery pass (possibly blocked in a host callback for a long time).
 //!
+//! Why dozing: at a model's real pace every token is its own delivery, and waking a worker for
+//! each one (a futex wake and two context switches) cost more than the delivery itself. A
+//! worker whose work keeps arriving dozes instead of waiting, and takes what came meanwhile in
+//! one wake-up; the price is at most one `doze` of added delay per event. The worker decides
+//! when to doze (`pool.rs`); this file keeps the promise below whichever it chooses.
+//!
 //! Transitions:
-//! - `schedule(item)`: the item joins the queue; if the queue now holds more items than reserved
-//!   workers, one available worker becomes reserved and is woken; with none available a worker
-//!   is started (reserved) while there are fewer than `core`; otherwise the watchdog is told.
-//! - `next`: a reserved or busy worker takes the oldest item (becomes busy); with none it becomes
-//!   available and waits; with none and closing it leaves.
+//! - `schedule(item)`: the item joins the queue; if no worker dozes and the queue now holds more
+//!   items than reserved workers, one available worker becomes reserved and is woken; with none
+//!   available a worker is started (reserved) while there are fewer than `core`; otherwise the
+//!   watchdog is told.
+//! - `next`: a reserved or busy worker takes the oldest item (becomes busy); with none it dozes
+//!   (if asked to) and looks again, then becomes available and waits; with none and closing it
+//!   leaves. A dozing worker that wakes to find work takes the oldest; if it was the last one
+//!   dozing, the items behind it are covered again as `schedule` covers one (its caller starts
+//!   the workers or tells the watchdog, as `Behind` says).
 //! - `watch(stuck)`: the watchdog starts a worker (reserved) when work waits uncovered and every
 //!   worker is stuck in a host callback; it stands down once every queued item is covered.
 //! - `close`: no worker is started any more; workers deliver what is queued, then leave.
 //!
 //! The invariant the model checks: unless closing, every queued item is covered — by a reserved
-//! worker, or by the watchdog watching. So work never waits for a busy worker to come back.
+//! worker, a dozing one, or the watchdog watching. So work never waits for a busy worker to come
+//! back.
 
-use super::sync::{lock, Condvar, Mutex};
+use super::sync::{doze, lock, Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -41,6 +54,15 @@ pub enum Scheduled {
     Queued,
 }
 
+/// What a worker that woke from a doze owes the items queued behind the one it took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Behind {
+    /// Workers to start (already counted as reserved).
+    pub start_workers: usize,
+    /// Wake the watchdog.
+    pub tell_watchdog: bool,
+}
+
 /// The watchdog's verdict at one look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Watch {
@@ -56,6 +78,7 @@ struct State<T> {
     queue: VecDeque<T>,
     workers: usize,
     available: usize,
+    dozing: usize,
     reserved: usize,
     /// Reservations made for available workers that no waiting worker has claimed yet.
     signalled: usize,
@@ -77,6 +100,7 @@ impl<T> RunQueue<T> {
                 queue: VecDeque::new(),
                 workers: 0,
                 available: 0,
+                dozing: 0,
                 reserved: 0,
                 signalled: 0,
                 watching: false,
@@ -102,7 +126,7 @@ impl<T> RunQueue<T> {
 
     /// Makes sure the newest queued item is covered.
     fn cover(&self, s: &mut State<T>) -> Scheduled {
-        if s.queue.len() <= s.reserved {
+        if s.dozing > 0 || s.queue.len() <= s.reserved {
             return Scheduled::Covered;
         }
         if s.available > 0 {
@@ -127,12 +151,53 @@ impl<T> RunQueue<T> {
     }
 
     /// The next item for a worker; None when it should leave. `reserved` is true on a worker's
-    /// first call (it was started reserved). A worker beyond `core` leaves after `linger` idle.
-    pub fn next(&self, reserved: bool, linger: Duration) -> Option<T> {
+    /// first call (it was started reserved). With nothing queued, a worker given `doze` first
+    /// dozes that long and looks again; a worker beyond `core` leaves after `linger` idle.
+    pub fn next(&self, reserved: bool, linger: Duration, doze_for: Option<Duration>) -> (Option<T>, Behind) {
         let mut s = lock(&self.state);
         if reserved {
             s.reserved -= 1;
         }
+        if s.queue.is_empty() && !s.closing {
+            if let Some(d) = doze_for {
+                s.dozing += 1;
+                drop(s);
+                doze(d);
+                s = lock(&self.state);
+                s.dozing -= 1;
+                if let Some(item) = s.queue.pop_front() {
+                    let behind = self.cover_behind(&mut s);
+                    drop(s);
+                    return (Some(item), behind);
+                }
+            }
+        }
+        (self.wait_next(s, linger), Behind::default())
+    }
+
+    /// Covers every queued item again once no worker dozes: the wake-ups, starts and the
+    /// watchdog that `schedule` would have asked for, had the items arrived now.
+    fn cover_behind(&self, s: &mut State<T>) -> Behind {
+        let mut behind = Behind::default();
+        let mut woken = 0;
+        while !s.queue.is_empty() {
+            match self.cover(s) {
+                Scheduled::Woken => woken += 1,
+                Scheduled::StartWorker => behind.start_workers += 1,
+                Scheduled::TellWatchdog => behind.tell_watchdog = true,
+                Scheduled::Covered | Scheduled::Queued => break,
+            }
+            if behind.tell_watchdog {
+                break;
+            }
+        }
+        for _ in 0..woken {
+            self.work.notify_one();
+        }
+        behind
+    }
+
+    fn wait_next(&self, mut s: MutexGuard<'_, State<T>>, linger: Duration) -> Option<T> {
         loop {
             if let Some(item) = s.queue.pop_front() {
                 return Some(item);
@@ -176,7 +241,7 @@ impl<T> RunQueue<T> {
     /// The watchdog's look: `stuck` workers are blocked in a host callback.
     pub fn watch(&self, stuck: usize) -> Watch {
         let mut s = lock(&self.state);
-        if s.closing || s.queue.len() <= s.reserved {
+        if s.closing || s.dozing > 0 || s.queue.len() <= s.reserved {
             s.watching = false;
             return Watch::StandDown;
         }
@@ -214,11 +279,11 @@ impl<T> RunQueue<T> {
         lock(&self.state).workers
     }
 
-    /// Items waiting, and whether each is covered (by a reserved worker, the watchdog or
-    /// closing): the models' invariant.
+    /// Items waiting, and whether each is covered (by a reserved worker, a dozing one, the
+    /// watchdog or closing): the models' invariant.
     #[allow(dead_code)]
     pub fn coverage(&self) -> (usize, bool) {
         let s = lock(&self.state);
-        (s.queue.len(), s.closing || s.watching || s.queue.len() <= s.reserved)
+        (s.queue.len(), s.closing || s.watching || s.dozing > 0 || s.queue.len() <= s.reserved)
     }
 }

@@ -11,6 +11,12 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A dozing worker's sleep (`run_queue.rs`). The loom model replaces it with a yield: a doze
+/// ends at any point of the other threads' progress.
+pub fn doze(d: std::time::Duration) {
+    std::thread::sleep(d);
+}
+
 /// Waits on `cv` while `busy` holds, until `deadline` (None: as long as it takes). Returns the
 /// guard, and whether `busy` stopped holding.
 pub fn wait_while_until<'a, T>(

@@ -7,18 +7,36 @@ use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use loom_delivery::before_fix::OldRunQueue;
 use loom_delivery::outbox_state::{OutboxState, Take};
-use loom_delivery::run_queue::{RunQueue, Scheduled, Watch};
+use loom_delivery::run_queue::{Behind, RunQueue, Scheduled, Watch};
 use std::time::Duration;
 
 const LINGER: Duration = Duration::from_secs(1);
+const DOZE: Option<Duration> = Some(Duration::from_millis(1));
+/// The dozing model's preemption bound: 4 explores ~74,000 executions in seconds (unbounded,
+/// 1.5 million in minutes) and already finds the missing hand-over at 3.
+const DOZE_BOUND: Option<usize> = Some(4);
 
-/// Every interleaving, with no preemption bound (each model here completes in well under a
-/// second); prints how many executions loom explored.
+/// `next` for a worker that never dozes; what it owes the items behind is nothing.
+fn next<T>(q: &RunQueue<T>, reserved: bool) -> Option<T> {
+    let (item, behind) = q.next(reserved, LINGER, None);
+    assert_eq!(behind, Behind::default(), "only a dozing worker owes anything");
+    item
+}
+
+/// Every interleaving, with no preemption bound; prints how many executions loom explored.
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(None, f)
+}
+
+/// Every interleaving with at most `bound` preemptions (None: no bound), for models too big to
+/// explore whole in the test command's time.
+fn model_bounded(bound: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
     let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = executions.clone();
     let started = std::time::Instant::now();
-    loom::model::Builder::new().check(move || {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = bound;
+    builder.check(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f()
     });
@@ -38,7 +56,7 @@ impl Queue for RunQueue<u32> {
         RunQueue::schedule(self, item)
     }
     fn next(&self, reserved: bool) -> Option<u32> {
-        RunQueue::next(self, reserved, LINGER)
+        next(self, reserved)
     }
     fn coverage(&self) -> (usize, bool) {
         RunQueue::coverage(self)
@@ -72,25 +90,55 @@ fn lost_wake_up_model<Q: Queue>(make: fn() -> Q) {
                     let first = q.next(true).expect("started for work");
                     // The second item's callback blocks for good: this worker never comes back.
                     let second = q.next(false).expect("work arrives");
-                    [first, second]
+                    vec![first, second]
                 })
             })
             .collect();
-        let producer = {
-            let q = q.clone();
-            thread::spawn(move || [q.schedule(10), q.schedule(11), q.schedule(12)])
-        };
-        let verdicts = producer.join().unwrap();
-        let taken: Vec<u32> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
-        let (queued, covered) = q.coverage();
-        assert_eq!(queued, 1, "taken {taken:?}");
-        assert!(covered, "a stream waits behind two blocked workers and nobody will start one for it (schedule said {verdicts:?})");
+        three_streams_arrive_and_the_last_is_covered(&q, workers);
     });
+}
+
+/// Three streams become runnable while `workers` run; each worker takes what it takes and
+/// never comes back (its last callback blocks for good). The stream left must be covered.
+fn three_streams_arrive_and_the_last_is_covered<Q: Queue>(q: &Arc<Q>, workers: Vec<thread::JoinHandle<Vec<u32>>>) {
+    let producer = {
+        let q = q.clone();
+        thread::spawn(move || [q.schedule(10), q.schedule(11), q.schedule(12)])
+    };
+    let verdicts = producer.join().unwrap();
+    let taken: Vec<u32> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let (queued, covered) = q.coverage();
+    assert_eq!(queued, 1, "taken {taken:?}");
+    assert!(covered, "a stream waits behind two blocked workers and nobody will start one for it (schedule said {verdicts:?})");
 }
 
 #[test]
 fn a_runnable_stream_never_waits_for_a_blocked_worker() {
     lost_wake_up_model(|| RunQueue::new(2, 8));
+}
+
+/// Dozing workers: producers wake nobody while one dozes, so a dozer that wakes to a queue and
+/// takes from it must cover what is left behind it when it was the last one dozing. Two core
+/// workers, both back from a first callback, doze; three streams become runnable; each worker
+/// takes one and blocks in its callback for good. The third must still be covered. (With
+/// `cover_behind` returning at once, this model fails.)
+#[test]
+fn a_stream_queued_while_workers_doze_never_waits_for_a_blocked_worker() {
+    model_bounded(DOZE_BOUND, || {
+        let q = Arc::new(RunQueue::new(2, 8));
+        assert_eq!(q.schedule(0), Scheduled::StartWorker);
+        assert_eq!(q.schedule(1), Scheduled::StartWorker);
+        assert_eq!(next(&q, true), Some(0));
+        assert_eq!(next(&q, true), Some(1));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = q.clone();
+                // The stream this worker takes blocks its callback for good: it never comes back.
+                thread::spawn(move || vec![q.next(false, LINGER, DOZE).0.expect("work arrives")])
+            })
+            .collect();
+        three_streams_arrive_and_the_last_is_covered(&q, workers);
+    });
 }
 
 /// The same model on the protocol before the fix (`src/before_fix.rs`): all three schedules saw
@@ -109,8 +157,8 @@ fn the_watchdog_starts_a_worker_past_stuck_ones_and_stands_down() {
         let q = Arc::new(RunQueue::new(2, 8));
         assert_eq!(q.schedule(0), Scheduled::StartWorker);
         assert_eq!(q.schedule(1), Scheduled::StartWorker);
-        assert_eq!(q.next(true, LINGER), Some(0));
-        assert_eq!(q.next(true, LINGER), Some(1));
+        assert_eq!(next(&q, true), Some(0));
+        assert_eq!(next(&q, true), Some(1));
         // Both workers are now stuck in callbacks.
         let producer = {
             let q = q.clone();
@@ -125,7 +173,7 @@ fn the_watchdog_starts_a_worker_past_stuck_ones_and_stands_down() {
                     match q.watch(2) {
                         Watch::StartWorker => {
                             started += 1;
-                            assert_eq!(q.next(true, LINGER), Some(2));
+                            assert_eq!(next(&q, true), Some(2));
                         }
                         Watch::StandDown | Watch::Keep => {}
                     }
@@ -147,16 +195,15 @@ fn the_watchdog_starts_a_worker_past_stuck_ones_and_stands_down() {
 
 /// Closing while streams are scheduled: workers deliver everything queued, then leave; none
 /// is left waiting.
-#[test]
-fn close_delivers_what_is_queued_and_every_worker_leaves() {
-    model(|| {
+fn close_model(doze: Option<Duration>) {
+    model(move || {
         let q = Arc::new(RunQueue::new(1, 4));
         assert_eq!(q.schedule(0), Scheduled::StartWorker);
         let worker = {
             let q = q.clone();
             thread::spawn(move || {
-                let mut got = vec![q.next(true, LINGER).expect("started for work")];
-                while let Some(item) = q.next(false, LINGER) {
+                let mut got = vec![q.next(true, LINGER, doze).0.expect("started for work")];
+                while let Some(item) = q.next(false, LINGER, doze).0 {
                     got.push(item);
                 }
                 got
@@ -175,6 +222,17 @@ fn close_delivers_what_is_queued_and_every_worker_leaves() {
         assert_eq!(got, vec![0, 1, 2]);
         assert_eq!(q.workers(), 0);
     });
+}
+
+#[test]
+fn close_delivers_what_is_queued_and_every_worker_leaves() {
+    close_model(None);
+}
+
+/// A worker dozing when the queue closes still delivers what is queued and leaves.
+#[test]
+fn close_delivers_what_is_queued_and_a_dozing_worker_leaves() {
+    close_model(DOZE);
 }
 
 /// tokio's `Notify` as the stream task uses it: a notify with nobody waiting leaves a permit.
@@ -220,18 +278,18 @@ fn a_stream_delivers_every_event_once_in_order_then_its_end() {
             thread::spawn(move || {
                 let mut delivered = Vec::new();
                 let mut batch = Vec::new();
-                let mut next = q.next(true, LINGER);
+                let mut next = q.next(true, LINGER, DOZE).0;
                 loop {
                     match next.expect("a scheduled stream is always delivered") {
-                        Item::Start => next = q.next(false, LINGER),
+                        Item::Start => next = q.next(false, LINGER, DOZE).0,
                         Item::Stream => match outbox.take(&mut batch) {
-                            Take::Idle => next = q.next(false, LINGER),
+                            Take::Idle => next = q.next(false, LINGER, DOZE).0,
                             Take::Batch { was_full } => {
                                 if was_full {
                                     room.notify_one();
                                 }
                                 delivered.append(&mut batch);
-                                next = if outbox.after_batch() { q.next(false, LINGER) } else { Some(q.pass_on(Item::Stream)) };
+                                next = if outbox.after_batch() { q.next(false, LINGER, DOZE).0 } else { Some(q.pass_on(Item::Stream)) };
                             }
                             Take::Terminal(end) => {
                                 delivered.push(end.expect("the task's terminal event"));
