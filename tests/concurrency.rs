@@ -139,21 +139,6 @@ fn three_streams_with_blocked_callbacks_are_all_served_promptly() {
     assert_eq!(met_after.len(), TRIALS);
 }
 
-/// Counts a stream's events and its end; never blocks.
-#[derive(Default)]
-struct Background {
-    ended: AtomicUsize,
-}
-
-unsafe extern "C" fn background(user: *mut c_void, json: *const c_char, len: usize) -> i32 {
-    let b = &*(user as *const Background);
-    let event: Value = serde_json::from_slice(std::slice::from_raw_parts(json.cast::<u8>(), len)).unwrap();
-    if is_terminal(&event) {
-        b.ended.fetch_add(1, Ordering::SeqCst);
-    }
-    0
-}
-
 /// The same meeting while the core workers doze (issue #19: a worker whose work keeps
 /// arriving sleeps 1 ms and looks again, and producers wake nobody meanwhile). Background
 /// streams deliver a delta about every millisecond until about when the three meeting streams'
@@ -171,14 +156,15 @@ fn three_streams_with_blocked_callbacks_are_served_while_workers_doze() {
     let patience = Duration::from_millis(1500);
     let mut starved_trials = 0;
     for t in 0..TRIALS {
-        let busy = Arc::new(Background::default());
+        // Their callbacks share a host thread that never stalls here.
+        let busy = Arc::new(SharedHostThread { lock: Mutex::new(()), events: AtomicUsize::new(0), ended: AtomicUsize::new(0) });
         const BUSY: usize = 4;
         // Ends between 20 and 39 ms from now: around the meeting's first deltas (30 ms).
         let prompt = format!("emulator: chunks={} delay_ms=1", 20 + t);
         for _ in 0..BUSY {
             let body = CString::new(request("emulator.echo", &prompt, json!({})).to_string()).unwrap();
             let mut err = std::ptr::null_mut();
-            let rc = unsafe { (api().stream_start)(p.0, body.as_ptr(), Some(background), Arc::as_ptr(&busy) as *mut c_void, std::ptr::null_mut(), &mut err) };
+            let rc = unsafe { (api().stream_start)(p.0, body.as_ptr(), Some(through_host_thread), Arc::as_ptr(&busy) as *mut c_void, std::ptr::null_mut(), &mut err) };
             assert_eq!(rc, 0);
         }
         let (trial, _members, _) = start_meeting(&p, 3, "emulator: chunks=2 first_delay_ms=30", patience);
