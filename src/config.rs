@@ -37,7 +37,29 @@ pub struct ProviderConfig {
     pub ca_bundle: Option<String>,
     /// How long a pooled connection may sit unused before it is closed (`idleConnectionSeconds`).
     pub idle_connection: std::time::Duration,
+    /// `httpVersion`: None when the config names none (then `AWS_BEDROCK_FORCE_HTTP1` decides).
+    pub http_version: Option<HttpVersion>,
     pub models: Vec<Arc<Model>>,
+}
+
+/// Which HTTP the plugin speaks to Bedrock and AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// ALPN offers `h2` then `http/1.1`: streams share a connection where the server speaks
+    /// HTTP/2 (Bedrock's runtime endpoint does). The default.
+    Http2,
+    /// Only HTTP/1.1: one connection per concurrent stream.
+    Http1,
+}
+
+impl HttpVersion {
+    /// The config's choice, else pi-ai's switch (`AWS_BEDROCK_FORCE_HTTP1=1`), else HTTP/2.
+    pub fn resolve(configured: Option<HttpVersion>, env: impl Fn(&str) -> Option<String>) -> HttpVersion {
+        configured.unwrap_or_else(|| match env("AWS_BEDROCK_FORCE_HTTP1").as_deref().map(str::trim) {
+            Some("1") | Some("true") => HttpVersion::Http1,
+            _ => HttpVersion::Http2,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +121,7 @@ pub fn parse(text: &str) -> Result<Config> {
 }
 
 fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
-    p.only(&["baseUrl", "api", "auth", "apiKey", "region", "caBundle", "idleConnectionSeconds", "models"])?;
+    p.only(&["baseUrl", "api", "auth", "apiKey", "region", "caBundle", "idleConnectionSeconds", "httpVersion", "models"])?;
     if let Some(api) = p.str("api")? {
         if api != API {
             return Err(p.err("api", format!("must be \"{API}\", got \"{api}\"")));
@@ -131,7 +153,13 @@ fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
         Some(n) => std::time::Duration::from_secs(n),
         None => DEFAULT_IDLE_CONNECTION,
     };
-    Ok(ProviderConfig { base_url, region, api_key, ca_bundle, idle_connection, models })
+    let http_version = match p.str("httpVersion")? {
+        None => None,
+        Some("2") => Some(HttpVersion::Http2),
+        Some("1.1") => Some(HttpVersion::Http1),
+        Some(other) => return Err(p.err("httpVersion", format!("must be \"2\" (the default) or \"1.1\", got \"{other}\""))),
+    };
+    Ok(ProviderConfig { base_url, region, api_key, ca_bundle, idle_connection, http_version, models })
 }
 
 /// One model entry in OpenClaw's shape; also used for a model object passed in a request.
@@ -240,6 +268,24 @@ mod tests {
         assert!(e.message.starts_with("provider.models[0].cost.input:"), "{}", e.message);
         let e = parse(r#"{"provider":{"bseUrl":"http://x"}}"#).unwrap_err();
         assert!(e.message.starts_with("provider.bseUrl: unknown field"), "{}", e.message);
+    }
+
+    #[test]
+    fn http_version_is_two_unless_the_config_or_pi_ais_switch_says_one_point_one() {
+        use super::HttpVersion::{Http1, Http2};
+        let version = |json: &str, force: Option<&str>| {
+            let configured = parse(json).unwrap().provider.http_version;
+            HttpVersion::resolve(configured, |name| (name == "AWS_BEDROCK_FORCE_HTTP1").then(|| force.map(str::to_string)).flatten())
+        };
+        assert_eq!(version(r#"{"provider":{}}"#, None), Http2);
+        assert_eq!(version(r#"{"provider":{"httpVersion":"1.1"}}"#, None), Http1);
+        assert_eq!(version(r#"{"provider":{}}"#, Some("1")), Http1);
+        assert_eq!(version(r#"{"provider":{}}"#, Some("0")), Http2);
+        assert_eq!(version(r#"{"provider":{"httpVersion":"2"}}"#, Some("1")), Http2, "the config wins over the environment");
+        for bad in ["\"1\"", "\"http/1.1\"", "2", "\"h2\""] {
+            let e = parse(&format!(r#"{{"provider":{{"httpVersion":{bad}}}}}"#)).unwrap_err();
+            assert!(e.message.starts_with("provider.httpVersion:"), "{bad}: {}", e.message);
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The one HTTPS client Bedrock, the control plane and the credential providers share: the SDK's
 //! default (hyper 1, rustls, proxies from the environment, ALPN h2 then http/1.1) with ring as
 //! the crypto provider, plus the CA bundles of `tls` and an idle timeout for pooled connections
-//! (`provider.idleConnectionSeconds`).
+//! (`provider.idleConnectionSeconds`); or, when HTTP/1.1 is asked for, the `bedrock-plugin-http1` crate (`src/http1`).
 //!
 //! The idle timeout is what gives memory back without traffic. After a burst every stream's
 //! connection sits in the pool (~50 KiB each with its buffers and TLS state); hyper's pool
@@ -9,6 +9,7 @@
 //! and two timeouts after its last use, with no request needed. The SDK's 90 s default held a
 //! 2,000-stream burst's sockets and ~100 MB for up to three minutes.
 
+use crate::config::HttpVersion;
 use crate::error::Result;
 use crate::tls::Bundle;
 use aws_smithy_http_client::proxy::ProxyConfig;
@@ -17,7 +18,10 @@ use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use std::time::Duration;
 
-pub fn build(bundles: &[Bundle], idle_timeout: Duration) -> Result<SharedHttpClient> {
+pub fn build(bundles: &[Bundle], idle_timeout: Duration, version: HttpVersion) -> Result<SharedHttpClient> {
+    if version == HttpVersion::Http1 {
+        return bedrock_plugin_http1::build(crate::tls::roots(bundles)?, idle_timeout).map_err(|e| crate::error::Error::new(crate::error::Kind::Internal, e));
+    }
     let context = if bundles.is_empty() { None } else { Some(crate::tls::context(bundles)?) };
     Ok(Builder::new().build_with_connector_fn(move |settings, components| {
         let mut conn = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::Ring));

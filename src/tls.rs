@@ -29,6 +29,22 @@ pub fn bundles(config_path: Option<&str>, env: impl Fn(&str) -> Option<String>) 
     Ok(out)
 }
 
+/// The roots `context` trusts, for rustls directly (the HTTP/1.1 client, `src/http1`): the
+/// platform's, plus `bundles`.
+pub fn roots(bundles: &[Bundle]) -> Result<rustls::RootCertStore> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut store = rustls::RootCertStore::empty();
+    // Unreadable platform certificates are skipped, as the SDK's own client skips them.
+    store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    for b in bundles {
+        for cert in CertificateDer::pem_slice_iter(&b.pem) {
+            let cert = cert.map_err(|e| Error::new(Kind::Config, format!("{}: {} is not a valid PEM certificate bundle: {e}", b.source, b.path)))?;
+            store.add(cert).map_err(|e| Error::new(Kind::Config, format!("{}: a certificate in {} cannot be trusted: {e}", b.source, b.path)))?;
+        }
+    }
+    Ok(store)
+}
+
 /// A TLS context trusting `bundles` as well as the platform's roots.
 pub fn context(bundles: &[Bundle]) -> Result<TlsContext> {
     let mut store = TrustStore::default();

@@ -434,6 +434,25 @@ fn proxies_from_the_environment() {
     assert_eq!(run.get("chat", 0)["type"], "error");
     let seen = proxy.seen();
     assert!(seen.iter().any(|l| l.starts_with("CONNECT bedrock-runtime.us-east-1.amazonaws.com:443")), "{seen:?}");
+
+    // HTTP/1.1 only, chosen by pi-ai's switch in the environment (the plugin's own HTTP/1.1
+    // client, not the SDK's): the same proxy rules. HTTPS through a CONNECT tunnel...
+    let mut env = env_keys();
+    env.push(("AWS_BEDROCK_FORCE_HTTP1", some("1")));
+    env.push(("HTTPS_PROXY", Some(proxy.url())));
+    let before = proxy.seen().len();
+    let run = run_child("https-proxy-http1", "chat", &json!({"provider": {"models": models()}, "discovery": {"enabled": false}}), &env, || {});
+    assert!(run.stderr.contains("HTTP/1.1 only"), "the switch took effect: {}", run.stderr);
+    assert_eq!(run.get("chat", 0)["type"], "error");
+    let seen = proxy.seen();
+    assert!(seen[before..].iter().any(|l| l.starts_with("CONNECT bedrock-runtime.us-east-1.amazonaws.com:443")), "{seen:?}");
+    // ... and NO_PROXY bypasses it.
+    env.push(("HTTP_PROXY", Some(proxy.url())));
+    env.push(("NO_PROXY", some("127.0.0.1,localhost")));
+    let before = (proxy.seen().len(), emulator.stats().proxied);
+    let run = run_child("no-proxy-http1", "chat", &config(&emulator, json!({})), &env, || {});
+    assert_done(run.get("chat", 0));
+    assert_eq!((proxy.seen().len(), emulator.stats().proxied), before, "NO_PROXY bypasses the proxy over HTTP/1.1 too");
 }
 
 /// `AWS_BEDROCK_SKIP_AUTH=1`: no identity needed, nothing signed, and a proxy in front of Bedrock

@@ -154,9 +154,10 @@ fn idle_pooled_connections_are_closed_on_their_timeout_without_traffic() {
     raise_fd_limit(4 * STREAMS as u64 + 512);
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig::default());
-    let burst = |idle: u64| {
+    let burst = |idle: u64, http_version: &str| {
         let mut config = config_for(&emulator.endpoint());
         config["provider"]["idleConnectionSeconds"] = json!(idle);
+        config["provider"]["httpVersion"] = json!(http_version);
         let p = Provider::try_new(&config.to_string()).expect("provider");
         let before = open_sockets();
         let streams: Vec<Stream> = (0..STREAMS).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=2 delay_ms=300", json!({})))).collect();
@@ -166,18 +167,21 @@ fn idle_pooled_connections_are_closed_on_their_timeout_without_traffic() {
         let pooled = open_sockets();
         (p, before, pooled)
     };
-    let (kept, before, pooled) = burst(3600);
+    let (kept, before, pooled) = burst(3600, "2");
     assert!(pooled >= before + STREAMS, "the burst's connections are pooled: {before} sockets before, {pooled} after");
     std::thread::sleep(Duration::from_secs(3));
     assert!(open_sockets() >= before + STREAMS, "an hour's idle timeout keeps them: {} sockets", open_sockets());
     drop(kept);
-    let (p, before, pooled) = burst(1);
-    assert!(pooled >= before + STREAMS, "{before} sockets before, {pooled} after the burst");
-    let idle = Instant::now();
-    wait_until(Duration::from_secs(1 + 10), "the idle connections are closed without another request", || open_sockets() <= before + 4);
-    println!("{pooled} sockets after the burst, {} {:.1} s later with no request (1 s idle timeout)", open_sockets(), idle.elapsed().as_secs_f64());
-    assert_eq!(emulator.stats().converse_streams, 2 * STREAMS as u64, "no request was made while waiting");
-    drop(p);
+    // The SDK's client (the default) and the HTTP/1.1-only one (`httpVersion: "1.1"`) alike.
+    for (round, http_version) in ["2", "1.1"].into_iter().enumerate() {
+        let (p, before, pooled) = burst(1, http_version);
+        assert!(pooled >= before + STREAMS, "httpVersion {http_version}: {before} sockets before, {pooled} after the burst");
+        let idle = Instant::now();
+        wait_until(Duration::from_secs(1 + 10), "the idle connections are closed without another request", || open_sockets() <= before + 4);
+        println!("httpVersion {http_version}: {pooled} sockets after the burst, {} {:.1} s later with no request (1 s idle timeout)", open_sockets(), idle.elapsed().as_secs_f64());
+        assert_eq!(emulator.stats().converse_streams, (2 + round) as u64 * STREAMS as u64, "no request was made while waiting");
+        drop(p);
+    }
 }
 
 /// Issue #19: Bedrock's runtime endpoint speaks HTTP/2 and the SDK's client offers it first (ALPN
@@ -185,17 +189,23 @@ fn idle_pooled_connections_are_closed_on_their_timeout_without_traffic() {
 /// each (a socket, a TLS session and its buffers per stream). Once one stream has run (the pool
 /// learns from ALPN that the host speaks h2; a burst before that opens a connection per stream),
 /// 100 concurrent streams against the emulator serving HTTPS with `h2` offered are all HTTP/2 on
-/// the one connection, every stream exact; with HTTP/1.1 only, one connection per stream.
+/// the one connection, every stream exact; with HTTP/1.1 only, one connection per stream: when
+/// the server speaks only HTTP/1.1, or when the plugin is told to (`httpVersion: "1.1"`, the
+/// switch for a network that mishandles HTTP/2) although the server offers h2.
 #[test]
 fn concurrent_streams_share_one_http2_connection_over_tls() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     const STREAMS: usize = 100;
     raise_fd_limit(4 * STREAMS as u64 + 512);
     hermetic_env();
-    for http2 in [true, false] {
-        let emulator = Emulator::start(EmulatorConfig { tls: true, http2, ..EmulatorConfig::default() });
+    for (server_h2, http_version) in [(true, None), (false, None), (true, Some("1.1"))] {
+        let http2 = server_h2 && http_version.is_none();
+        let emulator = Emulator::start(EmulatorConfig { tls: true, http2: server_h2, ..EmulatorConfig::default() });
         let mut config = config_for(&emulator.endpoint());
         config["provider"]["caBundle"] = json!(bedrock_emulator::test_ca_path());
+        if let Some(v) = http_version {
+            config["provider"]["httpVersion"] = json!(v);
+        }
         let p = Provider::try_new(&config.to_string()).expect("provider");
         assert_eq!(text_of(&chat(&p, "emulator: chunks=1", json!({}))), "w0 ");
         let streams: Vec<Stream> = (0..STREAMS).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=4 delay_ms=150", json!({})))).collect();
@@ -206,7 +216,12 @@ fn concurrent_streams_share_one_http2_connection_over_tls() {
             assert_eq!(text_of(&events), "w0 w1 w2 w3 ", "stream {i}");
         }
         let stats = emulator.stats();
-        println!("{STREAMS} concurrent streams over TLS, {}: {} connections, {} of {} requests over HTTP/2, peak {} open", if http2 { "h2 offered" } else { "HTTP/1.1 only" }, stats.connections, stats.http2_requests, stats.requests, stats.max_open_streams);
+        let case = match (server_h2, http_version) {
+            (true, None) => "h2 offered",
+            (false, _) => "server HTTP/1.1 only",
+            (true, Some(_)) => "h2 offered, httpVersion 1.1",
+        };
+        println!("{STREAMS} concurrent streams over TLS, {case}: {} connections, {} of {} requests over HTTP/2, peak {} open", stats.connections, stats.http2_requests, stats.requests, stats.max_open_streams);
         assert!(stats.max_open_streams >= STREAMS as u64 / 2, "the streams overlapped: peak {}", stats.max_open_streams);
         if http2 {
             assert_eq!(stats.http2_requests, stats.requests, "every request over HTTP/2");

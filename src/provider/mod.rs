@@ -87,7 +87,8 @@ impl Provider {
             refuse_cleartext_key(&auth, base_url.as_deref(), env)?;
         }
         let bundles = crate::tls::bundles(config.provider.ca_bundle.as_deref(), env)?;
-        let http_client = crate::http_client::build(&bundles, config.provider.idle_connection)?;
+        let http_version = crate::config::HttpVersion::resolve(config.provider.http_version, env);
+        let http_client = crate::http_client::build(&bundles, config.provider.idle_connection, http_version)?;
         let url_region = base_url.as_deref().and_then(region::from_base_url);
         let (runtime_region, region_source) = region::resolve(
             &[
@@ -110,6 +111,9 @@ impl Provider {
         ));
         for b in &bundles {
             crate::log::info("provider", &format!("trusting the CAs in {} ({}) besides the platform's", b.path, b.source));
+        }
+        if http_version == crate::config::HttpVersion::Http1 {
+            crate::log::info("provider", "HTTP/1.1 only (provider.httpVersion or AWS_BEDROCK_FORCE_HTTP1): one connection per open stream");
         }
         let discovery = Arc::new(Discovery::new(&config, &auth, discovery_region.clone(), control_endpoint.clone()));
         let settings = crate::clients::Settings {
