@@ -1,7 +1,8 @@
 //! The one HTTPS client Bedrock, the control plane and the credential providers share: the SDK's
 //! default (hyper 1, rustls, proxies from the environment, ALPN h2 then http/1.1) with ring as
 //! the crypto provider, plus the CA bundles of `tls` and an idle timeout for pooled connections
-//! (`provider.idleConnectionSeconds`); or, when HTTP/1.1 is asked for, the `bedrock-plugin-http1` crate (`src/http1`).
+//! (`provider.idleConnectionSeconds`); or, when HTTP/1.1 is asked for, the `bedrock-plugin-http1`
+//! crate (`src/http1`).
 //!
 //! The idle timeout is what gives memory back without traffic. After a burst every stream's
 //! connection sits in the pool (~50 KiB each with its buffers and TLS state); hyper's pool
