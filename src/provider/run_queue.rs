@@ -158,18 +158,15 @@ impl<T> RunQueue<T> {
         if reserved {
             s.reserved -= 1;
         }
-        if s.queue.is_empty() && !s.closing {
-            if let Some(d) = doze_for {
-                s.dozing += 1;
-                drop(s);
-                doze(d);
-                s = lock(&self.state);
-                s.dozing -= 1;
-                if let Some(item) = s.queue.pop_front() {
-                    let behind = self.cover_behind(&mut s);
-                    drop(s);
-                    return (Some(item), behind);
-                }
+        if let Some(d) = doze_for.filter(|_| s.queue.is_empty() && !s.closing) {
+            s.dozing += 1;
+            drop(s);
+            doze(d);
+            s = lock(&self.state);
+            s.dozing -= 1;
+            if let Some(item) = s.queue.pop_front() {
+                let behind = self.cover_behind(&mut s);
+                return (Some(item), behind);
             }
         }
         (self.wait_next(s, linger), Behind::default())
@@ -180,15 +177,13 @@ impl<T> RunQueue<T> {
     fn cover_behind(&self, s: &mut State<T>) -> Behind {
         let mut behind = Behind::default();
         let mut woken = 0;
-        while !s.queue.is_empty() {
+        // Each step covers one more item; once the watchdog watches, the rest answer `Queued`.
+        loop {
             match self.cover(s) {
                 Scheduled::Woken => woken += 1,
                 Scheduled::StartWorker => behind.start_workers += 1,
                 Scheduled::TellWatchdog => behind.tell_watchdog = true,
                 Scheduled::Covered | Scheduled::Queued => break,
-            }
-            if behind.tell_watchdog {
-                break;
             }
         }
         for _ in 0..woken {
