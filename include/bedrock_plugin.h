@@ -153,7 +153,10 @@ void bp_stream_release(bp_stream *stream);
  *   BP_OK             every stream ended on its own; nothing of the provider is left.
  *   BP_ERR_CANCELLED  streams were cancelled (only then); nothing of the provider is left.
  *   BP_ERR_BUSY       something could not be stopped in time (a callback, event or log, that
- *                     had not returned). The plugin pinned itself (dlclose is safe but leaves
+ *                     had not returned, or a plugin thread that had not exited: one that needs
+ *                     the dynamic loader's lock waits while other host threads hold it with
+ *                     dlopen/dlclose, so do not dlclose a pile of old copies at once while
+ *                     freeing another). The plugin pinned itself (dlclose is safe but leaves
  *                     it mapped) and finishes the stop on its own once that callback returns:
  *                     callbacks of streams that had not ended may still arrive, each stream's
  *                     terminal event included, so their user_data must stay valid until then.
