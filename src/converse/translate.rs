@@ -121,7 +121,7 @@ impl Translator {
                     }
                 };
                 if let Some(Content::Text { text: acc }) = self.message.content.get_mut(content_index) {
-                    acc.push_str(&text);
+                    append(acc, &text);
                     out.push(Event::TextDelta { content_index, delta: text });
                 }
             }
@@ -146,7 +146,7 @@ impl Translator {
                 };
                 match r {
                     ReasoningContentBlockDelta::Text(t) => {
-                        thinking.push_str(&t);
+                        append(thinking, &t);
                         out.push(Event::ThinkingDelta { content_index, delta: t });
                     }
                     ReasoningContentBlockDelta::Signature(s) => thinking_signature.get_or_insert_with(String::new).push_str(&s),
@@ -223,6 +223,16 @@ impl Translator {
     }
 }
 
+/// Appends to an answer kept for the stream's life (for `*_end` and `done`). It grows by a
+/// quarter, not double: an open stream holds at most an eighth of its text unused on average
+/// instead of a third, and the extra copies cost less than the deltas' own JSON.
+fn append(acc: &mut String, delta: &str) {
+    if acc.capacity() - acc.len() < delta.len() {
+        acc.reserve_exact(delta.len().max(acc.len() / 4 + 64));
+    }
+    acc.push_str(delta);
+}
+
 /// Tool arguments as the model sent them: an object (`{}` for no arguments at all), or why not.
 fn parse_arguments(raw: &str) -> std::result::Result<serde_json::Value, String> {
     if raw.trim().is_empty() {
@@ -232,5 +242,25 @@ fn parse_arguments(raw: &str) -> std::result::Result<serde_json::Value, String> 
         Ok(v @ serde_json::Value::Object(_)) => Ok(v),
         Ok(other) => Err(format!("expected an object, got {}", crate::json::describe(&other))),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::append;
+
+    #[test]
+    fn a_kept_answer_is_whole_and_holds_little_unused() {
+        let (mut kept, mut whole) = (String::new(), String::new());
+        for i in 0..5_000 {
+            let delta = format!("{i:>width$} ", width = 1 + i % 13);
+            append(&mut kept, &delta);
+            whole.push_str(&delta);
+            // Doubling leaves up to the whole length unused; growing by a quarter, a quarter
+            // (and the small first step).
+            let unused = kept.capacity() - kept.len();
+            assert!(unused <= kept.len() / 4 + 64 + delta.len(), "{unused} bytes unused beside {}", kept.len());
+        }
+        assert_eq!(kept, whole);
     }
 }
