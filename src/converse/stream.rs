@@ -65,7 +65,9 @@ fn idle_timeout(ms: u128) -> Error {
 
 /// Runs one stream to its terminal event. `profile_bases` is the provider's cache of
 /// application-profile base models (passed down: the clients know nothing of Converse).
-pub async fn run<O: Outlet>(clients: Arc<Clients>, profile_bases: Arc<ProfileBases>, request: StreamRequest, outlet: Arc<O>) {
+/// `request` comes boxed: a task keeps its arguments for its whole life, and the request is needed
+/// only until the response starts.
+pub async fn run<O: Outlet>(clients: Arc<Clients>, profile_bases: Arc<ProfileBases>, request: Box<StreamRequest>, outlet: Arc<O>) {
     let translator = Translator::new(&request.model.id, request.model.cost, request.tool_names.clone());
     let mut run = Run { translator, outlet: Some(outlet.clone()) };
     let model_id = request.model.id.clone();
@@ -168,32 +170,39 @@ async fn with_profile_base(clients: &Clients, profile_bases: &ProfileBases, mut 
     }
 }
 
-async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, request: StreamRequest, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
+/// Sends the request (once its application profile is resolved, when it names one), under the
+/// idle timeout and the stream's cancel.
+async fn connect<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, request: Box<StreamRequest>, run: &mut Run<O>, outlet: &Arc<O>) -> Result<ConverseStreamOutput> {
     let idle = request.idle_timeout;
-    // Refusal-safe: events wait in `pending` until the stream ended well; on any failure they
-    // are dropped with it. Only `start` goes out at once: hosts time the first event (OpenClaw's
-    // first-event timeout), and it carries nothing of the answer.
-    let hold = request.hold_output;
     // Only an application profile not yet resolved waits here; every other stream goes straight on.
     let request = if request.unresolved_profile.is_some() {
         tokio::select! {
             biased;
             _ = outlet.cancelled().notified() => return Err(cancelled()),
-            r = with_profile_base(clients, profile_bases, request) => r?,
+            r = with_profile_base(clients, profile_bases, *request) => r?,
         }
     } else {
-        request
+        *request
     };
-    let output = tokio::select! {
+    tokio::select! {
         biased;
-        _ = outlet.cancelled().notified() => return Err(cancelled()),
-        // Boxed: the SDK's send future is most of a stream task's size, and only needed until
-        // the response starts; on the heap it is freed then instead of held for the whole stream.
-        r = tokio::time::timeout(idle, Box::pin(open(clients, &request, run))) => match r {
-            Err(_) => return Err(idle_timeout(idle.as_millis())),
-            Ok(r) => r?,
+        _ = outlet.cancelled().notified() => Err(cancelled()),
+        r = tokio::time::timeout(idle, open(clients, &request, run)) => match r {
+            Err(_) => Err(idle_timeout(idle.as_millis())),
+            Ok(r) => r,
         },
-    };
+    }
+}
+
+async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, request: Box<StreamRequest>, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
+    let idle = request.idle_timeout;
+    // Refusal-safe: events wait in `pending` until the stream ended well; on any failure they
+    // are dropped with it. Only `start` goes out at once: hosts time the first event (OpenClaw's
+    // first-event timeout), and it carries nothing of the answer.
+    let hold = request.hold_output;
+    // Boxed: sending (the SDK's future, ~12 KB) is needed only until the response starts; inline,
+    // it would size this task for the whole stream. The request goes with it.
+    let output = Box::pin(connect(clients, profile_bases, request, run, outlet)).await?;
     let request_id = output.request_id().map(str::to_string);
     let mut stream = output.stream;
     // One registration each for the stream's life, polled only when the task is about to wait:
@@ -202,7 +211,10 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
     cancel.as_mut().enable();
     let idle_timer = tokio::time::sleep(idle);
     let mut idle_timer = std::pin::pin!(idle_timer);
-    let mut pending = Vec::with_capacity(BATCH);
+    // Grown as needed: at a model's pace a stream queues an event or two at a time, and this
+    // buffer circulates with the outbox's two (swapped, not copied), so a preallocated batch
+    // would sit in every open stream.
+    let mut pending = Vec::new();
     loop {
         if outlet.cancel_requested() {
             return Err(cancelled());

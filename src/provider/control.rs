@@ -108,7 +108,7 @@ impl<T> Reply<T> {
 }
 
 pub enum Command {
-    Start { shared: Arc<StreamShared>, request: StreamRequest, callback: Callback },
+    Start { shared: Arc<StreamShared>, request: Box<StreamRequest>, callback: Callback },
     Discover { refresh: bool, reply: Arc<Reply> },
     Embed { request: crate::embed::EmbedRequest, reply: Arc<Reply> },
     Cancel(Arc<StreamShared>),

@@ -191,7 +191,7 @@ impl Provider {
     /// Queues the stream and returns at once; events arrive on a plugin thread.
     pub fn start(&self, request: StreamRequest, callback: Callback) -> Result<StreamHandle> {
         let shared = Arc::new(StreamShared::new(self.next_id.fetch_add(1, Ordering::Relaxed)));
-        self.registry.admit(&self.control, Command::Start { shared: shared.clone(), request, callback })?;
+        self.registry.admit(&self.control, Command::Start { shared: shared.clone(), request: Box::new(request), callback })?;
         Ok(StreamHandle { shared, control: self.control.clone() })
     }
 

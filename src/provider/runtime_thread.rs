@@ -180,3 +180,24 @@ fn run(args: Args) {
         control.threads.log_thread_stuck();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::converse::profile_base::ProfileBases;
+    use crate::converse::request::StreamRequest;
+
+    /// The size of what `f` would return, without calling it.
+    fn size_of_output<A, B, C, D, F>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn an_open_streams_task_stays_small() {
+        // Every open stream holds its task for its whole life: thousands of them at a model's
+        // pace. Sending (the SDK's future, ~12 KB) and the request are boxed and freed once the
+        // response starts; inline they made the task 8.4 KB.
+        let task = size_of_output(|c: Arc<Clients>, p: Arc<ProfileBases>, r: Box<StreamRequest>, o: Arc<Outbox>| stream::run(c, p, r, o));
+        assert!(task <= 4096, "a stream's task is {task} bytes: something large is held for the stream's life (box what only its start needs)");
+    }
+}
