@@ -713,6 +713,16 @@ fn silence_beyond_the_idle_timeout_is_a_timeout_error() {
 }
 
 #[test]
+fn steady_events_outlasting_the_idle_timeout_are_no_timeout() {
+    // The idle timer is moved on only when it fires: every gap (250 ms) is under the timeout
+    // (400 ms), the stream (1.5 s) far over it.
+    let (_e, p) = setup();
+    let events = chat(&p, "emulator: chunks=6 delay_ms=250", json!({"idleTimeoutMs": 400}));
+    assert_eq!(terminal(&events)["type"], "done", "{}", terminal(&events));
+    assert_eq!(text_of(&events), "w0 w1 w2 w3 w4 w5 ");
+}
+
+#[test]
 fn wrong_secret_key_is_rejected_by_signature_check() {
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig { secret_key: "a-different-secret".into(), ..Default::default() });

@@ -206,7 +206,7 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
     let request_id = output.request_id().map(str::to_string);
     let mut stream = output.stream;
     // One registration each for the stream's life, polled only when the task is about to wait:
-    // the per-event path touches no timer and no waiter list.
+    // the per-event path touches no timer and no waiter list, and a wait moves no timer.
     let mut cancel = std::pin::pin!(outlet.cancelled().notified());
     cancel.as_mut().enable();
     let idle_timer = tokio::time::sleep(idle);
@@ -228,12 +228,22 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
                     if !hold {
                         hand_over(outlet, &mut pending, cancel.as_mut()).await?;
                     }
-                    idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
-                    tokio::select! {
-                        biased;
-                        _ = cancel.as_mut() => return Err(cancelled()),
-                        _ = idle_timer.as_mut() => return Err(idle_timeout(idle.as_millis())),
-                        item = next => item,
+                    // The timer is not moved at every wait (a trip through the timer wheel per
+                    // token): when it fires, it is moved on to this wait's own deadline, and
+                    // only a wait that reached it times out.
+                    let due = tokio::time::Instant::now() + idle;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = cancel.as_mut() => return Err(cancelled()),
+                            _ = idle_timer.as_mut() => {
+                                if tokio::time::Instant::now() >= due {
+                                    return Err(idle_timeout(idle.as_millis()));
+                                }
+                                idle_timer.as_mut().reset(due);
+                            }
+                            item = next.as_mut() => break item,
+                        }
                     }
                 }
             }
