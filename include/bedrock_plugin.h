@@ -157,7 +157,8 @@ void bp_stream_release(bp_stream *stream);
  *                     the dynamic loader's lock waits while other host threads hold it with
  *                     dlopen/dlclose, so do not dlclose a pile of old copies at once while
  *                     freeing another). The plugin pinned itself (dlclose is safe but leaves
- *                     it mapped) and finishes the stop on its own once that callback returns:
+ *                     it mapped) and finishes the stop on its own once that callback returns
+ *                     (or those threads exit):
  *                     callbacks of streams that had not ended may still arrive, each stream's
  *                     terminal event included, so their user_data must stay valid until then.
  *   BP_ERR_SHUTTING_DOWN  another bp_provider_free of this provider is under way.
