@@ -173,8 +173,8 @@ int cmd_serve(const struct serve_options *opt) {
     /* Watch before the first load: a deploy during start-up is then swapped in right after. */
     struct watch *watch = watch_start();
     char why[1024] = "";
-    int transient = 0;
-    struct generation *first = load_generation(why, sizeof why, &transient);
+    enum load_failure failure;
+    struct generation *first = load_generation(NULL, why, sizeof why, &failure);
     if (!first) { say("cannot start: %s", why); rmdir(S.dir); return 1; }
     S.gens = first;
     say("generation %d serving %s", first->number, first->info);

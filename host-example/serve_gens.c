@@ -152,17 +152,22 @@ static int check_elf(const char *path, char *why, size_t cap) {
 }
 #endif
 
-/* Loads the plugin file as a new generation, or says why not in why. */
-struct generation *load_generation(char *why, size_t cap, int *transient) {
+/* Loads the plugin file as a new generation, or says why not. */
+struct generation *load_generation(const char *same_as, char *why, size_t cap, enum load_failure *failure) {
     /* Only the watcher loads (and main, before the watcher starts): no one else moves the number. */
     int number = S.next_number + 1;
     char copy[PATH_MAX + 64];
     snprintf(copy, sizeof copy, "%s/generation-%d.so", S.dir, number);
     char digest[65];
-    *transient = 1;
+    *failure = LOAD_TRANSIENT;
     if (copy_file(S.opt->plugin_path, copy, digest, why, cap) != 0) return NULL;
     if (check_digest(digest, why, cap) != 0) { unlink(copy); return NULL; }
-    *transient = 0;
+    *failure = LOAD_REFUSED;
+    if (same_as && strcmp(same_as, digest) == 0) {
+        unlink(copy);
+        *failure = LOAD_UNCHANGED;
+        return NULL;
+    }
 #ifdef __linux__
     if (check_elf(copy, why, cap) != 0) { unlink(copy); return NULL; }
 #endif
@@ -208,6 +213,7 @@ struct generation *load_generation(char *why, size_t cap, int *transient) {
     g->api = api;
     g->provider = provider;
     g->info = info;
+    memcpy(g->digest, digest, sizeof g->digest);
     g->state = SERVING;
     return g;
 }
@@ -286,14 +292,26 @@ void retire(struct generation *g) {
     if (start_detached(drainer_main, g) != 0) drainer_main(g);
 }
 
-enum swap_result swap(int final) {
+enum swap_result swap(int final, int requested) {
     double started = now_ms();
     char why[1024] = "";
-    int transient = 0;
-    struct generation *g = load_generation(why, sizeof why, &transient);
-    if (!g && transient && !final) {
+    char serving[65] = "";
+    int serving_number = 0;
+    pthread_mutex_lock(&S.mu);
+    if (S.gens && S.gens->state == SERVING) {
+        memcpy(serving, S.gens->digest, sizeof serving);
+        serving_number = S.gens->number;
+    }
+    pthread_mutex_unlock(&S.mu);
+    enum load_failure failure = LOAD_REFUSED;
+    struct generation *g = load_generation(requested || !serving_number ? NULL : serving, why, sizeof why, &failure);
+    if (!g && failure == LOAD_TRANSIENT && !final) {
         say("swap waits for the file to settle: %s", why);
         return SWAP_LATER;
+    }
+    if (!g && failure == LOAD_UNCHANGED) {
+        say("the plugin file holds the build generation %d serves (%.12s…); no swap", serving_number, serving);
+        return SWAP_UNCHANGED;
     }
     pthread_mutex_lock(&S.mu);
     struct generation *old = S.gens && S.gens->state == SERVING ? S.gens : NULL;

@@ -29,6 +29,7 @@ struct generation {
     const bp_api *api;
     bp_provider *provider;
     char *info;     /* bp_plugin_info(), copied */
+    char digest[65]; /* the build's SHA-256: a file event for the same build is no swap */
     enum state state;
     int calls;      /* threads inside a call on provider: it is freed only once this is 0 */
     int streams;    /* requests holding one of its stream handles: dlclose waits for 0 */
@@ -114,14 +115,17 @@ int cancel_requests(struct client *c, const char *id, size_t id_len);
 /* serve_gens.c */
 int free_pthread_keys(void); /* how many more keys this process could create */
 long rss_kib(void);
-/* NULL with the reason in why; *transient when a deploy may still be writing the file. */
-struct generation *load_generation(char *why, size_t cap, int *transient);
+/* Why a load gave no generation: refused (the reason in why), maybe a deploy still writing the
+ * file, or the file holds the build whose digest was given as same_as. */
+enum load_failure { LOAD_REFUSED, LOAD_TRANSIENT, LOAD_UNCHANGED };
+struct generation *load_generation(const char *same_as, char *why, size_t cap, enum load_failure *failure);
 struct generation *enter_serving(void);
 void leave(struct generation *g);
-enum swap_result { SWAP_DONE, SWAP_REFUSED, SWAP_LATER };
+enum swap_result { SWAP_DONE, SWAP_REFUSED, SWAP_LATER, SWAP_UNCHANGED };
 /* Loads the next generation; a refusal that may be a deploy still writing is SWAP_LATER (not
- * reported) unless final. */
-enum swap_result swap(int final);
+ * reported) unless final. Unless requested (SIGHUP, {"op":"swap"}), a file holding the build
+ * already serving is SWAP_UNCHANGED: an inotify event can outlive the deploy it reported. */
+enum swap_result swap(int final, int requested);
 void retire(struct generation *g); /* drains it on a thread of its own */
 
 /* serve_watch.c */

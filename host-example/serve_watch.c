@@ -2,7 +2,8 @@
  * The watcher of `bp-host serve`: swaps on SIGHUP, on {"op":"swap"}, and when the plugin file
  * changes on disk (inotify on its directory, since a deploy renames a new file over the old
  * one; elsewhere the file's status is polled). A change is loaded once the file has been quiet
- * for 100 ms, so a writer can finish.
+ * for 100 ms, so a writer can finish; a change that leaves the build serving in place (an event
+ * that outlived the deploy already loaded, the same build redeployed) is no swap.
  */
 #define _GNU_SOURCE
 #include "serve_internal.h"
@@ -40,17 +41,22 @@ static int file_changed(struct watch *w, int timeout_ms) {
     int changed = 0;
 #ifdef __linux__
     if (w->fd >= 0) {
-        struct pollfd pfd = {w->fd, POLLIN, 0};
-        if (poll(&pfd, 1, timeout_ms) <= 0) return 0;
-        char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-        ssize_t n;
-        while ((n = read(w->fd, events, sizeof events)) > 0) {
-            for (char *p = events; p < events + n;) {
-                struct inotify_event *e = (struct inotify_event *)p;
-                /* The build, or its digest (a deploy may write the digest after the build). */
-                size_t n = strlen(w->name);
-                if (e->len && strncmp(e->name, w->name, n) == 0 && (!e->name[n] || strcmp(e->name + n, ".sha256") == 0)) changed = 1;
-                p += sizeof *e + e->len;
+        /* Events for other files in the directory (a deploy's temporary file being closed, just
+         * before it is renamed over the build) are no sign of quiet: wait out the whole time. */
+        double deadline = now_ms() + timeout_ms;
+        for (double left = timeout_ms; !changed && left >= 0; left = deadline - now_ms()) {
+            struct pollfd pfd = {w->fd, POLLIN, 0};
+            if (poll(&pfd, 1, (int)left) <= 0) return 0;
+            char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+            ssize_t n;
+            while ((n = read(w->fd, events, sizeof events)) > 0) {
+                for (char *p = events; p < events + n;) {
+                    struct inotify_event *e = (struct inotify_event *)p;
+                    /* The build, or its digest (a deploy may write the digest after the build). */
+                    size_t n = strlen(w->name);
+                    if (e->len && strncmp(e->name, w->name, n) == 0 && (!e->name[n] || strcmp(e->name + n, ".sha256") == 0)) changed = 1;
+                    p += sizeof *e + e->len;
+                }
             }
         }
         return changed;
@@ -93,13 +99,13 @@ void *watcher_main(void *arg) {
     struct watch *w = arg;
     for (;;) {
         struct pollfd fds[2] = {{S.wake[0], POLLIN, 0}, {w->fd, POLLIN, 0}};
-        int pending = 0;
+        int pending = 0, requested = 0;
         if (poll(fds, w->fd >= 0 ? 2 : 1, w->fd >= 0 ? -1 : 500) < 0 && errno != EINTR) break;
         if (fds[0].revents & POLLIN) {
             char c;
             while (read(S.wake[0], &c, 1) == 1) {
                 if (c == 'q') goto out;
-                pending = 1;
+                pending = requested = 1;
             }
         }
         if (file_changed(w, 0)) pending = 1;
@@ -107,7 +113,7 @@ void *watcher_main(void *arg) {
         for (int tries = 0;; tries++) {
             /* Let a writer finish: load once the file has been quiet for 100 ms. */
             while (file_changed(w, 100)) {}
-            if (swap(tries >= 2) != SWAP_LATER) break;
+            if (swap(tries >= 2, requested) != SWAP_LATER) break;
             /* The build or its digest looked half-written (it changed while copied, or does not
              * match): a deploy still at work changes the file again soon; look again then, or
              * after a second, and report the refusal on the third look. */
