@@ -180,6 +180,11 @@ int cmd_serve(const struct serve_options *opt) {
     say("generation %d serving %s", first->number, first->info);
     int listener = -1;
     if (opt->socket_path) {
+        /* Before the socket exists: a supervisor may stop serve as soon as it can connect, and
+         * SIGTERM's default action would end it there without a drain. */
+        struct sigaction quit = {.sa_handler = on_quit, .sa_flags = SA_RESTART};
+        sigaction(SIGTERM, &quit, NULL);
+        sigaction(SIGINT, &quit, NULL);
         /* Before any other thread runs: open_socket changes the process umask for a moment. */
         listener = open_socket(opt->socket_path, opt->socket_mode);
         if (listener < 0) { S.gens = NULL; retire(first); rmdir(S.dir); return 1; }
@@ -188,9 +193,6 @@ int cmd_serve(const struct serve_options *opt) {
     if (pthread_create(&watcher, NULL, watcher_main, watch) != 0) { say("cannot start the watcher"); return 1; }
 
     if (listener >= 0) {
-        struct sigaction quit = {.sa_handler = on_quit, .sa_flags = SA_RESTART};
-        sigaction(SIGTERM, &quit, NULL);
-        sigaction(SIGINT, &quit, NULL);
         say("listening on %s", opt->socket_path);
         accept_clients(listener);
         close(listener);

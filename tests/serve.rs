@@ -976,6 +976,32 @@ fn the_socket_is_owner_only_unless_the_operator_says_otherwise() {
     }
 }
 
+/// SIGTERM the moment the socket file appears (a supervisor that stops serve as soon as it is
+/// up) drains and exits cleanly. The handler was installed after the socket was listening, so a
+/// signal in between took SIGTERM's default action: killed, no drain (seen in a full run).
+#[test]
+fn sigterm_as_soon_as_the_socket_appears_exits_cleanly() {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch("early-term");
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+    let served = served_build(&dir);
+    for round in 0..20 {
+        let socket = dir.join(format!("serve-{round}.sock"));
+        let serve = Serve::start_with(&served, &config, &scratch(&format!("early-term-copies-{round}")), Some(&[]), &["--socket", socket.to_str().unwrap()]);
+        let started = Instant::now();
+        while std::fs::symlink_metadata(&socket).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "no socket: {}", serve.stderr());
+            std::hint::spin_loop();
+        }
+        unsafe { libc::kill(serve.pid() as libc::pid_t, libc::SIGTERM) };
+        let (status, stderr) = serve.finish();
+        assert!(status.success(), "round {round}: {status:?}\n{stderr}");
+        assert!(stderr.contains("0 generations stay mapped"), "round {round}: {stderr}");
+    }
+}
+
 /// Out of file descriptors, serve backs off instead of spinning on `accept`, and accepts again
 /// once descriptors are free.
 #[test]
