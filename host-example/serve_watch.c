@@ -36,39 +36,45 @@ static int same_file_state(const struct stat *a, const struct stat *b) {
     return a->st_ino == b->st_ino && a->st_size == b->st_size && a->st_mtime == b->st_mtime;
 }
 
+#ifdef __linux__
+/* Reads what the watch has queued; true if any of it names the build or its digest (a deploy
+ * may write the digest after the build). */
+static int read_events(struct watch *w) {
+    int named = 0;
+    size_t len = strlen(w->name);
+    char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    ssize_t n;
+    while ((n = read(w->fd, events, sizeof events)) > 0) {
+        for (char *p = events; p < events + n;) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            if (e->len && strncmp(e->name, w->name, len) == 0 && (!e->name[len] || strcmp(e->name + len, ".sha256") == 0)) named = 1;
+            p += sizeof *e + e->len;
+        }
+    }
+    return named;
+}
+#endif
+
 /* Whether the plugin file changed, reading what the watch has queued (waits up to timeout_ms). */
 static int file_changed(struct watch *w, int timeout_ms) {
-    int changed = 0;
 #ifdef __linux__
     if (w->fd >= 0) {
         /* Events for other files in the directory (a deploy's temporary file being closed, just
          * before it is renamed over the build) are no sign of quiet: wait out the whole time. */
         double deadline = now_ms() + timeout_ms;
-        for (double left = timeout_ms; !changed && left >= 0; left = deadline - now_ms()) {
+        for (double left = timeout_ms; left >= 0; left = deadline - now_ms()) {
             struct pollfd pfd = {w->fd, POLLIN, 0};
             if (poll(&pfd, 1, (int)left) <= 0) return 0;
-            char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-            ssize_t n;
-            while ((n = read(w->fd, events, sizeof events)) > 0) {
-                for (char *p = events; p < events + n;) {
-                    struct inotify_event *e = (struct inotify_event *)p;
-                    /* The build, or its digest (a deploy may write the digest after the build). */
-                    size_t n = strlen(w->name);
-                    if (e->len && strncmp(e->name, w->name, n) == 0 && (!e->name[n] || strcmp(e->name + n, ".sha256") == 0)) changed = 1;
-                    p += sizeof *e + e->len;
-                }
-            }
+            if (read_events(w)) return 1;
         }
-        return changed;
+        return 0;
     }
 #endif
     if (timeout_ms > 0) usleep((useconds_t)timeout_ms * 1000);
     struct stat now;
-    if (stat(S.opt->plugin_path, &now) == 0 && !same_file_state(&now, &w->last)) {
-        w->last = now;
-        changed = 1;
-    }
-    return changed;
+    if (stat(S.opt->plugin_path, &now) != 0 || same_file_state(&now, &w->last)) return 0;
+    w->last = now;
+    return 1;
 }
 
 /* Starts watching the plugin file. Done before serve answers anything, so that a change made

@@ -60,6 +60,25 @@ fn served_build(dir: &Path) -> PathBuf {
     served
 }
 
+/// A gateway's directory of a test's own: an emulator, the config pointing at it, and the plugin
+/// deployed. Keep it for the test's length: the emulator stops when it is dropped.
+struct Deployed {
+    emulator: Emulator,
+    dir: PathBuf,
+    config: PathBuf,
+    served: PathBuf,
+}
+
+fn deployed(name: &str) -> Deployed {
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let dir = scratch(name);
+    let config = dir.join("config.json");
+    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+    let served = served_build(&dir);
+    Deployed { emulator, dir, config, served }
+}
+
 /// Replaces the served file the way a deploy does: the digest first, then the build written
 /// beside it and renamed over it.
 fn deploy(from: &Path, served: &Path) {
@@ -466,12 +485,7 @@ fn ten_thousand_swaps_in_one_gateway() {
 /// Swaps `swaps` times by SIGHUP with 4 streams in flight; prints swaps/min, SIGHUP → serving
 /// median / p95, and free keys and RSS at the start, after swap 100 and at each checkpoint.
 fn endurance(swaps: u64, checkpoints: &[u64]) {
-    hermetic_env();
-    let emulator = Emulator::start(EmulatorConfig::default());
-    let dir = scratch(&format!("endurance-{swaps}"));
-    let config = dir.join("config.json");
-    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
-    let served = served_build(&dir);
+    let Deployed { emulator: _emulator, config, served, .. } = deployed(&format!("endurance-{swaps}"));
     let mut serve = Serve::start_with(&served, &config, &scratch(&format!("endurance-{swaps}-copies")), Some(&[]), &[]);
     let mut load = Load::new();
     let first = load.status_until(&mut serve, 0, &[1], "first generation", |s| s["generation"] == 1);
@@ -586,12 +600,7 @@ fn files_that_are_not_a_usable_plugin_are_refused_while_the_old_one_serves() {
 /// digest, is the same event on purpose; SIGHUP still reloads the same build when asked.
 #[test]
 fn a_file_event_for_the_serving_build_is_no_swap() {
-    hermetic_env();
-    let emulator = Emulator::start(EmulatorConfig::default());
-    let dir = scratch("unchanged");
-    let config = dir.join("config.json");
-    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
-    let served = served_build(&dir);
+    let Deployed { emulator: _emulator, dir, config, served } = deployed("unchanged");
     let build = dir.join("build.so");
     let mut serve = Serve::start(&served, &config, &scratch("unchanged-copies"), None);
     let mut load = Load::new();
@@ -729,12 +738,7 @@ fn in_place_writes_racing_swaps_never_load_a_mixed_build() {
 /// The requests, cancels and control lines a client can send, and what each one gets back.
 #[test]
 fn the_line_protocol_answers_every_kind_of_line() {
-    hermetic_env();
-    let emulator = Emulator::start(EmulatorConfig::default());
-    let dir = scratch("protocol");
-    let config = dir.join("config.json");
-    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
-    let served = served_build(&dir);
+    let Deployed { emulator: _emulator, config, served, .. } = deployed("protocol");
     let mut serve = Serve::start(&served, &config, &scratch("protocol-copies"), None);
     let mut long = request("emulator.echo", "emulator: chunks=500 delay_ms=20", json!({}));
     long["id"] = json!("long");
@@ -832,14 +836,9 @@ impl SocketClient {
 
 /// An emulator, and `bp-host serve` for it on a Unix socket that accepts connections.
 fn serve_on_socket(name: &str, extra: &[&str]) -> (Emulator, Serve, PathBuf) {
-    hermetic_env();
-    let emulator = Emulator::start(EmulatorConfig::default());
-    let dir = scratch(name);
-    let config = dir.join("config.json");
-    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
+    let Deployed { emulator, dir, config, served } = deployed(name);
     let socket = dir.join("serve.sock");
     let args: Vec<&str> = ["--socket", socket.to_str().unwrap()].into_iter().chain(extra.iter().copied()).collect();
-    let served = served_build(&dir);
     let serve = Serve::start_with(&served, &config, &scratch(&format!("{name}-copies")), None, &args);
     let started = Instant::now();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
@@ -981,12 +980,7 @@ fn the_socket_is_owner_only_unless_the_operator_says_otherwise() {
 /// signal in between took SIGTERM's default action: killed, no drain (seen in a full run).
 #[test]
 fn sigterm_as_soon_as_the_socket_appears_exits_cleanly() {
-    hermetic_env();
-    let emulator = Emulator::start(EmulatorConfig::default());
-    let dir = scratch("early-term");
-    let config = dir.join("config.json");
-    std::fs::write(&config, config_for(&emulator.endpoint()).to_string()).unwrap();
-    let served = served_build(&dir);
+    let Deployed { emulator: _emulator, dir, config, served } = deployed("early-term");
     for round in 0..20 {
         let socket = dir.join(format!("serve-{round}.sock"));
         let serve = Serve::start_with(&served, &config, &scratch(&format!("early-term-copies-{round}")), Some(&[]), &["--socket", socket.to_str().unwrap()]);
