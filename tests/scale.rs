@@ -184,6 +184,34 @@ fn idle_pooled_connections_are_closed_on_their_timeout_without_traffic() {
     }
 }
 
+/// The HTTP/1.1 client's pool (`src/http1`) takes a connection back only once its answer was read
+/// to the end: a stream cancelled halfway leaves its connection mid-answer, so it must be closed,
+/// not pooled for the next request and not left open waiting. 40 streams cancelled after their
+/// first token with an hour's idle timeout: their sockets go at once, and the next request runs.
+#[test]
+fn http1_streams_cancelled_halfway_close_their_connections() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    const STREAMS: usize = 40;
+    raise_fd_limit(4 * STREAMS as u64 + 512);
+    hermetic_env();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let mut config = config_for(&emulator.endpoint());
+    config["provider"]["idleConnectionSeconds"] = json!(3600);
+    config["provider"]["httpVersion"] = json!("1.1");
+    let p = Provider::try_new(&config.to_string()).expect("provider");
+    let before = open_sockets();
+    let streams: Vec<Stream> = (0..STREAMS).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=50 delay_ms=200", json!({})))).collect();
+    wait_until(Duration::from_secs(30), "every stream has its first token", || streams.iter().all(|s| !text_of(&s.collector.events.lock().unwrap()).is_empty()));
+    assert!(open_sockets() >= before + STREAMS, "one connection per open stream");
+    streams.iter().for_each(Stream::cancel);
+    wait_until(Duration::from_secs(30), "every stream ends", || streams.iter().all(|s| s.collector.events.lock().unwrap().iter().any(is_terminal)));
+    drop(streams);
+    wait_until(Duration::from_secs(5), "the cancelled streams' connections are closed", || open_sockets() <= before + 1);
+    let connections = emulator.stats().connections;
+    assert_eq!(text_of(&chat(&p, "emulator: chunks=2", json!({}))), "w0 w1 ");
+    assert_eq!(emulator.stats().connections, connections + 1, "the next request took a new connection, not a half-read one");
+}
+
 /// Issue #19: Bedrock's runtime endpoint speaks HTTP/2 and the SDK's client offers it first (ALPN
 /// `h2`, then `http/1.1`), so over TLS concurrent streams share a connection instead of taking one
 /// each (a socket, a TLS session and its buffers per stream). Once one stream has run (the pool
@@ -229,6 +257,11 @@ fn concurrent_streams_share_one_http2_connection_over_tls() {
         } else {
             assert_eq!(stats.http2_requests, 0);
             assert!(stats.connections >= stats.max_open_streams, "one connection per open stream: {} for a peak of {}", stats.connections, stats.max_open_streams);
+            // Their connections wait in the pool: the next requests, one after another, reuse them.
+            for _ in 0..5 {
+                assert_eq!(text_of(&chat(&p, "emulator: chunks=1", json!({}))), "w0 ");
+            }
+            assert_eq!(emulator.stats().connections, stats.connections, "{case}: five more requests on pooled connections");
         }
         drop(streams);
         drop(p);
