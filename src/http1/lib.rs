@@ -122,7 +122,7 @@ fn origin_form(mut request: http::Request<SdkBody>) -> Result<(Key, http::Reques
     if !request.headers().contains_key(HOST) {
         let default_port = if scheme.as_str() == "https" { 443 } else { 80 };
         let host = match authority.port_u16() {
-            Some(port) if port != default_port => authority.as_str().to_owned(),
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
             _ => authority.host().to_owned(),
         };
         let value = HeaderValue::from_str(&host).map_err(|e| ConnectorError::user(e.into()))?;
