@@ -136,8 +136,7 @@ fn origin_form(mut request: http::Request<SdkBody>) -> Result<(Key, http::Reques
 /// Sends on an idle pooled connection, or on a new one. A pooled connection the server closed
 /// while it sat idle gives the request back unsent: it goes out once more on a new connection,
 /// as hyper-util's pool did, instead of costing one of the SDK's retries.
-async fn send(connect: HttpsConnector<Route>, pool: Arc<Pool<SendRequest<SdkBody>>>, (key, request): (Key, http::Request<SdkBody>)) -> Result<http::Response<hyper::body::Incoming>, ConnectorError> {
-    let mut request = request;
+async fn send(connect: HttpsConnector<Route>, pool: Arc<Pool<SendRequest<SdkBody>>>, (key, mut request): (Key, http::Request<SdkBody>)) -> Result<http::Response<hyper::body::Incoming>, ConnectorError> {
     while let Some(mut sender) = pool.take(&key, |s| s.is_ready()) {
         match sender.try_send_request(request).await {
             Ok(response) => {

@@ -105,11 +105,12 @@ impl<C: Send + 'static> Pool<C> {
         let next = {
             let mut inner = self.lock();
             let mut oldest: Option<Instant> = None;
+            // Each list is in the order connections came back (`put` pushes, `take` pops the
+            // newest), so the expired ones are its front.
             inner.idle.retain(|_, list| {
-                let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(list).into_iter().partition(|i| now.duration_since(i.since) < self.idle_timeout);
-                expired.extend(gone);
-                oldest = keep.iter().map(|i| i.since).chain(oldest).min();
-                *list = keep;
+                let due = list.partition_point(|i| now.duration_since(i.since) >= self.idle_timeout);
+                expired.extend(list.drain(..due));
+                oldest = list.first().map(|i| i.since).into_iter().chain(oldest).min();
                 !list.is_empty()
             });
             if oldest.is_none() {
