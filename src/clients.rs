@@ -20,6 +20,8 @@ pub struct Settings {
     pub call_timeout: std::time::Duration,
     /// How long a pooled connection may stay unused (`provider.idleConnectionSeconds`).
     pub idle_connection: std::time::Duration,
+    /// The runtime's worker threads (`provider.runtimeThreads`).
+    pub runtime_threads: usize,
 }
 
 pub struct Built {

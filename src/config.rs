@@ -39,6 +39,9 @@ pub struct ProviderConfig {
     pub idle_connection: std::time::Duration,
     /// `httpVersion`: None when the config names none (then `AWS_BEDROCK_FORCE_HTTP1` decides).
     pub http_version: Option<HttpVersion>,
+    /// The runtime's worker threads (`runtimeThreads`): they run the connections, decode and
+    /// translate every stream's events; the delivery pool that calls the host is apart.
+    pub runtime_threads: usize,
     pub models: Vec<Arc<Model>>,
 }
 
@@ -94,6 +97,12 @@ const MAX_TOKENS_LIMIT: u64 = 100_000_000;
 /// Pooled connections are closed 10–20 s after their last use: a steady gateway keeps reusing
 /// them, one that bursts and goes quiet gets its sockets and memory back within 20 s.
 const DEFAULT_IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(10);
+/// Two, as before the setting existed: one worker costs less CPU per stream on a small host but
+/// carries every stream's decoding alone (p99 4× higher at 1,600 real-pace streams on 2 cores:
+/// docs/performance.md); a many-core gateway raises it.
+const DEFAULT_RUNTIME_THREADS: usize = 2;
+/// More workers than cores only adds switching; 64 covers the hosts a gateway runs on.
+const MAX_RUNTIME_THREADS: u64 = 64;
 
 pub fn parse(text: &str) -> Result<Config> {
     let value: Value = serde_json::from_str(text).map_err(|e| Error::config(format!("config is not valid JSON: {e}")))?;
@@ -121,7 +130,7 @@ pub fn parse(text: &str) -> Result<Config> {
 }
 
 fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
-    p.only(&["baseUrl", "api", "auth", "apiKey", "region", "caBundle", "idleConnectionSeconds", "httpVersion", "models"])?;
+    p.only(&["baseUrl", "api", "auth", "apiKey", "region", "caBundle", "idleConnectionSeconds", "httpVersion", "runtimeThreads", "models"])?;
     if let Some(api) = p.str("api")? {
         if api != API {
             return Err(p.err("api", format!("must be \"{API}\", got \"{api}\"")));
@@ -159,7 +168,12 @@ fn parse_provider(p: &Obj<'_>) -> Result<ProviderConfig> {
         Some("1.1") => Some(HttpVersion::Http1),
         Some(other) => return Err(p.err("httpVersion", format!("must be \"2\" (the default) or \"1.1\", got \"{other}\""))),
     };
-    Ok(ProviderConfig { base_url, region, api_key, ca_bundle, idle_connection, http_version, models })
+    let runtime_threads = match p.uint("runtimeThreads", MAX_RUNTIME_THREADS)? {
+        Some(0) => return Err(p.err("runtimeThreads", format!("must be between 1 and {MAX_RUNTIME_THREADS}"))),
+        Some(n) => n as usize,
+        None => DEFAULT_RUNTIME_THREADS,
+    };
+    Ok(ProviderConfig { base_url, region, api_key, ca_bundle, idle_connection, http_version, runtime_threads, models })
 }
 
 /// One model entry in OpenClaw's shape; also used for a model object passed in a request.
@@ -295,6 +309,17 @@ mod tests {
         for bad in ["0", "3601", "-1", "\"10\""] {
             let e = parse(&format!(r#"{{"provider":{{"idleConnectionSeconds":{bad}}}}}"#)).unwrap_err();
             assert!(e.message.starts_with("provider.idleConnectionSeconds:"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn runtime_threads_defaults_to_two_and_refuses_zero() {
+        assert_eq!(parse(r#"{"provider":{}}"#).unwrap().provider.runtime_threads, 2);
+        assert_eq!(parse(r#"{"provider":{"runtimeThreads":1}}"#).unwrap().provider.runtime_threads, 1);
+        assert_eq!(parse(r#"{"provider":{"runtimeThreads":64}}"#).unwrap().provider.runtime_threads, 64);
+        for bad in ["0", "65", "-1", "1.5", "\"2\""] {
+            let e = parse(&format!(r#"{{"provider":{{"runtimeThreads":{bad}}}}}"#)).unwrap_err();
+            assert!(e.message.starts_with("provider.runtimeThreads:"), "{bad}: {}", e.message);
         }
     }
 

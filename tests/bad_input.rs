@@ -47,6 +47,8 @@ fn invalid_config_names_the_field() {
         // A Bedrock API key never travels in clear text to another host (192.0.2.0/24 is for documentation).
         (r#"{"provider":{"baseUrl":"http://192.0.2.10:8080","apiKey":"bedrock-api-key-SECRET-123"}}"#, "provider.baseUrl is http://192.0.2.10:8080: plain http to another host, and a Bedrock API key (provider.apiKey) is sent only over https or to this machine"),
         (r#"{"provider":{},"discovery":{"refreshInterval":-1}}"#, "discovery.refreshInterval: expected an integer from 0"),
+        (r#"{"provider":{"runtimeThreads":0}}"#, "provider.runtimeThreads: must be between 1 and 64"),
+        (r#"{"provider":{"runtimeThreads":1000}}"#, "provider.runtimeThreads: expected an integer from 0 to 64, got 1000"),
     ];
     for (config, expected) in cases {
         let (rc, err) = new_err(config);

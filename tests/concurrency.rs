@@ -202,6 +202,41 @@ unsafe extern "C" fn through_host_thread(user: *mut c_void, json: *const c_char,
     0
 }
 
+/// The runtime's worker threads (named `bp-runtime`, as the delivery pool's are: the pool starts
+/// with the first stream, so right after `bp_provider_new` only the workers carry the name, once
+/// the blocking threads start-up used, if any, have left after their idle second).
+fn runtime_named_threads() -> usize {
+    threads_where(|name| name == "bp-runtime")
+}
+
+/// `provider.runtimeThreads` sets how many workers run the connections and decode the streams:
+/// one, three, and the default two, counted by name after `bp_provider_new`; a chat streams to
+/// its end through each.
+#[test]
+fn runtime_threads_sets_how_many_workers_decode_streams() {
+    let _serial = init();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    for workers in [Some(1usize), Some(3), None] {
+        let mut config = config_for(&emulator.endpoint());
+        if let Some(n) = workers {
+            config["provider"]["runtimeThreads"] = json!(n);
+        }
+        let want = workers.unwrap_or(2);
+        let before = runtime_named_threads();
+        let p = Provider::try_new(&config.to_string()).expect("provider");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while runtime_named_threads() != before + want {
+            assert!(Instant::now() < deadline, "{} bp-runtime threads for runtimeThreads {workers:?}, want {want} more than {before}", runtime_named_threads());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let events = chat(&p, "emulator: chunks=5", json!({}));
+        assert_eq!(events.last().unwrap()["type"], "done", "runtimeThreads {workers:?}: {events:?}");
+        assert!(!text_of(&events).is_empty(), "runtimeThreads {workers:?}: no text");
+        drop(p);
+        assert_eq!(runtime_named_threads(), before, "bp_provider_free joined the runtime's threads");
+    }
+}
+
 /// Defect 2 of issue #16: a 1 s stall of the one host thread with 60 streams delivering grew
 /// the pool from 5 to 62 threads (a worker counted as stuck after two 2 ms looks). Now a worker
 /// is stuck only after one callback ran `STUCK` (200 ms), so a 1 s stall adds about five.

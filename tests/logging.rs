@@ -45,11 +45,7 @@ unsafe extern "C" fn on_log(user: *mut c_void, level: u32, target: *const c_char
 }
 
 fn log_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "bp-log"))
-        .count()
+    threads_where(|name| name == "bp-log")
 }
 
 /// The terminal event's type, without `finish`'s pause for stray events (thousands of streams).

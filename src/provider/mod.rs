@@ -125,6 +125,7 @@ impl Provider {
             http_client,
             call_timeout: Duration::from_secs(config.discovery.call_timeout_secs),
             idle_connection: config.provider.idle_connection,
+            runtime_threads: config.provider.runtime_threads,
         };
         tls_key::room_for_threads().map_err(Error::internal)?;
         let heap = copy_heap::Hold::new();

@@ -85,7 +85,7 @@ fn run(args: Args) {
     unsafe { libc::pthread_setname_np(libc::pthread_self(), c"bp-control".as_ptr()) };
     let (started, stopped) = (control.clone(), control.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(settings.runtime_threads)
         // The delivery pool's threads, plus room for the SDK's own blocking work (DNS lookups).
         .max_blocking_threads(pool::MAX_THREADS + 64)
         .thread_keep_alive(Duration::from_secs(1))

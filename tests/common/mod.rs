@@ -436,9 +436,14 @@ pub fn failure(event: &Value) -> Value {
 
 /// Threads of this process the plugin started: it names every one `bp-…`.
 pub fn plugin_threads() -> usize {
+    threads_where(|name| name.starts_with("bp-"))
+}
+
+/// Threads of this process whose name passes `keep`.
+pub fn threads_where(keep: impl Fn(&str) -> bool) -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("bp-")))
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| keep(c.trim_end())))
         .count()
 }
