@@ -317,6 +317,10 @@ pub struct Options {
     pub http1: bool,
     pub clients: Vec<char>,
     pub max_streams: usize,
+    /// The ladder's first level (25 unless asked): one level alone, to profile it.
+    pub min_streams: usize,
+    /// The plugin's `provider.runtimeThreads` (its default unless asked).
+    pub runtime_threads: Option<usize>,
     /// Only the head-of-line check: (a) at `max_streams` streams, with and without one slow
     /// consumer among them.
     pub hol: bool,
@@ -339,7 +343,11 @@ pub fn run(o: &Options) -> String {
     println!("capacity: real-pace streams over HTTPS ({protocol}), stand-in {endpoint} (pid {})", standin.id());
 
     let plugin = Plugin::load(&o.build, &o.copy);
-    let config = serde_json::json!({"provider": {"baseUrl": endpoint, "caBundle": ca, "models": []}, "discovery": {"enabled": false}}).to_string();
+    let mut config = serde_json::json!({"provider": {"baseUrl": endpoint, "caBundle": ca, "models": []}, "discovery": {"enabled": false}});
+    if let Some(n) = o.runtime_threads {
+        config["provider"]["runtimeThreads"] = n.into();
+    }
+    let config = config.to_string();
     let provider = plugin.provider(&config);
     let direct = crate::direct::Direct::with_ca(&endpoint, &std::fs::read(&ca).unwrap());
     let node = std::env::var("BENCH_NODE").unwrap_or_else(|_| "node".into());
@@ -368,7 +376,7 @@ pub fn run(o: &Options) -> String {
     // Per client: its highest level within 50 ms p99, and every level's median CPU per stream-second.
     let mut best: std::collections::BTreeMap<char, (usize, Summary)> = Default::default();
     let mut cpu_at: std::collections::BTreeMap<(usize, char), f64> = Default::default();
-    let mut streams = 25;
+    let mut streams = o.min_streams;
     while !active.is_empty() && streams <= o.max_streams {
         let mut runs: std::collections::BTreeMap<char, Vec<Level>> = Default::default();
         let mut standin_cores: std::collections::BTreeMap<char, Vec<f64>> = Default::default();

@@ -4,7 +4,8 @@
 //!   cargo run --release -p bench -- [--quick] [--reps N] [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
 //!   cargo run --release -p bench -- --soak [--plugin PATH]     (see soak.rs)
 //!   cargo run --release -p bench -- --capacity [--h1] [--hol] [--quick] [--reps N] [--clients abcd]
-//!       [--max-streams N] [--plugin PATH] [--out FILE]            (see capacity.rs)
+//!       [--min-streams N] [--max-streams N] [--runtime-threads N] [--plugin PATH] [--out FILE]
+//!                                                                  (see capacity.rs)
 //!
 //! Scenarios (issue 8): 1. one stream of 100,000 deltas: events/s and CPU per event; 2. time to
 //! first event over 1,000 sequential short streams; 3. 1 … 10,000 concurrent streams of 1,000
@@ -387,6 +388,8 @@ fn main() {
             http1: args.iter().any(|a| a == "--h1"),
             clients: value("--clients").map(|v| v.chars().filter(|c| ('a'..='d').contains(c)).collect()).unwrap_or_else(|| vec!['a', 'b', 'c', 'd']),
             max_streams: value("--max-streams").and_then(|v| v.parse().ok()).unwrap_or(if quick { 400 } else { 16_000 }),
+            min_streams: value("--min-streams").and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(25),
+            runtime_threads: value("--runtime-threads").and_then(|v| v.parse().ok()),
             hol: args.iter().any(|a| a == "--hol"),
         };
         let md = capacity::run(&options);
