@@ -321,6 +321,8 @@ pub struct Options {
     pub min_streams: usize,
     /// The plugin's `provider.runtimeThreads` (its default unless asked).
     pub runtime_threads: Option<usize>,
+    /// The direct client's runtime workers (2, as the plugin's default, unless asked).
+    pub direct_threads: usize,
     /// Only the head-of-line check: (a) at `max_streams` streams, with and without one slow
     /// consumer among them.
     pub hol: bool,
@@ -349,7 +351,7 @@ pub fn run(o: &Options) -> String {
     }
     let config = config.to_string();
     let provider = plugin.provider(&config);
-    let direct = crate::direct::Direct::with_ca(&endpoint, &std::fs::read(&ca).unwrap());
+    let direct = crate::direct::Direct::with_ca(&endpoint, &std::fs::read(&ca).unwrap(), o.direct_threads);
     let node = std::env::var("BENCH_NODE").unwrap_or_else(|_| "node".into());
     let mut node_env = vec![
         ("CAPACITY_ENDPOINT", endpoint.clone()),

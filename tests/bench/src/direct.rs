@@ -33,10 +33,11 @@ impl Direct {
     }
 
     /// Over HTTPS, trusting `ca_pem`: the SDK's default HTTPS client (hyper 1, rustls with
-    /// aws-lc, ALPN h2 then http/1.1) given a trust store, as an application would build it.
-    pub fn with_ca(endpoint: &str, ca_pem: &[u8]) -> Direct {
+    /// aws-lc, ALPN h2 then http/1.1) given a trust store, as an application would build it, on
+    /// a runtime of `workers` threads.
+    pub fn with_ca(endpoint: &str, ca_pem: &[u8], workers: usize) -> Direct {
         use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("direct-sdk").enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).thread_name("direct-sdk").enable_all().build().unwrap();
         let context = TlsContext::builder().with_trust_store(TrustStore::empty().with_native_roots(false).with_pem_certificate(ca_pem.to_vec())).build().expect("the test CA");
         let http = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(context).build_https();
         let config = aws_sdk_bedrockruntime::Config::builder()

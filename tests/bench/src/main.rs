@@ -4,8 +4,8 @@
 //!   cargo run --release -p bench -- [--quick] [--reps N] [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
 //!   cargo run --release -p bench -- --soak [--plugin PATH]     (see soak.rs)
 //!   cargo run --release -p bench -- --capacity [--h1] [--hol] [--quick] [--reps N] [--clients abcd]
-//!       [--min-streams N] [--max-streams N] [--runtime-threads N] [--plugin PATH] [--out FILE]
-//!                                                                  (see capacity.rs)
+//!       [--min-streams N] [--max-streams N] [--runtime-threads N] [--direct-threads N]
+//!       [--plugin PATH] [--out FILE]                               (see capacity.rs)
 //!
 //! Scenarios (issue 8): 1. one stream of 100,000 deltas: events/s and CPU per event; 2. time to
 //! first event over 1,000 sequential short streams; 3. 1 … 10,000 concurrent streams of 1,000
@@ -390,6 +390,7 @@ fn main() {
             max_streams: value("--max-streams").and_then(|v| v.parse().ok()).unwrap_or(if quick { 400 } else { 16_000 }),
             min_streams: value("--min-streams").and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(25),
             runtime_threads: value("--runtime-threads").and_then(|v| v.parse().ok()),
+            direct_threads: value("--direct-threads").and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(2),
             hol: args.iter().any(|a| a == "--hol"),
         };
         let md = capacity::run(&options);
