@@ -98,7 +98,7 @@ const MAX_TOKENS_LIMIT: u64 = 100_000_000;
 /// them, one that bursts and goes quiet gets its sockets and memory back within 20 s.
 const DEFAULT_IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(10);
 /// Two, as before the setting existed: one worker costs less CPU per stream on a small host but
-/// carries every stream's decoding alone (p99 4× higher at 1,600 real-pace streams on 2 cores:
+/// carries every stream's decoding alone (p99 2–4× higher at 1,600 real-pace streams on 2 cores:
 /// docs/performance.md); a many-core gateway raises it.
 const DEFAULT_RUNTIME_THREADS: usize = 2;
 /// More workers than cores only adds switching; 64 covers the hosts a gateway runs on.
