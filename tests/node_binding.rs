@@ -21,7 +21,7 @@ fn the_node_binding_serves_pi_ai_and_pi_agent_core() {
         assert!(npm.status.success(), "npm ci in bindings/node failed:\n{}{}", String::from_utf8_lossy(&npm.stdout), String::from_utf8_lossy(&npm.stderr));
     }
     let emulator = Emulator::start(EmulatorConfig::default());
-    let next = plugin_path().with_file_name("libbedrock_plugin_next.so");
+    let next = next_plugin_path();
     assert!(next.is_file(), "the second build for the swap test: {}", next.display());
     let out = Command::new("node")
         .args(["--test", "--test-reporter=spec", "test/"])

@@ -364,7 +364,7 @@ fn swaps_under_load(name: &str, swaps: u64, in_flight: usize, tool: Option<&[&st
     let dir = scratch(name);
     let builds = [
         (shipped(&plugin_path(), &dir.join("a.so")), "0.1.0"),
-        (shipped(&plugin_path().with_file_name("libbedrock_plugin_next.so"), &dir.join("b.so")), "0.1.0-next"),
+        (shipped(&next_plugin_path(), &dir.join("b.so")), "0.1.0-next"),
     ];
     let served = dir.join("libbedrock_plugin.so");
     deploy(&builds[0].0, &served);

@@ -42,18 +42,27 @@ pub fn target_dir() -> PathBuf {
     exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
 }
 
-/// `cargo test` builds the cdylib into target/<profile>/deps beside the test binaries and copies it
-/// up to target/<profile> only on `cargo build`, so the copy next to this binary is the one this
-/// run built (and the only one on a clean clone).
-pub fn plugin_path() -> PathBuf {
+/// `cargo test` builds the cdylibs into target/<profile>/deps beside the test binaries and copies
+/// them up to target/<profile> only on `cargo build`, so the copies next to this binary are the
+/// ones this run built (and the only ones on a clean clone).
+fn deps_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().expect("deps dir").join("libbedrock_plugin.so")
+    exe.parent().expect("deps dir").to_path_buf()
+}
+
+/// The build under test: this run's, or the one `BP_TEST_PLUGIN` names (`.ci/run` points it at
+/// the shipped build, so the tests also run against what users install: LTO, stripped).
+pub fn plugin_path() -> PathBuf {
+    match std::env::var_os("BP_TEST_PLUGIN") {
+        Some(path) => std::fs::canonicalize(&path).unwrap_or_else(|e| panic!("BP_TEST_PLUGIN={}: {e}", PathBuf::from(&path).display())),
+        None => deps_dir().join("libbedrock_plugin.so"),
+    }
 }
 
 /// The second build of the same source (`tests/plugin-next`), which also carries the test-only
 /// fault hooks (`src/fault.rs`).
 pub fn next_plugin_path() -> PathBuf {
-    plugin_path().with_file_name("libbedrock_plugin_next.so")
+    deps_dir().join("libbedrock_plugin_next.so")
 }
 
 /// Makes `api()` load the fault-hook build instead of the plugin's own: call before anything
