@@ -7,6 +7,11 @@
 //!       [--min-streams N] [--max-streams N] [--runtime-threads N] [--direct-threads N]
 //!       [--plugin PATH] [--out FILE]                               (see capacity.rs)
 //!
+//! The README's capacity figures come from `make ship && cargo run --profile ship -p bench --
+//! --capacity`: the direct client is then built the way the plugin ships (fat LTO, one codegen
+//! unit, the same per-crate opt-levels), and `--plugin` defaults to the `.so` beside the
+//! binary, the shipped one. The release profile builds neither that way (incremental, no LTO).
+//!
 //! Scenarios (issue 8): 1. one stream of 100,000 deltas: events/s and CPU per event; 2. time to
 //! first event over 1,000 sequential short streams; 3. 1 … 10,000 concurrent streams of 1,000
 //! deltas: events/s, p99 gap, peak RSS per stream, peak threads; 4. one slow consumer beside 99
