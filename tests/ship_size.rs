@@ -1,7 +1,7 @@
 //! The shipped library (`make ship`) stays within its size budget, and the README's size table
-//! is that build's. Its size is deterministic for a given toolchain, lock file and checkout path
-//! (build scripts' output paths reach a few panic messages), so a change that grows it fails
-//! here rather than in a user's download. Issue 19's target is 8,000,000 bytes; the budget is the
+//! is that build's. Its size is deterministic for a given toolchain and lock file (a clean
+//! clone's build matched this checkout's to the byte), so a change that grows it fails here
+//! rather than in a user's download. Issue 19's target is 8,000,000 bytes; the budget is the
 //! measured 7,148,104 plus ~100 KB. It came down from 8,719,184 when `make ship` began building
 //! the library as a cdylib alone: with the rlib that Cargo.toml also names (for the tests) rustc
 //! keeps every public Rust symbol exported through LTO, so nothing was internalised
@@ -17,8 +17,8 @@ use std::time::SystemTime;
 
 const BUDGET_BYTES: u64 = 7_250_000;
 
-/// How far the README's figures may sit from this build's: the checkout path changes a few
-/// hundred bytes, a change to the code changes kilobytes.
+/// How far the README's figures may sit from this build's (a share of the total, ~36 KB): room
+/// for a toolchain's small differences, while a change to what is linked moves them further.
 const README_TOLERANCE: f64 = 0.005;
 
 fn root() -> PathBuf {
