@@ -50,6 +50,10 @@ pub struct Outbox {
     model_id: String,
     /// Set just before the terminal callback: a stream ends once, even after a panic.
     ended: AtomicBool,
+    /// Set once a send carried the first of the answer (a delta or a block's end): until then,
+    /// what this stream sends rouses a dozing worker (`run_queue.rs`), so dozing never delays
+    /// a stream's first token. Only the stream's task sends.
+    first_token_sent: AtomicBool,
     fault: Fault,
 }
 
@@ -73,6 +77,7 @@ impl Outbox {
             live,
             model_id,
             ended: AtomicBool::new(false),
+            first_token_sent: AtomicBool::new(false),
             fault,
         })
     }
@@ -153,9 +158,16 @@ impl Drop for Finished<'_> {
 
 impl Outlet for Outbox {
     fn send(self: &Arc<Self>, events: &mut Vec<Event>) -> bool {
+        let first = !self.first_token_sent.load(Ordering::Relaxed);
+        if first && events.iter().any(carries_answer) {
+            self.first_token_sent.store(true, Ordering::Relaxed);
+        }
         let sent = self.state.send(events);
+        // A full queue stops the task reading the network: a doze must not hold it up too.
         if sent.claimed {
-            self.pool.schedule(self.clone());
+            self.pool.schedule(self.clone(), first || !sent.room);
+        } else if !sent.room {
+            self.pool.rouse();
         }
         sent.room
     }
@@ -178,13 +190,20 @@ impl Outlet for Outbox {
 
     fn finish(self: &Arc<Self>, terminal: Event) {
         if self.state.finish(terminal) {
-            self.pool.schedule(self.clone());
+            // An answer that ends before its first token (an error, mostly) is its first token.
+            self.pool.schedule(self.clone(), !self.first_token_sent.load(Ordering::Relaxed));
         }
     }
 
     fn fault(&self) -> Fault {
         self.fault
     }
+}
+
+/// Whether the host learns something of the answer from `event`: anything but the stream's
+/// `start` and a block's `*_start` (which carry nothing the model said).
+fn carries_answer(event: &Event) -> bool {
+    !matches!(event, Event::Start { .. } | Event::TextStart { .. } | Event::ThinkingStart { .. } | Event::ToolcallStart { .. })
 }
 
 /// The end of a cancelled stream: its final message as far as the host was shown it (`failure`

@@ -38,7 +38,8 @@ const EXTRA_IDLE: Duration = Duration::from_secs(1);
 /// How long a worker whose work keeps arriving dozes before it looks again, instead of waiting
 /// to be woken (`run_queue.rs`): the most delay this adds to one event. 1 ms is invisible next
 /// to a model's 10–20 ms between tokens, and at 800 real-pace streams it turns ~60 wake-ups
-/// into one.
+/// into one. What cannot wait (a stream's first token, a stream held up by its full queue)
+/// rouses a dozer instead (`outbox.rs`).
 const DOZE: Duration = Duration::from_millis(1);
 /// A worker dozes when its last wait for work was shorter than this (work arrives often enough
 /// that a doze finds some); one stream at a model's pace never dozes, so it pays no extra
@@ -103,14 +104,20 @@ impl Pool {
         pool
     }
 
-    /// Puts a stream whose token the caller holds on the run queue. Called on plugin threads only
-    /// (telling the watchdog wakes a tokio task).
-    pub fn schedule(self: &Arc<Self>, outbox: Arc<Outbox>) {
-        match self.queue.schedule(outbox) {
+    /// Puts a stream whose token the caller holds on the run queue; `urgent`: it should not wait
+    /// for a dozing worker's doze to end. Called on plugin threads only (telling the watchdog
+    /// wakes a tokio task).
+    pub fn schedule(self: &Arc<Self>, outbox: Arc<Outbox>, urgent: bool) {
+        match self.queue.schedule(outbox, urgent) {
             Scheduled::StartWorker => self.start_worker(),
             Scheduled::TellWatchdog => self.help.notify_one(),
-            Scheduled::Covered | Scheduled::Woken | Scheduled::Queued => {}
+            Scheduled::Covered | Scheduled::Woken | Scheduled::Roused | Scheduled::Queued => {}
         }
+    }
+
+    /// A queued stream's work became urgent: a dozing worker takes it now.
+    pub fn rouse(&self) {
+        self.queue.rouse();
     }
 
     /// Starts a worker the run queue has already counted (reserved).
@@ -233,5 +240,58 @@ async fn watchdog(pool: Arc<Pool>) {
                 Watch::Keep => tokio::time::sleep(next_look).await,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::run_queue::{RunQueue, Scheduled};
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    /// A doze long enough that a worker still asleep after `ROUSED_WITHIN` was not roused.
+    const LONG_DOZE: Duration = Duration::from_secs(120);
+    const ROUSED_WITHIN: Duration = Duration::from_secs(30);
+
+    /// The loom models end a doze at any point; this is the std side they cannot check: an
+    /// urgent item and a `rouse` really end a doze, and an ordinary item does not.
+    #[test]
+    fn urgent_work_ends_a_doze_and_other_work_does_not() {
+        let q = Arc::new(RunQueue::new(1, 1));
+        assert_eq!(q.schedule(0u32, false), Scheduled::StartWorker);
+        let (taken, got) = mpsc::channel();
+        let worker = {
+            let q = q.clone();
+            thread::spawn(move || {
+                assert_eq!(q.next(true, super::EXTRA_IDLE, None).0, Some(0));
+                // Back from a callback, with nothing queued: this worker dozes.
+                while let (Some(item), _) = q.next(false, super::EXTRA_IDLE, Some(LONG_DOZE)) {
+                    taken.send(item).unwrap();
+                }
+            })
+        };
+        // Each item goes in once the worker dozes (until then it would be woken, not roused).
+        let when_dozing = |item: u32, urgent: bool| loop {
+            match q.schedule(item, urgent) {
+                Scheduled::Roused | Scheduled::Covered => return,
+                _ => {
+                    assert_eq!(got.recv_timeout(ROUSED_WITHIN), Ok(item), "woken, not dozing yet");
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        when_dozing(1, true);
+        assert_eq!(got.recv_timeout(ROUSED_WITHIN), Ok(1), "an urgent item did not end the doze");
+
+        when_dozing(2, false);
+        assert_eq!(got.recv_timeout(Duration::from_millis(300)), Err(mpsc::RecvTimeoutError::Timeout), "an ordinary item ended the doze");
+        q.rouse();
+        assert_eq!(got.recv_timeout(ROUSED_WITHIN), Ok(2), "a rouse did not end the doze");
+
+        // Closing ends a doze too: the worker leaves now, not in two minutes.
+        q.close();
+        worker.join().unwrap();
     }
 }

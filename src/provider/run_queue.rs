@@ -6,7 +6,9 @@
 //! Workers are in one of four states:
 //! - **available**: waiting for work, promised to nobody;
 //! - **dozing**: asleep for one short `doze`, after which it looks at the queue again without
-//!   being woken — so while one dozes, producers wake nobody;
+//!   being woken — so while one dozes, producers wake nobody, unless their work is urgent: then
+//!   one dozer is **roused** (its doze ends now; `rousing` counts the dozers asked to, never
+//!   more than doze);
 //! - **reserved**: promised to queued work — woken for it, or being started for it — and not yet
 //!   running it;
 //! - **busy**: running a delivery pass (possibly blocked in a host callback for a long time).
@@ -14,22 +16,30 @@
 //! Why dozing: at a model's real pace every token is its own delivery, and waking a worker for
 //! each one (a futex wake and two context switches) cost more than the delivery itself. A
 //! worker whose work keeps arriving dozes instead of waiting, and takes what came meanwhile in
-//! one wake-up; the price is at most one `doze` of added delay per event. The worker decides
-//! when to doze (`pool.rs`); this file keeps the promise below whichever it chooses.
+//! one wake-up; the price is at most one `doze` of added delay per event. Where that price is
+//! not worth paying, the producer says its work is urgent (a stream's first token; a stream
+//! whose queue is full and that stopped reading the network): a rouse costs the wake-up a doze
+//! saves, and only those events pay it. The worker decides when to doze (`pool.rs`) and the
+//! producer what is urgent (`outbox.rs`); this file keeps the promise below whichever they
+//! choose. A rouse is a shortcut, never a promise: a doze ends on its own anyway.
 //!
 //! Transitions:
-//! - `schedule(item)`: the item joins the queue; if no worker dozes and the queue now holds more
-//!   items than reserved workers, one available worker becomes reserved and is woken; with none
-//!   available a worker is started (reserved) while there are fewer than `core`; otherwise the
-//!   watchdog is told.
+//! - `schedule(item, urgent)`: the item joins the queue; if a worker dozes, an urgent item
+//!   rouses one not yet roused; if none dozes and the queue now holds more items than reserved
+//!   workers, one available worker becomes reserved and is woken; with none available a worker
+//!   is started (reserved) while there are fewer than `core`; otherwise the watchdog is told.
+//! - `rouse`: queued work became urgent (its stream's queue filled up): with work queued, a
+//!   dozer not yet roused is roused.
 //! - `next`: a reserved or busy worker takes the oldest item (becomes busy); with none it dozes
 //!   (if asked to) and looks again, then becomes available and waits; with none and closing it
-//!   leaves. A dozing worker that wakes to find work takes the oldest; if it was the last one
+//!   leaves. A dozing worker wakes when its doze is over or it is roused (it takes one rouse with
+//!   it either way); if it finds work, it takes the oldest; if it was the last one
 //!   dozing, the items behind it are covered again as `schedule` covers one (its caller starts
 //!   the workers or tells the watchdog, as `Behind` says).
 //! - `watch(stuck)`: the watchdog starts a worker (reserved) when work waits uncovered and every
 //!   worker is stuck in a host callback; it stands down once every queued item is covered.
-//! - `close`: no worker is started any more; workers deliver what is queued, then leave.
+//! - `close`: no worker is started any more; dozes end; workers deliver what is queued, then
+//!   leave.
 //!
 //! The invariant the model checks: unless closing, every queued item is covered — by a reserved
 //! worker, a dozing one, or the watchdog watching. So work never waits for a busy worker to come
@@ -46,6 +56,8 @@ pub enum Scheduled {
     Covered,
     /// An available worker was reserved for it and woken.
     Woken,
+    /// Urgent: a dozing worker was roused (it looks at the queue now).
+    Roused,
     /// Start a worker (already counted as reserved): call `next(true, ..)` on it first.
     StartWorker,
     /// Wake the watchdog: work waits and every worker is busy.
@@ -79,6 +91,8 @@ struct State<T> {
     workers: usize,
     available: usize,
     dozing: usize,
+    /// Dozers asked to wake now that have not yet woken (at most `dozing`).
+    rousing: usize,
     reserved: usize,
     /// Reservations made for available workers that no waiting worker has claimed yet.
     signalled: usize,
@@ -89,6 +103,8 @@ struct State<T> {
 pub struct RunQueue<T> {
     state: Mutex<State<T>>,
     work: Condvar,
+    /// Where dozers sleep: a rouse wakes one of them, and never an available worker.
+    dozers: Condvar,
     core: usize,
     max: usize,
 }
@@ -101,32 +117,59 @@ impl<T> RunQueue<T> {
                 workers: 0,
                 available: 0,
                 dozing: 0,
+                rousing: 0,
                 reserved: 0,
                 signalled: 0,
                 watching: false,
                 closing: false,
             }),
             work: Condvar::new(),
+            dozers: Condvar::new(),
             core,
             max,
         }
     }
 
-    /// Queues `item` (whose stream token the caller holds) and says what the caller must do.
-    pub fn schedule(&self, item: T) -> Scheduled {
+    /// Queues `item` (whose stream token the caller holds) and says what the caller must do;
+    /// `urgent`: the item should not wait for a doze to end.
+    pub fn schedule(&self, item: T, urgent: bool) -> Scheduled {
         let mut s = lock(&self.state);
         s.queue.push_back(item);
-        let verdict = self.cover(&mut s);
+        let verdict = self.cover(&mut s, urgent);
         drop(s);
-        if verdict == Scheduled::Woken {
-            self.work.notify_one();
+        match verdict {
+            Scheduled::Woken => self.work.notify_one(),
+            Scheduled::Roused => self.dozers.notify_one(),
+            _ => {}
         }
         verdict
     }
 
+    /// Queued work became urgent: a dozer looks now instead of at the end of its doze.
+    pub fn rouse(&self) {
+        let mut s = lock(&self.state);
+        let roused = !s.queue.is_empty() && Self::rouse_one(&mut s);
+        drop(s);
+        if roused {
+            self.dozers.notify_one();
+        }
+    }
+
+    /// Asks one more dozer to wake now, if one is left to ask.
+    fn rouse_one(s: &mut State<T>) -> bool {
+        let can = s.dozing > s.rousing;
+        if can {
+            s.rousing += 1;
+        }
+        can
+    }
+
     /// Makes sure the newest queued item is covered.
-    fn cover(&self, s: &mut State<T>) -> Scheduled {
-        if s.dozing > 0 || s.queue.len() <= s.reserved {
+    fn cover(&self, s: &mut State<T>, urgent: bool) -> Scheduled {
+        if s.dozing > 0 {
+            return if urgent && Self::rouse_one(s) { Scheduled::Roused } else { Scheduled::Covered };
+        }
+        if s.queue.len() <= s.reserved {
             return Scheduled::Covered;
         }
         if s.available > 0 {
@@ -160,10 +203,10 @@ impl<T> RunQueue<T> {
         }
         if let Some(d) = doze_for.filter(|_| s.queue.is_empty() && !s.closing) {
             s.dozing += 1;
-            drop(s);
-            doze(d);
-            s = lock(&self.state);
+            s = doze(&self.state, &self.dozers, s, d, |s| s.rousing > 0 || s.closing);
             s.dozing -= 1;
+            // Roused or not, this dozer is awake: one rouse is spent (keeps `rousing <= dozing`).
+            s.rousing = s.rousing.saturating_sub(1);
             if let Some(item) = s.queue.pop_front() {
                 let behind = self.cover_behind(&mut s);
                 return (Some(item), behind);
@@ -179,11 +222,11 @@ impl<T> RunQueue<T> {
         let mut woken = 0;
         // Each step covers one more item; once the watchdog watches, the rest answer `Queued`.
         loop {
-            match self.cover(s) {
+            match self.cover(s, false) {
                 Scheduled::Woken => woken += 1,
                 Scheduled::StartWorker => behind.start_workers += 1,
                 Scheduled::TellWatchdog => behind.tell_watchdog = true,
-                Scheduled::Covered | Scheduled::Queued => break,
+                Scheduled::Covered | Scheduled::Roused | Scheduled::Queued => break,
             }
         }
         for _ in 0..woken {
@@ -261,6 +304,7 @@ impl<T> RunQueue<T> {
     pub fn close(&self) {
         lock(&self.state).closing = true;
         self.work.notify_all();
+        self.dozers.notify_all();
     }
 
     /// Takes what is queued (after the workers left): for a caller that delivers it itself.
@@ -279,6 +323,7 @@ impl<T> RunQueue<T> {
     #[allow(dead_code)]
     pub fn coverage(&self) -> (usize, bool) {
         let s = lock(&self.state);
+        assert!(s.rousing <= s.dozing, "more dozers roused than doze");
         (s.queue.len(), s.closing || s.watching || s.dozing > 0 || s.queue.len() <= s.reserved)
     }
 }

@@ -11,10 +11,11 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A dozing worker's sleep (`run_queue.rs`). The loom model replaces it with a yield: a doze
-/// ends at any point of the other threads' progress.
-pub fn doze(d: std::time::Duration) {
-    std::thread::sleep(d);
+/// A dozing worker's sleep (`run_queue.rs`): `d` at most, ended early once `roused` holds (the
+/// guard is released meanwhile). The loom model replaces it with a yield: a doze ends at any
+/// point of the other threads' progress, which covers both ways of ending it.
+pub fn doze<'a, T>(_: &'a Mutex<T>, cv: &Condvar, guard: MutexGuard<'a, T>, d: std::time::Duration, mut roused: impl FnMut(&mut T) -> bool) -> MutexGuard<'a, T> {
+    cv.wait_timeout_while(guard, d, |s| !roused(s)).unwrap_or_else(|p| p.into_inner()).0
 }
 
 /// Waits on `cv` while `busy` holds, until `deadline` (None: as long as it takes). Returns the

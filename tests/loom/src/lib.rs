@@ -9,9 +9,12 @@ pub mod sync {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// loom has no clock: a doze ends after the other threads made any progress at all.
-    pub fn doze(_: std::time::Duration) {
+    /// loom has no clock (its `wait_timeout` never times out): a doze ends after the other
+    /// threads made any progress at all, roused or not.
+    pub fn doze<'a, T>(m: &'a Mutex<T>, _: &Condvar, guard: MutexGuard<'a, T>, _: std::time::Duration, _: impl FnMut(&mut T) -> bool) -> MutexGuard<'a, T> {
+        drop(guard);
         loom::thread::yield_now();
+        lock(m)
     }
 }
 

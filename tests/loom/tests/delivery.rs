@@ -48,18 +48,47 @@ fn model_bounded(bound: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
 trait Queue: Send + Sync + 'static {
     fn schedule(&self, item: u32) -> Scheduled;
     fn next(&self, reserved: bool) -> Option<u32>;
+    /// `next` for a worker back from a callback, dozing first (what it owes behind is dropped:
+    /// in these models a worker that takes a stream never comes back).
+    fn next_dozing(&self) -> Option<u32> {
+        unimplemented!("the protocol before the fix had no dozing")
+    }
     fn coverage(&self) -> (usize, bool);
 }
 
 impl Queue for RunQueue<u32> {
     fn schedule(&self, item: u32) -> Scheduled {
-        RunQueue::schedule(self, item)
+        RunQueue::schedule(self, item, false)
     }
     fn next(&self, reserved: bool) -> Option<u32> {
         next(self, reserved)
     }
+    fn next_dozing(&self) -> Option<u32> {
+        RunQueue::next(self, false, LINGER, DOZE).0
+    }
     fn coverage(&self) -> (usize, bool) {
         RunQueue::coverage(self)
+    }
+}
+
+/// The run queue with every item urgent, each followed by a `rouse` (as a full stream's next
+/// send does): rousing must not change who covers what.
+struct Urgent(RunQueue<u32>);
+
+impl Queue for Urgent {
+    fn schedule(&self, item: u32) -> Scheduled {
+        let verdict = self.0.schedule(item, true);
+        self.0.rouse();
+        verdict
+    }
+    fn next(&self, reserved: bool) -> Option<u32> {
+        next(&self.0, reserved)
+    }
+    fn next_dozing(&self) -> Option<u32> {
+        self.0.next_dozing()
+    }
+    fn coverage(&self) -> (usize, bool) {
+        self.0.coverage()
     }
 }
 
@@ -124,17 +153,31 @@ fn a_runnable_stream_never_waits_for_a_blocked_worker() {
 /// `cover_behind` returning at once, this model fails.)
 #[test]
 fn a_stream_queued_while_workers_doze_never_waits_for_a_blocked_worker() {
-    model_bounded(DOZE_BOUND, || {
-        let q = Arc::new(RunQueue::new(2, 8));
-        assert_eq!(q.schedule(0), Scheduled::StartWorker);
-        assert_eq!(q.schedule(1), Scheduled::StartWorker);
+    dozing_model(|q| q);
+}
+
+/// The same with every stream urgent: producers rouse the dozers (the loom doze ends at any
+/// point, roused or not), and rousing never takes the place of covering.
+#[test]
+fn a_stream_queued_urgently_while_workers_doze_never_waits_for_a_blocked_worker() {
+    dozing_model(Urgent);
+}
+
+/// Two core workers, both back from a first callback, doze while three streams arrive through
+/// `wrap(queue)`.
+fn dozing_model<Q: Queue>(wrap: fn(RunQueue<u32>) -> Q) {
+    model_bounded(DOZE_BOUND, move || {
+        let q = RunQueue::new(2, 8);
+        assert_eq!(q.schedule(0, false), Scheduled::StartWorker);
+        assert_eq!(q.schedule(1, false), Scheduled::StartWorker);
         assert_eq!(next(&q, true), Some(0));
         assert_eq!(next(&q, true), Some(1));
+        let q = Arc::new(wrap(q));
         let workers: Vec<_> = (0..2)
             .map(|_| {
                 let q = q.clone();
                 // The stream this worker takes blocks its callback for good: it never comes back.
-                thread::spawn(move || vec![q.next(false, LINGER, DOZE).0.expect("work arrives")])
+                thread::spawn(move || vec![q.next_dozing().expect("work arrives")])
             })
             .collect();
         three_streams_arrive_and_the_last_is_covered(&q, workers);
@@ -155,14 +198,14 @@ fn the_model_catches_the_lost_wake_up_of_the_old_protocol() {
 fn the_watchdog_starts_a_worker_past_stuck_ones_and_stands_down() {
     model(|| {
         let q = Arc::new(RunQueue::new(2, 8));
-        assert_eq!(q.schedule(0), Scheduled::StartWorker);
-        assert_eq!(q.schedule(1), Scheduled::StartWorker);
+        assert_eq!(q.schedule(0, false), Scheduled::StartWorker);
+        assert_eq!(q.schedule(1, false), Scheduled::StartWorker);
         assert_eq!(next(&q, true), Some(0));
         assert_eq!(next(&q, true), Some(1));
         // Both workers are now stuck in callbacks.
         let producer = {
             let q = q.clone();
-            thread::spawn(move || q.schedule(2))
+            thread::spawn(move || q.schedule(2, false))
         };
         let watchdog = {
             let q = q.clone();
@@ -198,7 +241,7 @@ fn the_watchdog_starts_a_worker_past_stuck_ones_and_stands_down() {
 fn close_model(doze: Option<Duration>) {
     model(move || {
         let q = Arc::new(RunQueue::new(1, 4));
-        assert_eq!(q.schedule(0), Scheduled::StartWorker);
+        assert_eq!(q.schedule(0, false), Scheduled::StartWorker);
         let worker = {
             let q = q.clone();
             thread::spawn(move || {
@@ -212,8 +255,8 @@ fn close_model(doze: Option<Duration>) {
         let producer = {
             let q = q.clone();
             thread::spawn(move || {
-                q.schedule(1);
-                q.schedule(2);
+                q.schedule(1, false);
+                q.schedule(2, false);
             })
         };
         producer.join().unwrap();
@@ -272,7 +315,7 @@ fn a_stream_delivers_every_event_once_in_order_then_its_end() {
         let outbox = Arc::new(OutboxState::<u32>::new(1));
         let room = Arc::new(Notify::default());
         let q = Arc::new(RunQueue::new(1, 4));
-        assert_eq!(q.schedule(Item::Start), Scheduled::StartWorker);
+        assert_eq!(q.schedule(Item::Start, false), Scheduled::StartWorker);
         let worker = {
             let (q, outbox, room) = (q.clone(), outbox.clone(), room.clone());
             thread::spawn(move || {
@@ -303,7 +346,7 @@ fn a_stream_delivers_every_event_once_in_order_then_its_end() {
         for event in [1, 2] {
             let sent = outbox.send(&mut vec![event]);
             if sent.claimed {
-                q.schedule(Item::Stream);
+                q.schedule(Item::Stream, false);
             }
             if !sent.room {
                 while !outbox.has_room() {
@@ -312,7 +355,7 @@ fn a_stream_delivers_every_event_once_in_order_then_its_end() {
             }
         }
         if outbox.finish(99) {
-            q.schedule(Item::Stream);
+            q.schedule(Item::Stream, false);
         }
         assert!(!outbox.finish(100), "a second end is ignored");
         let delivered = worker.join().unwrap();
