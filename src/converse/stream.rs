@@ -205,16 +205,16 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
     let output = Box::pin(connect(clients, profile_bases, request, run, outlet)).await?;
     let request_id = output.request_id().map(str::to_string);
     let mut stream = output.stream;
-    // One registration each for the stream's life, polled only when the task is about to wait:
-    // the per-event path touches no timer and no waiter list, and a wait moves no timer.
+    // One registration each for the stream's life, touched only when the task is about to wait
+    // (`Wait`): the per-event path touches no timer and no waiter list.
     let mut cancel = std::pin::pin!(outlet.cancelled().notified());
     cancel.as_mut().enable();
-    let idle_timer = tokio::time::sleep(idle);
-    let mut idle_timer = std::pin::pin!(idle_timer);
+    let idle_timer = std::pin::pin!(tokio::time::sleep(idle));
     // Grown as needed: at a model's pace a stream queues an event or two at a time, and this
     // buffer circulates with the outbox's two (swapped, not copied), so a preallocated batch
     // would sit in every open stream.
     let mut pending = Vec::new();
+    let mut wait = Wait { cancel_armed: false, idle, idle_timer };
     loop {
         if outlet.cancel_requested() {
             return Err(cancelled());
@@ -225,26 +225,11 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
                 Some(item) => item,
                 None => {
                     // Nothing more without waiting for the network: deliver what we have first.
-                    if !hold {
-                        hand_over(outlet, &mut pending, cancel.as_mut()).await?;
-                    }
-                    // The timer is not moved at every wait (a trip through the timer wheel per
-                    // token): when it fires, it is moved on to this wait's own deadline, and
-                    // only a wait that reached it times out.
-                    let due = tokio::time::Instant::now() + idle;
-                    loop {
-                        tokio::select! {
-                            biased;
-                            _ = cancel.as_mut() => return Err(cancelled()),
-                            _ = idle_timer.as_mut() => {
-                                if tokio::time::Instant::now() >= due {
-                                    return Err(idle_timeout(idle.as_millis()));
-                                }
-                                idle_timer.as_mut().reset(due);
-                            }
-                            item = next.as_mut() => break item,
-                        }
-                    }
+                    let waited = !hold && hand_over(outlet, &mut pending, cancel.as_mut()).await?;
+                    // `next` has just been polled with this task's waker and said it would wait;
+                    // unless the hand-over waited too (a wake-up from `next` may have come and
+                    // gone meanwhile), polling it again before that wake-up finds nothing.
+                    wait.next(next.as_mut(), !waited, outlet.as_ref(), cancel.as_mut()).await?
                 }
             }
         };
@@ -257,7 +242,7 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
             }
             // Held output goes out once the answer is known to be whole and not refused.
             Ok(None) if hold && !run.translator.ends_well() => return Ok(()),
-            Ok(None) => return hand_over(outlet, &mut pending, cancel.as_mut()).await,
+            Ok(None) => return hand_over(outlet, &mut pending, cancel.as_mut()).await.map(drop),
             Ok(Some(event)) => event,
         };
         run.translator.on(event, &mut pending);
@@ -288,9 +273,10 @@ async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
 }
 
 /// Sends `pending` to the outlet and, when its queue is full, waits for room (or a cancel).
-async fn hand_over<O: Outlet>(outlet: &Arc<O>, pending: &mut Vec<Event>, mut cancel: Pin<&mut Notified<'_>>) -> Result<()> {
+/// True when it waited.
+async fn hand_over<O: Outlet>(outlet: &Arc<O>, pending: &mut Vec<Event>, mut cancel: Pin<&mut Notified<'_>>) -> Result<bool> {
     if pending.is_empty() || outlet.send(pending) {
-        return Ok(());
+        return Ok(false);
     }
     while !outlet.has_room() {
         tokio::select! {
@@ -299,5 +285,47 @@ async fn hand_over<O: Outlet>(outlet: &Arc<O>, pending: &mut Vec<Event>, mut can
             _ = outlet.room().notified() => {}
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+/// A stream's waits for the network, under its cancel and idle timeout. At a model's pace a
+/// stream waits once per token, so a wait touches as little as it can: the cancel signal is
+/// polled once for the stream's life (its waker stays registered, and a cancel sets the flag
+/// before it notifies), and the idle timer is not moved at every wait (a trip through the timer
+/// wheel per token): when it fires, it is moved on to this wait's own deadline, and only a wait
+/// that reached it times out.
+struct Wait<'a> {
+    cancel_armed: bool,
+    idle: std::time::Duration,
+    idle_timer: Pin<&'a mut tokio::time::Sleep>,
+}
+
+impl Wait<'_> {
+    /// The next item of `next`; `just_polled`: `next` was polled with this task's waker since
+    /// it last woke the task, so the first look leaves it alone.
+    async fn next<F: Future, O: Outlet>(&mut self, mut next: Pin<&mut F>, just_polled: bool, outlet: &O, mut cancel: Pin<&mut Notified<'_>>) -> Result<F::Output> {
+        let mut skip = just_polled;
+        let due = tokio::time::Instant::now() + self.idle;
+        std::future::poll_fn(|cx| {
+            if !self.cancel_armed {
+                if cancel.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(cancelled()));
+                }
+                self.cancel_armed = true;
+            } else if outlet.cancel_requested() {
+                return Poll::Ready(Err(cancelled()));
+            }
+            while self.idle_timer.as_mut().poll(cx).is_ready() {
+                if tokio::time::Instant::now() >= due {
+                    return Poll::Ready(Err(idle_timeout(self.idle.as_millis())));
+                }
+                self.idle_timer.as_mut().reset(due);
+            }
+            if std::mem::take(&mut skip) {
+                return Poll::Pending;
+            }
+            next.as_mut().poll(cx).map(Ok)
+        })
+        .await
+    }
 }
