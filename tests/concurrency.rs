@@ -140,9 +140,11 @@ fn three_streams_with_blocked_callbacks_are_all_served_promptly() {
 }
 
 /// The same meeting while the core workers doze (issue #19: a worker whose work keeps
-/// arriving sleeps 1 ms and looks again, and producers wake nobody meanwhile). Background
-/// streams deliver a delta about every millisecond until about when the three meeting streams'
-/// first deltas arrive, so they arrive during a doze; two workers take two of them and block.
+/// arriving sleeps 1 ms and looks again, and producers wake nobody meanwhile). Eight
+/// background streams each deliver a delta about every millisecond (a worker's waits fall well
+/// under the 300 µs below which it starts dozing, and its dozes find several) until about when
+/// the three meeting streams' first deltas arrive, so they arrive during a doze; two workers
+/// take two of them and block.
 /// The third must still be served. Which worker covers it varies from run to run (a sleeping
 /// one woken, the watchdog already watching, a lingering extra worker); the hand-over of a
 /// worker that wakes from the last doze is pinned by the loom model
@@ -158,7 +160,7 @@ fn three_streams_with_blocked_callbacks_are_served_while_workers_doze() {
     for t in 0..TRIALS {
         // Their callbacks share a host thread that never stalls here.
         let busy = Arc::new(SharedHostThread { lock: Mutex::new(()), events: AtomicUsize::new(0), ended: AtomicUsize::new(0) });
-        const BUSY: usize = 4;
+        const BUSY: usize = 8;
         // Ends between 20 and 39 ms from now: around the meeting's first deltas (30 ms).
         let prompt = format!("emulator: chunks={} delay_ms=1", 20 + t);
         for _ in 0..BUSY {

@@ -41,10 +41,11 @@ const EXTRA_IDLE: Duration = Duration::from_secs(1);
 /// into one. What cannot wait (a stream's first token, a stream held up by its full queue)
 /// rouses a dozer instead (`outbox.rs`).
 const DOZE: Duration = Duration::from_millis(1);
-/// A worker dozes when its last wait for work was shorter than this (work arrives often enough
-/// that a doze finds some); one stream at a model's pace never dozes, so it pays no extra
-/// wake-up per token.
-const DOZE_WHEN: Duration = Duration::from_millis(2);
+/// A worker starts dozing when its last wait for work was shorter than this (work arrives often
+/// enough that a doze would find several items), and goes on dozing while each doze finds two
+/// or more. Below that a doze costs a timer wake-up for one token or none, more than the
+/// wake-up it saves: a few streams, or one at a model's pace, never doze.
+const DOZE_WHEN: Duration = Duration::from_micros(300);
 /// How often the watchdog looks while work waits and no callback is running (workers are
 /// between callbacks: they will come back on their own).
 const LOOK_EVERY: Duration = Duration::from_millis(2);
@@ -158,7 +159,10 @@ impl Pool {
         let asked = Instant::now();
         let (item, behind) = self.queue.next(reserved, EXTRA_IDLE, doze.then_some(DOZE));
         self.cover_behind(behind);
-        *doze = asked.elapsed() < DOZE_WHEN;
+        *doze = match behind.found {
+            0 => asked.elapsed() < DOZE_WHEN,
+            found => found >= 2,
+        };
         item
     }
 

@@ -66,13 +66,17 @@ pub enum Scheduled {
     Queued,
 }
 
-/// What a worker that woke from a doze owes the items queued behind the one it took.
+/// What a worker that woke from a doze owes the items queued behind the one it took, and what
+/// its doze found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Behind {
     /// Workers to start (already counted as reserved).
     pub start_workers: usize,
     /// Wake the watchdog.
     pub tell_watchdog: bool,
+    /// Items waiting when the doze ended, the one taken among them (0: no doze, or it found
+    /// nothing): whether dozing gathers work is the worker's to judge (`pool.rs`).
+    pub found: usize,
 }
 
 /// The watchdog's verdict at one look.
@@ -207,9 +211,10 @@ impl<T> RunQueue<T> {
             s.dozing -= 1;
             // Roused or not, this dozer is awake: one rouse is spent (keeps `rousing <= dozing`).
             s.rousing = s.rousing.saturating_sub(1);
+            let found = s.queue.len();
             if let Some(item) = s.queue.pop_front() {
                 let behind = self.cover_behind(&mut s);
-                return (Some(item), behind);
+                return (Some(item), Behind { found, ..behind });
             }
         }
         (self.wait_next(s, linger), Behind::default())
