@@ -13,7 +13,8 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A dozing worker's sleep (`run_queue.rs`): `d` at most, ended early once `roused` holds (the
 /// guard is released meanwhile). The loom model replaces it with a yield: a doze ends at any
-/// point of the other threads' progress, which covers both ways of ending it.
+/// point of the other threads' progress, which covers both ways of ending it. The mutex is
+/// unused here; the model needs it to release the guard and take the lock again itself.
 pub fn doze<'a, T>(_: &'a Mutex<T>, cv: &Condvar, guard: MutexGuard<'a, T>, d: std::time::Duration, mut roused: impl FnMut(&mut T) -> bool) -> MutexGuard<'a, T> {
     cv.wait_timeout_while(guard, d, |s| !roused(s)).unwrap_or_else(|p| p.into_inner()).0
 }
