@@ -723,6 +723,19 @@ fn steady_events_outlasting_the_idle_timeout_are_no_timeout() {
 }
 
 #[test]
+fn silence_after_steady_events_outlasting_the_idle_timeout_is_a_timeout_error() {
+    // The timer has fired and been moved on while tokens came (every 150 ms for ~1 s, against a
+    // 400 ms timeout); the silence after them (3 s) must still end the stream as a timeout, not
+    // wait for the next event.
+    let (_e, p) = setup();
+    let events = chat(&p, "emulator: chunks=9 delay_ms=150 stall_at=8 stall_ms=3000", json!({"idleTimeoutMs": 400}));
+    let err = failure(terminal(&events));
+    assert_eq!(err["code"], "timeout", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("400 ms"), "{err}");
+    assert_eq!(text_of(&events), "w0 w1 w2 w3 w4 w5 w6 ", "what came before the silence is delivered");
+}
+
+#[test]
 fn wrong_secret_key_is_rejected_by_signature_check() {
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig { secret_key: "a-different-secret".into(), ..Default::default() });

@@ -8,7 +8,7 @@
 //! redacted one, whose opaque payload is `redacted-emulator-1`), `error=<type>` with
 //! `at=before|mid` and `after=N` (events before a mid-stream exception), `drop=N` (close the
 //! connection after N events), `end=N` (end the body cleanly after N events), `delay_ms=N` (between events), `first_delay_ms=N` (before the first
-//! event, after the response headers), `input_tokens=N`, `cache_read=N`, `cache_write=N`,
+//! event, after the response headers), `stall_ms=N` with `stall_at=K` (a silence of N ms before event K), `input_tokens=N`, `cache_read=N`, `cache_write=N`,
 //! `retry_after_ms=N` (with an error: the wait the answer asks for), `times=N` (the error for
 //! the first N requests with this directive only, then the answer), `html=<status>` (an HTML page
 //! instead of Bedrock's answer), `corrupt=<kind>` (see the field).
@@ -29,6 +29,8 @@ pub struct Scenario {
     pub end_after: Option<usize>,
     pub delay: Duration,
     pub first_delay: Duration,
+    /// `stall_at=K stall_ms=N`: a silence of N ms before event K.
+    pub stall: Option<(usize, Duration)>,
     pub input_tokens: u64,
     pub cache_read: u64,
     pub cache_write: u64,
@@ -152,6 +154,8 @@ pub fn parse(request: &Value, raw_body: &[u8]) -> Scenario {
             "html" => s.html_status = Some(n as u16),
             "delay_ms" => s.delay = Duration::from_millis(n),
             "first_delay_ms" => s.first_delay = Duration::from_millis(n),
+            "stall_at" => s.stall = Some((n as usize, s.stall.map_or(Duration::ZERO, |(_, d)| d))),
+            "stall_ms" => s.stall = Some((s.stall.map_or(0, |(at, _)| at), Duration::from_millis(n))),
             "input_tokens" => s.input_tokens = n,
             "cache_read" => s.cache_read = n,
             "cache_write" => s.cache_write = n,
@@ -363,6 +367,9 @@ pub fn script(s: &Scenario) -> Step {
         }
         if i > 0 && !s.delay.is_zero() {
             frames.push(Frame::Pause(s.delay));
+        }
+        if let Some((_, silence)) = s.stall.filter(|(at, _)| *at == i) {
+            frames.push(Frame::Pause(silence));
         }
         frames.push(Frame::Bytes(e));
     }
