@@ -1,13 +1,14 @@
 /*
  * bedrock_plugin.h — the C ABI of bedrock-plugin, the Amazon Bedrock model provider.
  *
- * This header is the whole contract (ABI version 1.6). Load the plugin with dlopen, check
+ * This header is the whole contract (ABI version 1.7). Load the plugin with dlopen, check
  * bp_abi_version() before anything else, and refuse a plugin whose major version differs; a host
  * that loads more than one copy (hot swap) takes every function from bp_get_api(BP_ABI_VERSION_MAJOR).
  * Minor versions add functions and fields: 1.1 added bp_discover; 1.2 gave the terminal "error"
  * event pi-ai's exact shape (see bp_event_fn), the one change to existing JSON, made so that a
  * pi-ai host reads every event unchanged; 1.3 added bp_get_api; 1.4 added bp_embed;
- * 1.5 added bp_stream_start_batched; 1.6 added bp_set_log_callback.
+ * 1.5 added bp_stream_start_batched; 1.6 added bp_set_log_callback; 1.7 added the mailbox
+ * (bp_mailbox_new, bp_stream_start_mailbox, bp_mailbox_wait, bp_mailbox_close, bp_mailbox_free).
  *
  * Ownership: bp_provider_new -> bp_provider_free; bp_stream_start -> bp_stream_release; every
  * char * the plugin returns -> bp_string_free. Strings are UTF-8 and NUL-terminated. No function
@@ -27,7 +28,7 @@ extern "C" {
 #endif
 
 #define BP_ABI_VERSION_MAJOR 1
-#define BP_ABI_VERSION_MINOR 6
+#define BP_ABI_VERSION_MINOR 7
 /* The most bp_provider_free takes beyond its drain_timeout_ms, whatever the host's callbacks do. */
 #define BP_FREE_GRACE_MS 2000u
 /* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
@@ -51,7 +52,8 @@ typedef enum bp_status {
     BP_ERR_NETWORK = 13,
     BP_ERR_CONTENT_FILTERED = 14,
     BP_ERR_TOO_LARGE = 15,
-    BP_ERR_BUSY = 16              /* bp_provider_free: a callback had not returned; plugin pinned */
+    BP_ERR_BUSY = 16              /* bp_provider_free: a callback had not returned; plugin pinned;
+                                     bp_mailbox_wait: another wait on the mailbox is under way */
 } bp_status;
 
 typedef struct bp_provider bp_provider;
@@ -200,7 +202,54 @@ typedef void (*bp_log_fn)(void *user_data, uint32_t level, const char *target, c
 int32_t bp_set_log_callback(uint32_t level, bp_log_fn on_record, void *user_data);
 
 /*
- * Every function of one loaded copy of the plugin (ABI 1.6). Fields are only ever appended:
+ * A mailbox (ABI 1.7): the events of many streams gathered for a host that takes them on a thread
+ * of its own (an event loop, a koffi or ctypes worker) instead of being called on plugin threads;
+ * one wake-up of the host per take instead of one callback per stream per delivery. No host code
+ * ever runs on a plugin thread for a mailbox stream. A mailbox belongs to no provider: streams of
+ * every provider of this loaded copy may file into one, and what they filed can still be taken
+ * after their provider was freed.
+ */
+typedef struct bp_mailbox bp_mailbox;
+
+/*
+ * A new, open mailbox; *out owns it until bp_mailbox_free. capacity_bytes: how much it holds
+ * before the plugin waits for the host to take (0: 8 MiB); a stream whose events wait stops
+ * reading the network, as behind a callback that blocks. A terminal event never waits.
+ */
+int32_t bp_mailbox_new(uint32_t capacity_bytes, bp_mailbox **out);
+
+/*
+ * As bp_stream_start_batched, but the stream's events are filed into mailbox, each one line:
+ *   {"stream":<tag>, <the event's members, as bp_event_fn receives them>}\n
+ * so one JSON parse per line gives the tag and the event (keep tags below 2^53 for JavaScript
+ * hosts). Per stream the lines keep their order and end with exactly one terminal event, which
+ * counts as delivered (for bp_provider_free's drain) once filed. Cancel with bp_stream_cancel: a
+ * cancelled stream's later events are dropped and it ends with error/aborted.
+ */
+int32_t bp_stream_start_mailbox(bp_provider *provider, const char *request_json, bp_mailbox *mailbox,
+                                uint64_t tag, bp_stream **out, char **err_json);
+
+/*
+ * Takes every event filed, waiting up to timeout_ms for the first. On BP_OK, *events_ndjson holds
+ * *count lines (0 when the time ran out), *len bytes without its NUL; it is valid until the next
+ * bp_mailbox_wait on this mailbox or its bp_mailbox_free. BP_ERR_SHUTTING_DOWN once the mailbox is
+ * closed and everything was taken; BP_ERR_BUSY while another wait on it is under way (one taker
+ * at a time); BP_ERR_INVALID_ARGUMENT for a NULL argument or a call from inside an event callback.
+ */
+int32_t bp_mailbox_wait(bp_mailbox *mailbox, uint32_t timeout_ms, const char **events_ndjson,
+                        size_t *len, size_t *count);
+
+/* Closes a mailbox: a wait under way returns, what was filed can still be taken, what streams
+ * file from now on is dropped. Idempotent, any thread; NULL is ignored. */
+void bp_mailbox_close(bp_mailbox *mailbox);
+
+/* Closes the mailbox and releases the host's handle; streams still filing drop their events.
+ * No bp_mailbox_wait on it may be under way (close it and let the wait return first). Free every
+ * mailbox before dlclose. NULL is ignored. */
+void bp_mailbox_free(bp_mailbox *mailbox);
+
+/*
+ * Every function of one loaded copy of the plugin (ABI 1.7). Fields are only ever appended:
  * a field lies beyond a copy's table when offsetof(bp_api, field) >= size, and must then not be
  * read. The functions behave exactly as the exports of the same name.
  */
@@ -220,6 +269,13 @@ typedef struct bp_api {
     int32_t (*stream_start_batched)(bp_provider *provider, const char *request_json, bp_events_fn on_events,
                                     void *user_data, bp_stream **out, char **err_json); /* 1.5 */
     int32_t (*set_log_callback)(uint32_t level, bp_log_fn on_record, void *user_data); /* 1.6 */
+    int32_t (*mailbox_new)(uint32_t capacity_bytes, bp_mailbox **out); /* 1.7, and the four below */
+    int32_t (*stream_start_mailbox)(bp_provider *provider, const char *request_json, bp_mailbox *mailbox,
+                                    uint64_t tag, bp_stream **out, char **err_json);
+    int32_t (*mailbox_wait)(bp_mailbox *mailbox, uint32_t timeout_ms, const char **events_ndjson,
+                            size_t *len, size_t *count);
+    void (*mailbox_close)(bp_mailbox *mailbox);
+    void (*mailbox_free)(bp_mailbox *mailbox);
 } bp_api;
 
 /*

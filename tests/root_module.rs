@@ -15,9 +15,9 @@ fn a_rust_host_streams_through_the_layout_checked_module() {
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig::default());
     let module = PluginModuleRef::load_from_file(&plugin_path()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((module.abi_version())(), (1 << 16) | 6);
+    assert_eq!((module.abi_version())(), (1 << 16) | 7);
     let info = unsafe { CStr::from_ptr((module.plugin_info())()) }.to_str().unwrap();
-    assert!(info.contains("\"abiVersion\":\"1.6\""), "{info}");
+    assert!(info.contains("\"abiVersion\":\"1.7\""), "{info}");
 
     let config = CString::new(config_for(&emulator.endpoint()).to_string()).unwrap();
     let (mut provider, mut err): (*mut BpProvider, *mut c_char) = (std::ptr::null_mut(), std::ptr::null_mut());
@@ -44,8 +44,26 @@ fn a_rust_host_streams_through_the_layout_checked_module() {
     let events = collector.wait_terminal(std::time::Duration::from_secs(30));
     assert_eq!(text_of(&events), "w0 w1 w2 ");
     assert_eq!(terminal(&events)["type"], "done");
+    unsafe { (module.stream_release())(stream) };
+
+    // 1.7's mailbox, through its optional accessors.
+    let (new, start, wait, free) = (module.mailbox_new().unwrap(), module.stream_start_mailbox().unwrap(), module.mailbox_wait().unwrap(), module.mailbox_free().unwrap());
+    let mut mailbox = std::ptr::null_mut();
+    assert_eq!(unsafe { new(0, &mut mailbox) }, 0);
+    assert_eq!(unsafe { start(provider, body.as_ptr(), mailbox, 7, std::ptr::null_mut(), &mut err) }, 0);
+    let mut taken = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !taken.contains("\"type\":\"done\"") {
+        assert!(std::time::Instant::now() < deadline, "no end through the mailbox: {taken}");
+        let (mut text, mut len, mut count) = (std::ptr::null(), 0, 0);
+        assert_eq!(unsafe { wait(mailbox, 200, &mut text, &mut len, &mut count) }, 0);
+        if count > 0 {
+            taken.push_str(unsafe { CStr::from_ptr(text) }.to_str().unwrap());
+        }
+    }
+    assert!(taken.lines().all(|l| l.starts_with("{\"stream\":7,")), "{taken}");
     unsafe {
-        (module.stream_release())(stream);
+        free(mailbox);
         assert_eq!((module.provider_free())(provider, 10_000), 0);
     }
 }

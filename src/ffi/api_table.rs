@@ -19,6 +19,11 @@ static API: BpApi = BpApi {
     embed: bp_embed,
     stream_start_batched: bp_stream_start_batched,
     set_log_callback: bp_set_log_callback,
+    mailbox_new: bp_mailbox_new,
+    stream_start_mailbox: bp_stream_start_mailbox,
+    mailbox_wait: bp_mailbox_wait,
+    mailbox_close: bp_mailbox_close,
+    mailbox_free: bp_mailbox_free,
 };
 
 /// The function table of this copy for ABI major `abi_major`, or NULL when this copy does not

@@ -1,4 +1,4 @@
-//! The C ABI (version 1.6). Thin by design: check arguments, call inward, map the result once.
+//! The C ABI (version 1.7). Thin by design: check arguments, call inward, map the result once.
 //! `include/bedrock_plugin.h` is the contract; `tests/header.rs` checks it against this file.
 //!
 //! Ownership: `bp_provider_new` → `bp_provider_free`; `bp_stream_start` → `bp_stream_release`;
@@ -7,12 +7,14 @@
 
 mod api_table;
 mod boundary;
+mod mailbox;
 mod root_module;
 pub mod status;
 mod strings;
 
 pub use api_table::bp_get_api;
-pub use bedrock_plugin_abi::{BpApi, BpProvider, BpStream};
+pub use bedrock_plugin_abi::{BpApi, BpMailbox, BpProvider, BpStream};
+pub use mailbox::{bp_mailbox_close, bp_mailbox_free, bp_mailbox_new, bp_mailbox_wait, bp_stream_start_mailbox};
 
 use crate::config;
 use crate::error::{Error, Result};
@@ -23,7 +25,7 @@ use std::os::raw::{c_char, c_void};
 use std::time::Duration;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 6;
+pub const ABI_MINOR: u32 = 7;
 /// Largest `config_json` accepted.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// Largest `request_json` accepted (images travel base64-encoded inside it).
@@ -48,7 +50,7 @@ unsafe fn provider_ref<'a>(p: *mut BpProvider) -> Result<(&'a Provider, Inside<'
 static PLUGIN_INFO: &str = concat!(
     "{\"name\":\"bedrock-plugin\",\"version\":\"",
     env!("CARGO_PKG_VERSION"),
-    "\",\"abiVersion\":\"1.6\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
+    "\",\"abiVersion\":\"1.7\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
 );
 
 /// `(major << 16) | minor`.

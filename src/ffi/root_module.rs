@@ -50,6 +50,11 @@ fn root_module() -> PluginModuleRef {
         embed: bp_embed,
         stream_start_batched,
         set_log_callback,
+        mailbox_new: bp_mailbox_new,
+        stream_start_mailbox: bp_stream_start_mailbox,
+        mailbox_wait: bp_mailbox_wait,
+        mailbox_close: bp_mailbox_close,
+        mailbox_free: bp_mailbox_free,
     }
     .leak_into_prefix()
 }

@@ -20,6 +20,8 @@ pub use bedrock_plugin_abi::{EventFn, EventsFn};
 pub enum Callback {
     Each { f: EventFn, user_data: *mut c_void },
     Batched { f: EventsFn, user_data: *mut c_void },
+    /// Filed into a mailbox under the host's tag (ABI 1.7): no host code runs on plugin threads.
+    Mailbox { mailbox: Arc<super::mailbox::Mailbox>, tag: u64 },
 }
 
 // SAFETY: the ABI contract makes the host responsible for `user_data` being usable from the

@@ -1,6 +1,7 @@
 //! Calling the host: the events of one delivery pass, serialized into the delivering thread's
 //! reused buffer, one call per event or one call for all of them (NDJSON); the pointer handed to
-//! the host is valid only during the call.
+//! the host is valid only during the call. A mailbox stream's events are filed instead, and the
+//! host takes them on its own thread.
 
 use super::control::Callback;
 use super::pool::Beat;
@@ -26,6 +27,7 @@ fn call(callback: &Callback, buf: &[u8], count: usize, beat: &Beat) -> bool {
         match *callback {
             Callback::Each { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1),
             Callback::Batched { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1, count),
+            Callback::Mailbox { .. } => 0,
         }
     };
     beat.leave();
@@ -78,6 +80,16 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
             if !call(callback, buf, count, beat) {
                 return Delivered { shown, go_on: false };
             }
+        }
+        Callback::Mailbox { mailbox, tag } => {
+            if events.is_empty() || !go_on() {
+                return Delivered { shown, go_on: true };
+            }
+            // A full box keeps this thread waiting for the host: the watchdog counts it as a
+            // callback that has not returned.
+            beat.enter();
+            shown = mailbox.file(*tag, events, buf, go_on);
+            beat.leave();
         }
     }
     Delivered { shown, go_on: true }

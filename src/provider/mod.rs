@@ -7,6 +7,8 @@
 mod control;
 pub mod copy_heap;
 mod delivery;
+pub mod mailbox;
+mod mailbox_state;
 mod outbox;
 mod outbox_state;
 mod pin;

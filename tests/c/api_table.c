@@ -41,6 +41,11 @@ int main(int argc, char **argv) {
     SAME(embed);
     SAME(stream_start_batched);
     SAME(set_log_callback);
+    SAME(mailbox_new);
+    SAME(stream_start_mailbox);
+    SAME(mailbox_wait);
+    SAME(mailbox_close);
+    SAME(mailbox_free);
     check(get_api(BP_ABI_VERSION_MAJOR + 1) == NULL, "no table for the next major");
     check(get_api(0) == NULL, "no table for major 0");
     /* The table is usable on its own: a call through it that needs no provider. */

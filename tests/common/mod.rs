@@ -30,6 +30,11 @@ pub struct Api {
     pub embed: unsafe extern "C" fn(*mut c_void, *const c_char, *mut *mut c_char, *mut *mut c_char) -> i32,
     pub stream_start_batched: unsafe extern "C" fn(*mut c_void, *const c_char, Option<EventsFn>, *mut c_void, *mut *mut c_void, *mut *mut c_char) -> i32,
     pub set_log_callback: unsafe extern "C" fn(u32, Option<LogFn>, *mut c_void) -> i32,
+    pub mailbox_new: unsafe extern "C" fn(u32, *mut *mut c_void) -> i32,
+    pub stream_start_mailbox: unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_void, u64, *mut *mut c_void, *mut *mut c_char) -> i32,
+    pub mailbox_wait: unsafe extern "C" fn(*mut c_void, u32, *mut *const c_char, *mut usize, *mut usize) -> i32,
+    pub mailbox_close: unsafe extern "C" fn(*mut c_void),
+    pub mailbox_free: unsafe extern "C" fn(*mut c_void),
 }
 
 pub type LogFn = unsafe extern "C" fn(*mut c_void, u32, *const c_char, *const c_char);
@@ -192,6 +197,11 @@ pub fn api() -> &'static Api {
                 embed: std::mem::transmute(sym("bp_embed")),
                 stream_start_batched: std::mem::transmute(sym("bp_stream_start_batched")),
                 set_log_callback: std::mem::transmute(sym("bp_set_log_callback")),
+                mailbox_new: std::mem::transmute(sym("bp_mailbox_new")),
+                stream_start_mailbox: std::mem::transmute(sym("bp_stream_start_mailbox")),
+                mailbox_wait: std::mem::transmute(sym("bp_mailbox_wait")),
+                mailbox_close: std::mem::transmute(sym("bp_mailbox_close")),
+                mailbox_free: std::mem::transmute(sym("bp_mailbox_free")),
             }
         }
     })

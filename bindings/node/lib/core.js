@@ -5,11 +5,14 @@
 // their own event-stream factory and streaming-JSON parser, because an OpenClaw host reads
 // @openclaw/ai's streams and a pi-ai host reads pi-ai's.
 //
-// Events reach JavaScript in batches (bp_stream_start_batched, ABI 1.5): the plugin calls back
-// from its own threads, koffi queues each call to the main thread, and one hop per batch instead
-// of one per event is what makes this faster than a JavaScript Bedrock provider. Calls that block
-// (free, discover, embed) run through koffi's worker threads so the event loop stays free: a
-// delivery thread waiting for the main thread must never be waited on by the main thread.
+// Events reach JavaScript through a mailbox (ABI 1.7): every stream of a copy files its events
+// into the copy's mailbox, and one bp_mailbox_wait on a koffi worker thread takes everything
+// filed at once, so one hop to the main thread carries the events of many streams. No plugin
+// thread ever waits for JavaScript. With a 1.5 or 1.6 plugin they come in batched callbacks
+// (bp_stream_start_batched): koffi queues each call to the main thread, one hop per stream per
+// delivery. Calls that block (free, discover, embed, the mailbox's wait) run through koffi's
+// worker threads so the event loop stays free: a delivery thread waiting for the main thread
+// must never be waited on by the main thread.
 
 import koffi from "koffi";
 import { createHash } from "node:crypto";
@@ -101,6 +104,19 @@ class Copy {
       throw new Error(`bedrock-plugin: ${message}`);
     }
     this.provider = out[0];
+    this.mailbox = null;
+    if ((version & 0xffff) >= 7) {
+      Object.assign(this.lib, {
+        mailbox_new: lib.func("int32_t bp_mailbox_new(uint32_t capacity, _Out_ void **out)"),
+        stream_start_mailbox: lib.func("int32_t bp_stream_start_mailbox(void *p, const char *req, void *mailbox, uint64_t tag, _Out_ void **out, _Out_ void **err)"),
+        mailbox_wait: lib.func("int32_t bp_mailbox_wait(void *mailbox, uint32_t timeout_ms, _Out_ const char **ndjson, _Out_ size_t *len, _Out_ size_t *count)"),
+        mailbox_close: lib.func("void bp_mailbox_close(void *mailbox)"),
+        mailbox_free: lib.func("void bp_mailbox_free(void *mailbox)"),
+      });
+      const box = [null];
+      if (this.lib.mailbox_new(0, box) === 0) this.mailbox = box[0];
+    }
+    this.pumping = false;
     this.open = 0; // streams not yet ended
     this.calls = 0; // blocking calls (discover, embed) not yet returned
     this.waiters = []; // [test, resolve]: resolved by settle() once test() holds
@@ -154,7 +170,12 @@ class Copy {
    */
   async close(drainMs) {
     const status = await callAsync(this.lib.provider_free, this.provider, drainMs);
-    await this.#when(() => this.calls === 0);
+    // Every stream's end is filed by now (or the copy is pinned): the pump takes what is left,
+    // then its wait says the box is closed.
+    if (this.mailbox) this.lib.mailbox_close(this.mailbox);
+    await this.#when(() => this.calls === 0 && !this.pumping);
+    if (this.mailbox) this.lib.mailbox_free(this.mailbox);
+    this.mailbox = null;
     if (status === 16) {
       this.unload(true);
       return status;
@@ -316,31 +337,76 @@ export class PluginLibrary {
     const open = this.streams.get(id);
     if (!open) return 1;
     for (const line of ndjson.split("\n")) {
+      if (line) this.#event(id, open, line);
+    }
+    return 0;
+  }
+
+  /** What one take from a copy's mailbox held: lines of many streams, each tagged with its id. */
+  #deliverTaken(ndjson) {
+    for (const line of ndjson.split("\n")) {
       if (!line) continue;
       let event;
       try {
         event = JSON.parse(line);
-        open.events.push(open.apply(event));
       } catch (e) {
-        // A consumer's exception (or a malformed event) costs that event, never the rest of the
-        // batch nor the stream's end.
         this.report(e);
-        if (event?.type === "done" || event?.type === "error") {
-          try {
-            open.events.push(event);
-          } catch (again) {
-            this.report(again);
-          }
+        continue;
+      }
+      const id = event.stream;
+      delete event.stream;
+      const open = this.streams.get(id);
+      if (open) this.#event(id, open, null, event);
+    }
+  }
+
+  /**
+   * Takes the events of `copy`'s streams from its mailbox while it has streams open, one wait at
+   * a time on a koffi worker thread. A copy with no stream open is quiet even while the last wait
+   * runs out; closing the copy closes the mailbox, which ends that wait, and waits for it.
+   */
+  async #pump(copy) {
+    if (copy.pumping) return;
+    copy.pumping = true;
+    try {
+      const text = [null], len = [0], count = [0];
+      while (copy.open > 0 && copy.mailbox) {
+        const status = await callAsync(copy.lib.mailbox_wait, copy.mailbox, 250, text, len, count);
+        if (status !== 0) break;
+        if (count[0] > 0) this.#deliverTaken(text[0]);
+      }
+    } catch (e) {
+      this.report(e);
+    } finally {
+      copy.pumping = false;
+      copy.settle();
+    }
+  }
+
+  /** One event of stream `id`: `line` to parse, or the event already parsed. */
+  #event(id, open, line, parsed) {
+    let event = parsed;
+    try {
+      event ??= JSON.parse(line);
+      open.events.push(open.apply(event));
+    } catch (e) {
+      // A consumer's exception (or a malformed event) costs that event, never the rest of the
+      // batch nor the stream's end.
+      this.report(e);
+      if (event?.type === "done" || event?.type === "error") {
+        try {
+          open.events.push(event);
+        } catch (again) {
+          this.report(again);
         }
       }
-      if (event?.type === "done" || event?.type === "error") {
-        open.finished = true;
-        this.streams.delete(id);
-        // The handle is released once this call has returned to the plugin.
-        setImmediate(() => this.#release(open));
-      }
     }
-    return 0;
+    if (event?.type === "done" || event?.type === "error") {
+      open.finished = true;
+      this.streams.delete(id);
+      // The handle is released once this call has returned to the plugin.
+      setImmediate(() => this.#release(open));
+    }
   }
 
   /** Where an error with no caller to go to ends up: `onError`, else a process warning. */
@@ -384,7 +450,9 @@ export class PluginLibrary {
     // Plugin threads call back into JavaScript; they do not hold the event loop open by themselves.
     this.keepAlive ??= setInterval(() => {}, 1 << 30);
     const out = [null], err = [null];
-    const status = copy.lib.stream_start(copy.provider, request, copy.callback, id, out, err);
+    const status = copy.mailbox
+      ? copy.lib.stream_start_mailbox(copy.provider, request, copy.mailbox, id, out, err)
+      : copy.lib.stream_start(copy.provider, request, copy.callback, id, out, err);
     if (status !== 0) {
       this.streams.delete(id);
       const failure = JSON.parse(take(copy.lib, err[0]) ?? "{}");
@@ -393,6 +461,7 @@ export class PluginLibrary {
       return events;
     }
     open.handle = out[0];
+    if (copy.mailbox) this.#pump(copy);
     if (signal) {
       const abort = () => open.handle && !open.finished && copy.lib.stream_cancel(open.handle);
       signal.addEventListener("abort", abort, { once: true });

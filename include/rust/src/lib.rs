@@ -29,6 +29,13 @@ pub struct BpStream {
     _opaque: [u8; 0],
 }
 
+/// `bp_mailbox` (1.7): opaque, only ever behind a pointer the plugin handed out.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct BpMailbox {
+    _opaque: [u8; 0],
+}
+
 /// `bp_event_fn`: receives one event (NUL-terminated JSON, valid only during the call) on a plugin
 /// thread; returns 0 to go on, non-zero to cancel the stream.
 pub type EventFn = unsafe extern "C" fn(user_data: *mut c_void, event_json: *const c_char, len: usize) -> i32;
@@ -42,7 +49,7 @@ pub type EventsFn = unsafe extern "C" fn(user_data: *mut c_void, events_ndjson: 
 /// plugin ("discovery", "converse", ...); both strings are valid only during the call.
 pub type LogFn = unsafe extern "C" fn(user_data: *mut c_void, level: u32, target: *const c_char, message: *const c_char);
 
-/// The header's `bp_api` (ABI 1.6): every function of one loaded copy. Fields are only ever
+/// The header's `bp_api` (ABI 1.7): every function of one loaded copy. Fields are only ever
 /// appended; `size` says which ones a copy has.
 #[repr(C)]
 pub struct BpApi {
@@ -62,6 +69,12 @@ pub struct BpApi {
     pub stream_start_batched: unsafe extern "C" fn(*mut BpProvider, *const c_char, Option<EventsFn>, *mut c_void, *mut *mut BpStream, *mut *mut c_char) -> i32,
     /// Since 1.6.
     pub set_log_callback: unsafe extern "C" fn(u32, Option<LogFn>, *mut c_void) -> i32,
+    /// Since 1.7: the mailbox functions.
+    pub mailbox_new: unsafe extern "C" fn(u32, *mut *mut BpMailbox) -> i32,
+    pub stream_start_mailbox: unsafe extern "C" fn(*mut BpProvider, *const c_char, *mut BpMailbox, u64, *mut *mut BpStream, *mut *mut c_char) -> i32,
+    pub mailbox_wait: unsafe extern "C" fn(*mut BpMailbox, u32, *mut *const c_char, *mut usize, *mut usize) -> i32,
+    pub mailbox_close: unsafe extern "C" fn(*mut BpMailbox),
+    pub mailbox_free: unsafe extern "C" fn(*mut BpMailbox),
 }
 
 /// `bp_get_api`'s signature, for hosts that resolve it by name.
@@ -113,6 +126,17 @@ pub struct PluginModule {
     /// Since 1.6 (`bp_set_log_callback`, never with a NULL callback); None for an older plugin.
     #[sabi(missing_field(option))]
     pub set_log_callback: unsafe extern "C" fn(u32, LogCallback, *mut c_void) -> i32,
+    /// Since 1.7 (`bp_mailbox_new`); None for an older plugin, as are the four below.
+    #[sabi(missing_field(option))]
+    pub mailbox_new: unsafe extern "C" fn(u32, *mut *mut BpMailbox) -> i32,
+    #[sabi(missing_field(option))]
+    pub stream_start_mailbox: unsafe extern "C" fn(*mut BpProvider, *const c_char, *mut BpMailbox, u64, *mut *mut BpStream, *mut *mut c_char) -> i32,
+    #[sabi(missing_field(option))]
+    pub mailbox_wait: unsafe extern "C" fn(*mut BpMailbox, u32, *mut *const c_char, *mut usize, *mut usize) -> i32,
+    #[sabi(missing_field(option))]
+    pub mailbox_close: unsafe extern "C" fn(*mut BpMailbox),
+    #[sabi(missing_field(option))]
+    pub mailbox_free: unsafe extern "C" fn(*mut BpMailbox),
 }
 
 impl RootModule for PluginModuleRef {

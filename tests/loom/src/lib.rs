@@ -16,6 +16,21 @@ pub mod sync {
         loom::thread::yield_now();
         lock(m)
     }
+
+    /// An untimed wait (the protocols' timed waits go through `doze`): a lost notify
+    /// deadlocks the model.
+    pub fn wait_while_until<'a, T>(
+        cv: &Condvar,
+        guard: MutexGuard<'a, T>,
+        _: Option<std::time::Instant>,
+        mut busy: impl FnMut(&mut T) -> bool,
+    ) -> (MutexGuard<'a, T>, bool) {
+        let mut guard = guard;
+        while busy(&mut guard) {
+            guard = cv.wait(guard).unwrap_or_else(|p| p.into_inner());
+        }
+        (guard, true)
+    }
 }
 
 #[path = "../../../src/provider/run_queue.rs"]
@@ -23,5 +38,8 @@ pub mod run_queue;
 
 #[path = "../../../src/provider/outbox_state.rs"]
 pub mod outbox_state;
+
+#[path = "../../../src/provider/mailbox_state.rs"]
+pub mod mailbox_state;
 
 pub mod before_fix;

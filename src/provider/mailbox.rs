@@ -1,0 +1,83 @@
+//! A mailbox as the host holds it: the protocol (`mailbox_state.rs`), the buffer the host reads
+//! what it took from, and how a delivery pass writes a stream's events into it.
+//!
+//! Each line is one event of the stream tagged `tag`: `{"stream":<tag>, <the event's members>}`.
+//! The tag goes in as the object's first member and the event's own opening brace becomes a
+//! space, so a line costs one copy into the box and the host reads it with one JSON parse.
+
+use super::mailbox_state::MailboxState;
+pub use super::mailbox_state::Taken;
+use crate::events::Event;
+use std::io::Write;
+use std::sync::{Mutex, TryLockError};
+use std::time::Instant;
+
+/// Bytes a mailbox holds before filers wait, when the host names no capacity.
+pub const DEFAULT_CAPACITY: usize = 8 << 20;
+
+pub struct Mailbox {
+    state: MailboxState,
+    /// What the last take took (NUL-terminated), for the host to read until its next take.
+    taken: Mutex<Vec<u8>>,
+}
+
+/// One take, as the host sees it: the lines (valid until the next take), their length without
+/// the NUL, and how many events they hold.
+pub struct TakenLines {
+    pub ptr: *const u8,
+    pub len: usize,
+    pub count: usize,
+}
+
+impl Mailbox {
+    pub fn new(capacity: usize) -> Mailbox {
+        Mailbox { state: MailboxState::new(capacity), taken: Mutex::new(Vec::new()) }
+    }
+
+    /// Writes `events` of stream `tag` into `buf` as the box's lines and files them; how many
+    /// were filed (0 when the box is closed or the stream was cancelled while the box was full).
+    pub fn file(&self, tag: u64, events: &[Event], buf: &mut Vec<u8>, go_on: impl Fn() -> bool) -> usize {
+        buf.clear();
+        let mut count = 0;
+        for event in events {
+            let line = buf.len();
+            let _ = write!(buf, "{{\"stream\":{tag},");
+            let body = buf.len();
+            if serde_json::to_writer(&mut *buf, event).is_err() || buf.get(body) != Some(&b'{') {
+                buf.truncate(line);
+                continue;
+            }
+            buf[body] = b' ';
+            buf.push(b'\n');
+            count += 1;
+        }
+        let terminal = events.last().is_some_and(Event::is_terminal);
+        if count > 0 && self.state.file(buf, count, terminal, go_on) {
+            events.len()
+        } else {
+            0
+        }
+    }
+
+    /// Takes everything filed, waiting until `deadline` for something; Err when another take is
+    /// under way or the box is closed and empty.
+    pub fn take(&self, deadline: Option<Instant>) -> Result<TakenLines, Taken> {
+        let mut taken = match self.taken.try_lock() {
+            Ok(taken) => taken,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(Taken::Busy),
+        };
+        match self.state.take(&mut taken, deadline) {
+            Taken::Events(count) => {
+                let len = taken.len();
+                taken.push(0);
+                Ok(TakenLines { ptr: taken.as_ptr(), len, count })
+            }
+            other => Err(other),
+        }
+    }
+
+    pub fn close(&self) {
+        self.state.close();
+    }
+}
