@@ -4,7 +4,7 @@
 //! free its handle at any time and streams still running only drop what they file.
 
 use super::*;
-use crate::provider::mailbox::{Mailbox, Taken, DEFAULT_CAPACITY};
+use crate::provider::mailbox::{Mailbox, NotTaken, DEFAULT_CAPACITY};
 use std::sync::Arc;
 
 /// The mailbox behind a handle.
@@ -77,8 +77,8 @@ pub unsafe extern "C" fn bp_mailbox_wait(mailbox: *mut BpMailbox, timeout_ms: u3
                 (*events_ndjson, *len, *count) = (lines.ptr.cast(), lines.len, lines.count);
                 Ok(Status::Ok)
             }
-            Err(Taken::Busy) => Err(Error::new(crate::error::Kind::Busy, "another bp_mailbox_wait on this mailbox is under way")),
-            Err(_) => Err(Error::new(crate::error::Kind::ShuttingDown, "the mailbox is closed and empty")),
+            Err(NotTaken::Busy) => Err(Error::new(crate::error::Kind::Busy, "another bp_mailbox_wait on this mailbox is under way")),
+            Err(NotTaken::Closed) => Err(Error::new(crate::error::Kind::ShuttingDown, "the mailbox is closed and empty")),
         }
     })
 }

@@ -27,6 +27,7 @@ fn call(callback: &Callback, buf: &[u8], count: usize, beat: &Beat) -> bool {
         match *callback {
             Callback::Each { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1),
             Callback::Batched { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1, count),
+            // Filed by `deliver`, never called.
             Callback::Mailbox { .. } => 0,
         }
     };

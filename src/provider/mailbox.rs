@@ -5,8 +5,7 @@
 //! The tag goes in as the object's first member and the event's own opening brace becomes a
 //! space, so a line costs one copy into the box and the host reads it with one JSON parse.
 
-use super::mailbox_state::MailboxState;
-pub use super::mailbox_state::Taken;
+use super::mailbox_state::{MailboxState, Taken};
 use crate::events::Event;
 use std::io::Write;
 use std::sync::{Mutex, TryLockError};
@@ -19,6 +18,15 @@ pub struct Mailbox {
     state: MailboxState,
     /// What the last take took (NUL-terminated), for the host to read until its next take.
     taken: Mutex<Vec<u8>>,
+}
+
+/// Why a take handed nothing out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotTaken {
+    /// Another take is under way (one taker at a time: the buffer it hands out is shared).
+    Busy,
+    /// Closed, and nothing left to take.
+    Closed,
 }
 
 /// One take, as the host sees it: the lines (valid until the next take), their length without
@@ -61,11 +69,11 @@ impl Mailbox {
 
     /// Takes everything filed, waiting until `deadline` for something; Err when another take is
     /// under way or the box is closed and empty.
-    pub fn take(&self, deadline: Option<Instant>) -> Result<TakenLines, Taken> {
+    pub fn take(&self, deadline: Option<Instant>) -> Result<TakenLines, NotTaken> {
         let mut taken = match self.taken.try_lock() {
             Ok(taken) => taken,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Err(Taken::Busy),
+            Err(TryLockError::WouldBlock) => return Err(NotTaken::Busy),
         };
         match self.state.take(&mut taken, deadline) {
             Taken::Events(count) => {
@@ -73,7 +81,7 @@ impl Mailbox {
                 taken.push(0);
                 Ok(TakenLines { ptr: taken.as_ptr(), len, count })
             }
-            other => Err(other),
+            Taken::Closed => Err(NotTaken::Closed),
         }
     }
 

@@ -13,7 +13,7 @@
 //!   for room (a take, or the close), looking at `go_on` now and then: a cancelled stream's
 //!   events are dropped rather than wait. A terminal event never waits, so a provider's drain
 //!   never depends on the host taking. Closed: the lines are dropped.
-//! - `take(into, deadline)`: one taker at a time. Waits until something is filed, the box closes
+//! - `take(into, deadline)`: one taker at a time (the caller's to ensure: `mailbox.rs`). Waits until something is filed, the box closes
 //!   or the deadline passes; then everything filed moves into `into` (the buffers are swapped,
 //!   not copied) and the filers waiting for room are woken. Closed and empty: `Closed`.
 
@@ -27,7 +27,6 @@ struct State {
     filed: Vec<u8>,
     count: usize,
     closed: bool,
-    taking: bool,
 }
 
 pub struct MailboxState {
@@ -46,14 +45,12 @@ pub enum Taken {
     Events(usize),
     /// Closed, and nothing left to take.
     Closed,
-    /// Another take is under way.
-    Busy,
 }
 
 impl MailboxState {
     pub fn new(capacity: usize) -> MailboxState {
         MailboxState {
-            state: Mutex::new(State { filed: Vec::new(), count: 0, closed: false, taking: false }),
+            state: Mutex::new(State { filed: Vec::new(), count: 0, closed: false }),
             filed: Condvar::new(),
             room: Condvar::new(),
             capacity: capacity.max(1),
@@ -85,11 +82,7 @@ impl MailboxState {
     /// Takes everything filed into `into` (cleared first), waiting until `deadline` (None: as
     /// long as it takes) for something to be filed.
     pub fn take(&self, into: &mut Vec<u8>, deadline: Option<Instant>) -> Taken {
-        let mut s = lock(&self.state);
-        if s.taking {
-            return Taken::Busy;
-        }
-        s.taking = true;
+        let s = lock(&self.state);
         let waiting = |s: &mut State| s.filed.is_empty() && !s.closed;
         let mut s = match deadline {
             None => wait_while_until(&self.filed, s, None, waiting).0,
@@ -98,7 +91,6 @@ impl MailboxState {
                 doze(&self.state, &self.filed, s, left, |s| !waiting(s))
             }
         };
-        s.taking = false;
         into.clear();
         if s.filed.is_empty() {
             return if s.closed { Taken::Closed } else { Taken::Events(0) };
