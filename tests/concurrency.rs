@@ -506,6 +506,63 @@ fn panics_inside_the_plugin_end_the_stream_as_internal_errors() {
     assert_eq!(p.free(10_000), 0, "nothing left running after the panics");
 }
 
+/// A mailbox stream's delivery passes run on its own task while the box has room (ABI 1.7's
+/// short cut past the delivery pool): a panic there must still end the stream with `internal`,
+/// once, filed like any end, and leave the runtime thread, the box and the provider serving.
+#[test]
+fn a_panic_filing_into_a_mailbox_on_the_streams_own_task_ends_it_as_internal() {
+    let _serial = init();
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let p = Provider::new(&emulator);
+    let api = api();
+    let mut mailbox = std::ptr::null_mut();
+    assert_eq!(unsafe { (api.mailbox_new)(0, &mut mailbox) }, 0);
+    let start = |tag: u64, req: &Value| {
+        let body = CString::new(req.to_string()).unwrap();
+        let (mut handle, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let rc = unsafe { (api.stream_start_mailbox)(p.0, body.as_ptr(), mailbox, tag, &mut handle, &mut err) };
+        assert_eq!(rc, 0, "start {tag}");
+        handle
+    };
+    let mut panicking = request("emulator.echo", "emulator: chunks=5", json!({}));
+    panicking["faultHook"] = json!("panicInDelivery");
+    let mut handles: Vec<_> = (0..5).map(|tag| start(tag, &panicking)).collect();
+    handles.extend((5..25).map(|tag| start(tag, &request("emulator.echo", "emulator: chunks=20", json!({})))));
+    let mut ends: std::collections::BTreeMap<u64, Vec<Value>> = Default::default();
+    let take = |ends: &mut std::collections::BTreeMap<u64, Vec<Value>>| {
+        let (mut text, mut len, mut count): (*const c_char, usize, usize) = (std::ptr::null(), 0, 0);
+        assert_eq!(unsafe { (api.mailbox_wait)(mailbox, 200, &mut text, &mut len, &mut count) }, 0);
+        let lines = if count == 0 { "" } else { std::str::from_utf8(unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) }).unwrap() };
+        for line in lines.lines() {
+            let mut event: Value = serde_json::from_str(line).unwrap();
+            let tag = event.as_object_mut().unwrap().remove("stream").and_then(|t| t.as_u64()).expect("a tag");
+            if matches!(event["type"].as_str(), Some("done" | "error")) {
+                ends.entry(tag).or_default().push(event);
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ends.len() < 25 {
+        assert!(Instant::now() < deadline, "not every stream ended: {ends:?}");
+        take(&mut ends);
+    }
+    // A second end of any stream would be filed by now.
+    take(&mut ends);
+    for (tag, end) in &ends {
+        assert_eq!(end.len(), 1, "stream {tag} ended once: {end:?}");
+        if *tag < 5 {
+            assert_eq!((end[0]["reason"].as_str(), failure(&end[0])["code"].as_str()), (Some("error"), Some("internal")), "stream {tag}");
+        } else {
+            assert_eq!(end[0]["reason"], "stop", "stream {tag}: the panics touched only their own streams");
+        }
+    }
+    for h in handles {
+        unsafe { (api.stream_release)(h) };
+    }
+    assert_eq!(p.free(10_000), 0, "nothing left running after the panics");
+    unsafe { (api.mailbox_free)(mailbox) };
+}
+
 /// The race of `free_racing_discover_and_embed_waits_for_them_to_leave` under valgrind, from a
 /// C host (`tests/c/free_race.c`): no read or write of freed memory, both calls cut short.
 /// Five rounds (each ~3 s under valgrind).

@@ -43,9 +43,19 @@ pub struct Delivered {
     pub go_on: bool,
 }
 
+/// Which thread runs a delivery pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// A delivery pool worker: it may call the host, and wait for room in a full mailbox.
+    Worker,
+    /// The stream's own task, on a runtime thread (a mailbox stream only: `outbox.rs`): it must
+    /// never wait.
+    Task,
+}
+
 /// Delivers `events` in order; stops early when `go_on` says the stream was cancelled (those
 /// left are dropped).
-pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &Beat, go_on: impl Fn() -> bool) -> Delivered {
+pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &Beat, runner: Runner, go_on: impl Fn() -> bool) -> Delivered {
     let mut shown = 0;
     match callback {
         Callback::Each { .. } => {
@@ -89,7 +99,7 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
             // A full box keeps this thread waiting for the host: the watchdog counts it as a
             // callback that has not returned.
             beat.enter();
-            shown = mailbox.file(*tag, events, buf, go_on);
+            shown = mailbox.file(*tag, events, runner == Runner::Worker, go_on);
             beat.leave();
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! Each line is one event of the stream tagged `tag`: `{"stream":<tag>, <the event's members>}`.
 //! The tag goes in as the object's first member and the event's own opening brace becomes a
-//! space, so a line costs one copy into the box and the host reads it with one JSON parse.
+//! space, so a line is written once, straight into the box, and the host reads it with one JSON
+//! parse.
 
 use super::mailbox_state::{MailboxState, Taken};
 use crate::events::Event;
@@ -42,29 +43,37 @@ impl Mailbox {
         Mailbox { state: MailboxState::new(capacity), taken: Mutex::new(Vec::new()) }
     }
 
-    /// Writes `events` of stream `tag` into `buf` as the box's lines and files them; how many
-    /// were filed (0 when the box is closed or the stream was cancelled while the box was full).
-    pub fn file(&self, tag: u64, events: &[Event], buf: &mut Vec<u8>, go_on: impl Fn() -> bool) -> usize {
-        buf.clear();
-        let mut count = 0;
-        for event in events {
-            let line = buf.len();
-            let _ = write!(buf, "{{\"stream\":{tag},");
-            let body = buf.len();
-            if serde_json::to_writer(&mut *buf, event).is_err() || buf.get(body) != Some(&b'{') {
-                buf.truncate(line);
-                continue;
-            }
-            buf[body] = b' ';
-            buf.push(b'\n');
-            count += 1;
-        }
+    /// Files `events` of stream `tag` as the box's lines; how many were filed (0 when the box is
+    /// closed or the stream was cancelled while the box was full). `may_wait`: whether this
+    /// filer may wait for room (`mailbox_state.rs`); a terminal event never does.
+    pub fn file(&self, tag: u64, events: &[Event], may_wait: bool, go_on: impl Fn() -> bool) -> usize {
         let terminal = events.last().is_some_and(Event::is_terminal);
-        if count > 0 && self.state.file(buf, count, terminal, go_on) {
+        let filed = self.state.file(may_wait && !terminal, go_on, |buf| {
+            let mut count = 0;
+            for event in events {
+                let line = buf.len();
+                let _ = write!(buf, "{{\"stream\":{tag},");
+                let body = buf.len();
+                if serde_json::to_writer(&mut *buf, event).is_err() || buf.get(body) != Some(&b'{') {
+                    buf.truncate(line);
+                    continue;
+                }
+                buf[body] = b' ';
+                buf.push(b'\n');
+                count += 1;
+            }
+            count
+        });
+        if filed {
             events.len()
         } else {
             0
         }
+    }
+
+    /// Whether the box holds less than its capacity (or is closed: filing then drops at once).
+    pub fn has_room(&self) -> bool {
+        self.state.has_room()
     }
 
     /// Takes everything filed, waiting until `deadline` for something; Err when another take is

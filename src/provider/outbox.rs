@@ -3,9 +3,11 @@
 //! backpressure wake-up, and the registry that `free` drains.
 
 use super::control::{lock, Callback, Live, Registry, StreamShared};
-use super::delivery::deliver;
+use super::delivery::{deliver, Runner};
+use super::mailbox::Mailbox;
 use super::outbox_state::{OutboxState, Take};
 use super::pool::{Beat, Pool};
+use std::panic::AssertUnwindSafe;
 use super::shown::Shown;
 use crate::converse::outlet::Outlet;
 use crate::converse::stream::cancelled;
@@ -54,6 +56,8 @@ pub struct Outbox {
     /// what this stream sends rouses a dozing worker (`run_queue.rs`), so dozing never delays
     /// a stream's first token. Only the stream's task sends.
     first_token_sent: AtomicBool,
+    /// A mailbox stream's box: its passes run on the stream's own task while the box has room.
+    mailbox: Option<Arc<Mailbox>>,
     fault: Fault,
 }
 
@@ -67,6 +71,10 @@ impl Outbox {
         model_id: String,
         fault: Fault,
     ) -> Arc<Outbox> {
+        let mailbox = match &callback {
+            Callback::Mailbox { mailbox, .. } => Some(mailbox.clone()),
+            Callback::Each { .. } | Callback::Batched { .. } => None,
+        };
         Arc::new(Outbox {
             shared,
             state: OutboxState::new(QUEUE),
@@ -78,6 +86,7 @@ impl Outbox {
             model_id,
             ended: AtomicBool::new(false),
             first_token_sent: AtomicBool::new(false),
+            mailbox,
             fault,
         })
     }
@@ -85,7 +94,7 @@ impl Outbox {
     /// Delivers what is queued now (the terminal event too, once everything before it is out).
     /// Only the holder of the scheduling token calls this; `beat` tells the pool which callback
     /// is running and since when.
-    pub fn deliver_pass(&self, buf: &mut Vec<u8>, beat: &Beat) -> Pass {
+    pub fn deliver_pass(&self, buf: &mut Vec<u8>, beat: &Beat, runner: Runner) -> Pass {
         let mut receiver = lock(&self.receiver);
         let receiver = &mut *receiver;
         match self.state.take(&mut receiver.batch) {
@@ -96,7 +105,7 @@ impl Outbox {
                 }
                 self.fault.hit(Fault::PanicInDelivery);
                 // Once a cancel was asked for, later events are dropped: the end is error/aborted.
-                let delivered = deliver(&receiver.callback, &receiver.batch, buf, beat, || !self.shared.cancel_requested());
+                let delivered = deliver(&receiver.callback, &receiver.batch, buf, beat, runner, || !self.shared.cancel_requested());
                 receiver.shown.note(&receiver.batch[..delivered.shown]);
                 receiver.batch.clear();
                 if !delivered.go_on && self.shared.request_cancel() {
@@ -111,7 +120,7 @@ impl Outbox {
             Take::Terminal(terminal) => {
                 let terminal = terminal.unwrap_or_else(|| self.failure(Error::new(Kind::Internal, "the stream ended without a result")));
                 let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &receiver.shown, &self.model_id) } else { terminal };
-                self.end(&receiver.callback, terminal, buf, beat);
+                self.end(&receiver.callback, terminal, buf, beat, runner);
                 Pass::Finished
             }
         }
@@ -119,7 +128,7 @@ impl Outbox {
 
     /// Ends the stream with its terminal event, once. The registry counts the stream until the
     /// terminal callback has returned, so `free` drains that callback too.
-    fn end(&self, callback: &Callback, terminal: Event, buf: &mut Vec<u8>, beat: &Beat) {
+    fn end(&self, callback: &Callback, terminal: Event, buf: &mut Vec<u8>, beat: &Beat, runner: Runner) {
         if self.ended.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -127,18 +136,42 @@ impl Outbox {
         self.shared.mark_finished();
         self.live.remove(self.shared.id);
         let _counted = Finished(&self.registry);
-        deliver(callback, std::slice::from_ref(&terminal), buf, beat, || true);
+        deliver(callback, std::slice::from_ref(&terminal), buf, beat, runner, || true);
     }
 
     /// After a panic inside a delivery pass (a plugin bug): the stream ends with `internal`, and
     /// its task is told to stop. Its token is never given back, so nothing follows.
-    pub fn fail_after_panic(&self, buf: &mut Vec<u8>, beat: &Beat) {
+    pub fn fail_after_panic(&self, buf: &mut Vec<u8>, beat: &Beat, runner: Runner) {
         if self.shared.request_cancel() {
             self.shared.cancel.notify_one();
         }
         let terminal = self.failure(Error::new(Kind::Internal, "internal error: the plugin failed while delivering this stream's events"));
         let receiver = lock(&self.receiver);
-        self.end(&receiver.callback, terminal, buf, beat);
+        self.end(&receiver.callback, terminal, buf, beat, runner);
+    }
+
+    /// Hands a stream whose token the caller (its task) just claimed to whoever delivers it. A
+    /// mailbox stream whose box has room is filed here, on its own task: filing runs no host
+    /// code, so a delivery thread would add a wake-up and isolate nothing. Only a full box,
+    /// which its filer must wait out, goes to the pool.
+    fn hand_over(self: &Arc<Self>, urgent: bool) {
+        let Some(mailbox) = self.mailbox.as_ref().filter(|m| m.has_room()) else {
+            return self.pool.schedule(self.clone(), urgent);
+        };
+        let (mut buf, beat) = (Vec::new(), Beat::default());
+        loop {
+            let pass = std::panic::catch_unwind(AssertUnwindSafe(|| self.deliver_pass(&mut buf, &beat, Runner::Task)));
+            match pass {
+                Ok(Pass::Idle | Pass::Finished) => return,
+                Ok(Pass::More) if mailbox.has_room() => continue,
+                Ok(Pass::More) => return self.pool.schedule(self.clone(), urgent),
+                Err(_) => {
+                    crate::log::error("provider", "a delivery pass panicked (a plugin bug): the stream ends with an internal error");
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.fail_after_panic(&mut buf, &beat, Runner::Task)));
+                    return;
+                }
+            }
+        }
     }
 
     fn failure(&self, e: Error) -> Event {
@@ -165,7 +198,7 @@ impl Outlet for Outbox {
         let sent = self.state.send(events);
         // A full queue stops the task reading the network: a doze must not hold it up too.
         if sent.claimed {
-            self.pool.schedule(self.clone(), first || !sent.room);
+            self.hand_over(first || !sent.room);
         } else if !sent.room {
             self.pool.rouse();
         }
@@ -191,7 +224,7 @@ impl Outlet for Outbox {
     fn finish(self: &Arc<Self>, terminal: Event) {
         if self.state.finish(terminal) {
             // An answer that ends before its first token (an error, mostly) is its first token.
-            self.pool.schedule(self.clone(), !self.first_token_sent.load(Ordering::Relaxed));
+            self.hand_over(!self.first_token_sent.load(Ordering::Relaxed));
         }
     }
 

@@ -17,6 +17,7 @@
 //! Workers are the runtime's blocking threads (named, counted, and joined by its shutdown, as
 //! the unload guarantees require); a worker is one long `spawn_blocking` job.
 
+use super::delivery::Runner;
 use super::outbox::{Outbox, Pass};
 use super::run_queue::{Behind, RunQueue, Scheduled, Watch};
 use super::sync::lock;
@@ -135,12 +136,12 @@ impl Pool {
         let mut dozing = false;
         let mut next = self.next(true, &mut dozing);
         while let Some(outbox) = next {
-            let pass = match std::panic::catch_unwind(AssertUnwindSafe(|| outbox.deliver_pass(&mut buf, beat))) {
+            let pass = match std::panic::catch_unwind(AssertUnwindSafe(|| outbox.deliver_pass(&mut buf, beat, Runner::Worker))) {
                 Ok(pass) => pass,
                 Err(_) => {
                     beat.leave();
                     crate::log::error("provider", "a delivery pass panicked (a plugin bug): the stream ends with an internal error");
-                    if std::panic::catch_unwind(AssertUnwindSafe(|| outbox.fail_after_panic(&mut buf, beat))).is_err() {
+                    if std::panic::catch_unwind(AssertUnwindSafe(|| outbox.fail_after_panic(&mut buf, beat, Runner::Worker))).is_err() {
                         beat.leave();
                     }
                     Pass::Finished

@@ -16,6 +16,14 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
+/// Files one event, `line`, as a delivery pass would.
+fn put(b: &MailboxState, line: &'static [u8], may_wait: bool, go_on: impl Fn() -> bool) -> bool {
+    b.file(may_wait, go_on, |into| {
+        into.extend_from_slice(line);
+        1
+    })
+}
+
 /// Takes (without a deadline) until `want` events came; the bytes, in the order taken.
 fn take_all(b: &MailboxState, want: usize) -> Vec<u8> {
     let (mut got, mut bytes, mut buf) = (0, Vec::new(), Vec::new());
@@ -40,7 +48,7 @@ fn a_taker_never_misses_what_two_filers_file() {
             .into_iter()
             .map(|line| {
                 let b = b.clone();
-                thread::spawn(move || assert!(b.file(line, 1, false, || true)))
+                thread::spawn(move || assert!(put(&b, line, true, || true)))
             })
             .collect();
         let mut bytes = take_all(&b, 2);
@@ -59,9 +67,9 @@ fn a_full_box_holds_its_filer_until_a_take_and_keeps_the_order() {
         let filer = {
             let b = b.clone();
             thread::spawn(move || {
-                assert!(b.file(b"1\n", 1, false, || true));
+                assert!(put(&b, b"1\n", true, || true));
                 // The box holds its capacity now: this one waits for the take.
-                assert!(b.file(b"2\n", 1, false, || true));
+                assert!(put(&b, b"2\n", true, || true));
             })
         };
         assert_eq!(take_all(&b, 2), b"1\n2\n");
@@ -73,11 +81,11 @@ fn a_full_box_holds_its_filer_until_a_take_and_keeps_the_order() {
 fn a_close_ends_a_take_and_frees_a_filer_waiting_for_room() {
     model(|| {
         let b = Arc::new(MailboxState::new(2));
-        assert!(b.file(b"x\n", 1, false, || true));
+        assert!(put(&b, b"x\n", true, || true));
         let filer = {
             let b = b.clone();
             // Full and never taken from: only the close lets it go, and its event is dropped.
-            thread::spawn(move || b.file(b"y\n", 1, false, || true))
+            thread::spawn(move || put(&b, b"y\n", true, || true))
         };
         let other = Arc::new(MailboxState::new(2));
         let taker = {
@@ -100,14 +108,14 @@ fn a_close_ends_a_take_and_frees_a_filer_waiting_for_room() {
 fn a_cancelled_filer_gives_up_and_a_terminal_event_never_waits() {
     model(|| {
         let b = Arc::new(MailboxState::new(2));
-        assert!(b.file(b"x\n", 1, false, || true));
+        assert!(put(&b, b"x\n", true, || true));
         let cancelled = Arc::new(loom::sync::atomic::AtomicBool::new(false));
         let filer = {
             let (b, cancelled) = (b.clone(), cancelled.clone());
             thread::spawn(move || {
-                let filed = b.file(b"y\n", 1, false, || !cancelled.load(loom::sync::atomic::Ordering::SeqCst));
+                let filed = put(&b, b"y\n", true, || !cancelled.load(loom::sync::atomic::Ordering::SeqCst));
                 // Its end goes in although the box is still full.
-                assert!(b.file(b"end\n", 1, true, || true));
+                assert!(put(&b, b"end\n", false, || true));
                 filed
             })
         };
@@ -116,5 +124,30 @@ fn a_cancelled_filer_gives_up_and_a_terminal_event_never_waits() {
         let mut buf = Vec::new();
         assert_eq!(b.take(&mut buf, None), Taken::Events(2));
         assert_eq!(buf, b"x\nend\n");
+    });
+}
+
+#[test]
+fn a_filer_that_may_not_wait_files_past_the_capacity_and_one_that_may_still_waits() {
+    // A stream's own task files only after `has_room` (else a pool worker files for it);
+    // another filer can fill the box between the two, and the task must still not wait (it
+    // would hold a runtime thread). A filer that may wait waits while the box is full.
+    model(|| {
+        let b = Arc::new(MailboxState::new(2));
+        let worker = {
+            let b = b.clone();
+            thread::spawn(move || {
+                assert!(put(&b, b"w\n", true, || true));
+                assert!(put(&b, b"v\n", true, || true));
+            })
+        };
+        // This thread is the task: it files at once, or not at all (the pool's worker would).
+        let filed = b.has_room() && put(&b, b"t\n", false, || true);
+        let text = String::from_utf8(take_all(&b, 2 + usize::from(filed))).unwrap();
+        worker.join().unwrap();
+        // The worker's events keep their order, and each event went in once.
+        assert!(text.find('w').unwrap() < text.find('v').unwrap(), "{text:?}");
+        assert_eq!(text.len(), 2 * (2 + usize::from(filed)), "{text:?}");
+        assert_eq!(text.contains('t'), filed, "{text:?}");
     });
 }
