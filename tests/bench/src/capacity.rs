@@ -1,7 +1,8 @@
 //! The capacity scenario (issue 19): how many real-pace streams one core carries, and at what
 //! added delay, for (a) the plugin through its C ABI, (b) aws-sdk-bedrockruntime consumed
-//! directly, (c) pi-ai's built-in Bedrock provider on @aws-sdk/client-bedrock-runtime in Node
-//! and (d) the Node binding (`bindings/node/capacity.js` runs one level of (c) or (d)).
+//! directly, (c) pi-ai's built-in Bedrock provider on @aws-sdk/client-bedrock-runtime in Node,
+//! (d) the Node binding (`bindings/node/capacity.js` runs one level of (c) or (d)), and (e) the
+//! plugin through its C ABI again, taking events from a mailbox instead of callbacks.
 //!
 //! A level keeps N streams open for the whole run (a finished stream is replaced by the next of
 //! the seeded mix, `paced.rs`), started evenly over the ramp; the window after the ramp is
@@ -162,51 +163,125 @@ pub fn plugin_level(plugin: &Plugin, provider: &crate::plugin::Provider<'_>, str
     let delays = Delays::new();
     let (tx, rx) = mpsc::channel();
     let slots: Vec<Box<Slot>> = (0..streams).map(|index| Box::new(Slot { index, slow: slow.filter(|_| index == 0), delays: delays.clone(), ended: tx.clone() })).collect();
-    let mut handles: Vec<*mut BpStream> = vec![std::ptr::null_mut(); streams];
-    let start = |slot: &Slot| -> *mut BpStream {
+    drive(api, streams, ramp, window, &delays, &rx, |i| {
         let request = CString::new(crate::request_for(&format!("pace-{}", seeds.fetch_add(1, Ordering::Relaxed)))).unwrap();
         let (mut raw, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
-        let user = slot as *const Slot as *mut c_void;
+        let user = &*slots[i] as *const Slot as *mut c_void;
         let rc = unsafe { (api.stream_start)(provider.raw(), request.as_ptr(), Some(on_event), user, &mut raw, &mut err) };
         assert_eq!(rc, 0, "bp_stream_start failed");
         raw
+    })
+}
+
+/// (e): the plugin through its C ABI with a mailbox (ABI 1.7): the same controller, and one
+/// host thread that takes every stream's events (`bp_mailbox_wait`) instead of callbacks.
+pub fn mailbox_level(plugin: &Plugin, provider: &crate::plugin::Provider<'_>, streams: usize, ramp: Duration, window: Duration, seeds: &AtomicU64) -> Level {
+    let api = plugin.api();
+    let delays = Delays::new();
+    let (tx, rx) = mpsc::channel();
+    let mut raw = std::ptr::null_mut();
+    assert_eq!(unsafe { (api.mailbox_new)(0, &mut raw) }, 0, "bp_mailbox_new");
+    let mailbox = MailboxPtr(raw);
+    let taker = {
+        let delays = delays.clone();
+        std::thread::spawn(move || take_until_closed(api, mailbox, &delays, &tx))
     };
+    let level = drive(api, streams, ramp, window, &delays, &rx, |i| {
+        let request = CString::new(crate::request_for(&format!("pace-{}", seeds.fetch_add(1, Ordering::Relaxed)))).unwrap();
+        let (mut raw, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let rc = unsafe { (api.stream_start_mailbox)(provider.raw(), request.as_ptr(), mailbox.0, i as u64, &mut raw, &mut err) };
+        assert_eq!(rc, 0, "bp_stream_start_mailbox failed");
+        raw
+    });
+    unsafe { (api.mailbox_close)(mailbox.0) };
+    taker.join().unwrap();
+    unsafe { (api.mailbox_free)(mailbox.0) };
+    level
+}
+
+/// The controller of (a) and (e): `streams` streams started over the ramp (`start(i)` starts
+/// stream `i`), each replaced as `ended` reports its end, the window measured; then every open
+/// stream cancelled, and its end seen before the caller's state for it goes.
+fn drive(api: &bedrock_plugin_abi::BpApi, streams: usize, ramp: Duration, window: Duration, delays: &Delays, ended: &mpsc::Receiver<usize>, start: impl Fn(usize) -> *mut BpStream) -> Level {
     let before = settled_rss();
     let t0 = Instant::now();
-    let mut open = 0;
-    for (i, slot) in slots.iter().enumerate() {
+    let mut handles: Vec<*mut BpStream> = Vec::with_capacity(streams);
+    for i in 0..streams {
         std::thread::sleep((t0 + ramp.mul_f64(i as f64 / streams as f64)).saturating_duration_since(Instant::now()));
-        handles[i] = start(slot);
-        open += 1;
+        handles.push(start(i));
     }
     let replace = |i: usize, handles: &mut Vec<*mut BpStream>| {
         unsafe { (api.stream_release)(handles[i]) };
-        handles[i] = start(&slots[i]);
+        handles[i] = start(i);
     };
     // The rest of the ramp, then the window.
     let window_start = t0 + ramp;
-    while let Ok(i) = rx.recv_timeout(window_start.saturating_duration_since(Instant::now())) {
+    while let Ok(i) = ended.recv_timeout(window_start.saturating_duration_since(Instant::now())) {
         replace(i, &mut handles);
     }
     let sampler = PeakRss::start();
     let cpu = cpu_time();
     delays.recording.store(true, Ordering::Relaxed);
     let end = Instant::now() + window;
-    while let Ok(i) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+    while let Ok(i) = ended.recv_timeout(end.saturating_duration_since(Instant::now())) {
         replace(i, &mut handles);
     }
     delays.recording.store(false, Ordering::Relaxed);
     let cpu = cpu_time() - cpu;
     let peak = sampler.finish();
-    let level = Level::of(streams, cpu, window, peak, before, &delays);
-    // Every open stream cancelled, and its terminal event seen before its slot goes.
+    let level = Level::of(streams, cpu, window, peak, before, delays);
     handles.iter().for_each(|h| unsafe { (api.stream_cancel)(*h) });
-    while open > 0 {
-        let i = rx.recv().unwrap();
+    for _ in 0..streams {
+        let i = ended.recv().unwrap();
         unsafe { (api.stream_release)(handles[i]) };
-        open -= 1;
     }
     level
+}
+
+#[derive(Clone, Copy)]
+struct MailboxPtr(*mut bedrock_plugin_abi::BpMailbox);
+// SAFETY: a mailbox is made for being filed into and taken from on different threads.
+unsafe impl Send for MailboxPtr {}
+unsafe impl Sync for MailboxPtr {}
+
+/// How often (e)'s host takes at most: what a take finds is gathered over this long, so a take
+/// (one wake-up of the host's thread) carries several tokens even when few streams are open,
+/// for at most this much added delay. `BENCH_GATHER_MS` overrides it (0: take at once).
+fn gather() -> Duration {
+    Duration::from_micros(std::env::var("BENCH_GATHER_MS").ok().and_then(|v| v.parse::<f64>().ok()).map_or(2000, |ms| (ms * 1000.0) as u64))
+}
+
+/// The host's event loop of (e): every token's delay recorded, every stream's end reported.
+fn take_until_closed(api: &bedrock_plugin_abi::BpApi, mailbox: MailboxPtr, delays: &Delays, ended: &mpsc::Sender<usize>) {
+    const DELTA: &[u8] = b" \"type\":\"text_delta\"";
+    let gather = gather();
+    let mut last = Instant::now();
+    loop {
+        std::thread::sleep((last + gather).saturating_duration_since(Instant::now()));
+        let (mut text, mut len, mut count): (*const c_char, usize, usize) = (std::ptr::null(), 0, 0);
+        if unsafe { (api.mailbox_wait)(mailbox.0, 50, &mut text, &mut len, &mut count) } != 0 {
+            return;
+        }
+        last = Instant::now();
+        if count == 0 {
+            continue;
+        }
+        let lines = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) };
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            // `{"stream":<tag>, <the event's members>}`
+            let digits = &line[10..];
+            let tag_len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+            let event = &digits[tag_len + 1..];
+            if event.starts_with(DELTA) {
+                if let Some(at) = memchr_str(event, b"\"delta\":\"") {
+                    delays.token(&event[at + 9..]);
+                }
+            } else if event.starts_with(b" \"type\":\"done\"") || event.starts_with(b" \"type\":\"error\"") {
+                let tag = digits[..tag_len].iter().fold(0usize, |n, b| n * 10 + usize::from(b - b'0'));
+                let _ = ended.send(tag);
+            }
+        }
+    }
 }
 
 /// (b): the SDK consumed directly, one task per open stream on a runtime like the plugin's.
@@ -328,7 +403,7 @@ pub struct Options {
     pub hol: bool,
 }
 
-const CLIENTS: [(char, &str); 4] = [('a', "plugin (C ABI)"), ('b', "Rust SDK direct"), ('c', "pi-ai built-in (Node)"), ('d', "Node binding")];
+const CLIENTS: [(char, &str); 5] = [('a', "plugin (C ABI)"), ('b', "Rust SDK direct"), ('c', "pi-ai built-in (Node)"), ('d', "Node binding"), ('e', "plugin (C ABI, mailbox)")];
 
 fn client_name(c: char) -> &'static str {
     CLIENTS.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).unwrap_or("?")
@@ -391,6 +466,7 @@ pub fn run(o: &Options) -> String {
                 let level = match c {
                     'a' => Some(plugin_level(&plugin, &provider, streams, ramp, window, &seeds, None)),
                     'b' => Some(direct_level(&direct, streams, ramp, window, &seeds)),
+                    'e' => Some(mailbox_level(&plugin, &provider, streams, ramp, window, &seeds)),
                     'c' => node_level(&node, &script, "pi-ai", &node_env, streams, ramp, window, base),
                     _ => node_level(&node, &script, "binding", &node_env, streams, ramp, window, base),
                 };
@@ -456,14 +532,16 @@ pub fn run(o: &Options) -> String {
     let per_core = |c: char| best.get(&c).map(|(_, s)| s.streams_per_core());
     let most = |c: char| best.get(&c).map(|(n, _)| *n as f64);
     md.push('\n');
-    for (x, y) in [('a', 'b'), ('a', 'c'), ('d', 'c')] {
+    for (x, y) in [('a', 'b'), ('e', 'b'), ('a', 'c'), ('e', 'c'), ('d', 'c')] {
         if let (Some(px), Some(py), Some(nx), Some(ny)) = (per_core(x), per_core(y), most(x), most(y)) {
             md.push_str(&format!("- ({x}) / ({y}): {:.2}× the streams per core, {:.1}× the open streams within the delay budget\n", px / py, nx / ny));
         }
     }
-    let same: Vec<String> = cpu_at.iter().filter(|((_, c), _)| *c == 'a').filter_map(|((n, _), a)| cpu_at.get(&(*n, 'b')).map(|b| format!("{n}: {:.2}×", a / b))).collect();
-    if !same.is_empty() {
-        md.push_str(&format!("- (a) / (b) CPU per stream-second at the same level: {}\n", same.join(", ")));
+    for x in ['a', 'e'] {
+        let same: Vec<String> = cpu_at.iter().filter(|((_, c), _)| *c == x).filter_map(|((n, _), a)| cpu_at.get(&(*n, 'b')).map(|b| format!("{n}: {:.2}×", a / b))).collect();
+        if !same.is_empty() {
+            md.push_str(&format!("- ({x}) / (b) CPU per stream-second at the same level: {}\n", same.join(", ")));
+        }
     }
     md.push_str("\nEvery level:\n\n");
     md.push_str(&table);
