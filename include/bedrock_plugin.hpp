@@ -8,9 +8,17 @@
  *       return true;                  // false cancels the stream
  *   });
  *
+ * Or, with no host code on plugin threads (ABI 1.7), streams file into a mailbox that one
+ * thread of the host's takes from:
+ *
+ *   auto box = lib.new_mailbox();
+ *   auto a = provider.start(request_a, box, 1), b = provider.start(request_b, box, 2);
+ *   while (auto taken = box.wait(1000))        // std::nullopt once closed and emptied
+ *       taken->for_each([](uint64_t tag, std::string_view event) { ... });
+ *
  * Owners are move-only RAII types: `library` dlcloses its copy, `provider` frees the provider
- * (bp_provider_free with its drain time), `stream` releases the handle, `plugin_string` frees a
- * returned string. Failures throw `bedrock_plugin::error`, carrying err_json's code and message.
+ * (bp_provider_free with its drain time), `stream` releases the handle, `mailbox` closes and
+ * frees its box, `plugin_string` frees a returned string. Failures throw `bedrock_plugin::error`, carrying err_json's code and message.
  * Everything goes through the copy's bp_api table (bp_get_api), so a host can load a second copy
  * with `library::load_private_copy` and swap without mixing functions of the two. The owners must
  * be destroyed in reverse order of creation (streams, then providers, then the library), as the
@@ -31,6 +39,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -131,6 +140,84 @@ private:
     bp_stream *s_ = nullptr;
 };
 
+/* What one mailbox wait took: `count` lines of NDJSON, each {"stream":<tag>, <event members>};
+ * valid until the mailbox's next wait or its destruction. */
+class taken_events {
+public:
+    taken_events(std::string_view lines, size_t count) : lines_(lines), count_(count) {}
+    std::string_view lines() const { return lines_; }
+    size_t count() const { return count_; }
+
+    /* Calls f(tag, event) for each line, in order; `event` is the line itself (the tag is its
+     * first member), so any JSON parser reads it as it is. */
+    template <class F> void for_each(F &&f) const {
+        static constexpr std::string_view prefix = "{\"stream\":";
+        for (size_t at = 0; at < lines_.size();) {
+            size_t end = lines_.find('\n', at);
+            if (end == std::string_view::npos) end = lines_.size();
+            std::string_view line = lines_.substr(at, end - at);
+            uint64_t tag = 0;
+            for (size_t i = prefix.size(); line.rfind(prefix, 0) == 0 && i < line.size() && line[i] >= '0' && line[i] <= '9'; i++)
+                tag = tag * 10 + static_cast<uint64_t>(line[i] - '0');
+            f(tag, line);
+            at = end + 1;
+        }
+    }
+
+private:
+    std::string_view lines_;
+    size_t count_;
+};
+
+/* A mailbox (ABI 1.7): the events of every stream started into it, taken by one host thread at
+ * a time. Closed and freed on destruction, which must come after any wait on it has returned
+ * (close() ends a wait under way) and before the library's. */
+class mailbox {
+public:
+    mailbox() = default;
+    mailbox(const bp_api *api, bp_mailbox *m) : api_(api), m_(m) {}
+    mailbox(mailbox &&o) noexcept : api_(o.api_), m_(std::exchange(o.m_, nullptr)) {}
+    mailbox &operator=(mailbox &&o) noexcept {
+        if (this != &o) {
+            reset();
+            api_ = o.api_;
+            m_ = std::exchange(o.m_, nullptr);
+        }
+        return *this;
+    }
+    mailbox(const mailbox &) = delete;
+    mailbox &operator=(const mailbox &) = delete;
+    ~mailbox() { reset(); }
+
+    /* Takes everything filed, waiting up to timeout_ms for the first event (an empty take when
+     * the time ran out); std::nullopt once the mailbox is closed and everything was taken.
+     * Throws `error` otherwise (BP_ERR_BUSY: another thread is waiting on it). */
+    std::optional<taken_events> wait(uint32_t timeout_ms) const {
+        const char *lines = nullptr;
+        size_t len = 0, count = 0;
+        int32_t rc = api_->mailbox_wait(m_, timeout_ms, &lines, &len, &count);
+        if (rc == BP_ERR_SHUTTING_DOWN) return std::nullopt;
+        if (rc != BP_OK) throw error(rc, rc == BP_ERR_BUSY ? "busy" : "invalid_argument", "bp_mailbox_wait failed with status " + std::to_string(rc), "");
+        return taken_events(count ? std::string_view(lines, len) : std::string_view(), count);
+    }
+
+    /* Ends a wait under way; what was filed can still be taken, later filings are dropped. Any
+     * thread, idempotent. */
+    void close() const {
+        if (m_) api_->mailbox_close(m_);
+    }
+
+    bp_mailbox *get() const { return m_; }
+
+    void reset() {
+        if (m_) api_->mailbox_free(std::exchange(m_, nullptr));
+    }
+
+private:
+    const bp_api *api_ = nullptr;
+    bp_mailbox *m_ = nullptr;
+};
+
 /* A provider of one loaded copy; freed (drain_ms to let streams end) on destruction. */
 class provider {
 public:
@@ -178,6 +265,16 @@ public:
             delete holder; // the callback is never called on failure
             throw error::from(rc, plugin_string(err, api_->string_free), "bp_stream_start");
         }
+        return stream(api_, s);
+    }
+
+    /* Starts a stream whose events are filed into `box` under `tag` (ABI 1.7); no host code
+     * runs on plugin threads. */
+    stream start(const std::string &request_json, const mailbox &box, uint64_t tag) const {
+        bp_stream *s = nullptr;
+        char *err = nullptr;
+        int32_t rc = api_->stream_start_mailbox(p_, request_json.c_str(), box.get(), tag, &s, &err);
+        if (rc != BP_OK) throw error::from(rc, plugin_string(err, api_->string_free), "bp_stream_start_mailbox");
         return stream(api_, s);
     }
 
@@ -271,6 +368,15 @@ public:
         int32_t rc = api_->provider_new(config_json.c_str(), &p, &err);
         if (rc != BP_OK) throw error::from(rc, plugin_string(err, api_->string_free), "bp_provider_new");
         return provider(api_, p);
+    }
+
+    /* bp_mailbox_new (ABI 1.7); capacity_bytes 0: the plugin's default (8 MiB). */
+    mailbox new_mailbox(uint32_t capacity_bytes = 0) const {
+        if ((api_->abi_version & 0xffff) < 7) throw error(BP_ERR_INVALID_ARGUMENT, "abi", "mailboxes need ABI 1.7; this copy is older", "");
+        bp_mailbox *m = nullptr;
+        int32_t rc = api_->mailbox_new(capacity_bytes, &m);
+        if (rc != BP_OK) throw error(rc, "invalid_argument", "bp_mailbox_new failed with status " + std::to_string(rc), "");
+        return mailbox(api_, m);
     }
 
 private:

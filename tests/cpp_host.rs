@@ -1,7 +1,8 @@
 //! The C++ example host (`host-example/cpp`, through `include/bedrock_plugin.hpp`): built with
 //! `-std=c++17 -Wall -Wextra -Werror` under ASan and UBSan, it lists the models, streams a chat,
-//! reports a refused start as an exception carrying err_json's code, and swaps between two
-//! builds with RAII owners (the old copy freed and unloaded once its stream ended).
+//! reports a refused start as an exception carrying err_json's code, swaps between two builds
+//! with RAII owners (the old copy freed and unloaded once its stream ended), and takes the
+//! events of many streams from one mailbox on its main thread.
 
 mod common;
 use common::*;
@@ -43,5 +44,11 @@ fn the_cpp_host_lists_streams_reports_errors_and_swaps() {
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("old copy 0.1.0: stop") && stdout.contains("freed with status 0"), "{stdout}");
     assert!(stdout.contains("new copy 0.1.0-next: stop w0 w1 w2 "), "{stdout}");
+    assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("runtime error:"), "{stderr}");
+
+    let (ok, stdout, stderr) = run(&["fanout", "--count", "12", "--model", "emulator.echo", "emulator: chunks=6 delay_ms=5"], &config);
+    assert!(ok, "{stdout}\n{stderr}");
+    let want: String = (0..12).map(|tag| format!("{tag}: w0 w1 w2 w3 w4 w5 [stop]\n")).collect();
+    assert_eq!(stdout, want, "every stream's text, in order, from one mailbox");
     assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("runtime error:"), "{stderr}");
 }

@@ -4,9 +4,12 @@
 //   bp-host-cpp --plugin PATH --config FILE models
 //   bp-host-cpp --plugin PATH --config FILE chat --model ID PROMPT
 //   bp-host-cpp --plugin PATH --config FILE swap --next PATH --model ID PROMPT
+//   bp-host-cpp --plugin PATH --config FILE fanout --count N --model ID PROMPT
 //
 // `swap` streams on a private copy of one build, loads a private copy of the other while the first
 // stream runs, streams on it, then frees and unloads the first copy once its stream has ended.
+// `fanout` streams N chats into one mailbox (ABI 1.7) and takes their events on the main thread:
+// no code of this host runs on the plugin's threads.
 #include "bedrock_plugin.hpp"
 
 #include <condition_variable>
@@ -84,7 +87,8 @@ private:
 int usage() {
     std::cerr << "usage: bp-host-cpp --plugin PATH --config FILE models\n"
                  "       bp-host-cpp --plugin PATH --config FILE chat --model ID PROMPT\n"
-                 "       bp-host-cpp --plugin PATH --config FILE swap --next PATH --model ID PROMPT\n";
+                 "       bp-host-cpp --plugin PATH --config FILE swap --next PATH --model ID PROMPT\n"
+                 "       bp-host-cpp --plugin PATH --config FILE fanout --count N --model ID PROMPT\n";
     return 2;
 }
 
@@ -96,12 +100,14 @@ std::string version_of(const bedrock_plugin::library &lib) {
 
 int main(int argc, char **argv) {
     std::string plugin, config_path, model, next, command, prompt;
+    unsigned long count = 0;
     for (int i = 1; i < argc; i++) {
         std::string arg = argv[i];
         if (arg == "--plugin" && i + 1 < argc) plugin = argv[++i];
         else if (arg == "--config" && i + 1 < argc) config_path = argv[++i];
         else if (arg == "--model" && i + 1 < argc) model = argv[++i];
         else if (arg == "--next" && i + 1 < argc) next = argv[++i];
+        else if (arg == "--count" && i + 1 < argc) count = std::strtoul(argv[++i], nullptr, 10);
         else if (command.empty()) command = arg;
         else if (prompt.empty()) prompt = arg;
         else return usage();
@@ -148,6 +154,33 @@ int main(int argc, char **argv) {
             std::cout << "old copy " << old_version << ": " << on_old.reason() << " (" << on_old.text().size() << " bytes), freed with status " << freed << "\n";
             std::cout << "new copy " << version_of(first) << ": " << on_new.reason() << " " << on_new.text() << "\n";
             return on_old.reason() == "stop" && on_new.reason() == "stop" && freed == BP_OK ? 0 : 1;
+        }
+        if (command == "fanout" && count > 0 && !model.empty() && !prompt.empty()) {
+            auto lib = bedrock_plugin::library::load(plugin);
+            auto provider = lib.new_provider(config);
+            auto box = lib.new_mailbox();
+            std::vector<bedrock_plugin::stream> streams;
+            for (uint64_t tag = 0; tag < count; tag++) streams.push_back(provider.start(request(model, prompt), box, tag));
+            std::vector<std::string> text(count), reason(count);
+            unsigned long ended = 0;
+            while (ended < count) {
+                auto taken = box.wait(10000);
+                if (!taken || taken->count() == 0) break; // closed, or nothing for 10 s
+                taken->for_each([&](uint64_t tag, std::string_view event) {
+                    std::string type = bedrock_plugin::detail::member(event, "type");
+                    if (type == "text_delta") text.at(tag) += bedrock_plugin::detail::member(event, "delta");
+                    else if (type == "done" || type == "error") {
+                        reason.at(tag) = bedrock_plugin::detail::member(event, "reason");
+                        ended++;
+                    }
+                });
+            }
+            bool all_stopped = ended == count;
+            for (uint64_t tag = 0; tag < count; tag++) {
+                std::cout << tag << ": " << text[tag] << "[" << reason[tag] << "]\n";
+                all_stopped = all_stopped && reason[tag] == "stop";
+            }
+            return all_stopped ? 0 : 1;
         }
         return usage();
     } catch (const bedrock_plugin::error &e) {
