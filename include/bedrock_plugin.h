@@ -235,6 +235,9 @@ int32_t bp_stream_start_mailbox(bp_provider *provider, const char *request_json,
  * bp_mailbox_wait on this mailbox or its bp_mailbox_free. BP_ERR_SHUTTING_DOWN once the mailbox is
  * closed and everything was taken; BP_ERR_BUSY while another wait on it is under way (one taker
  * at a time); BP_ERR_INVALID_ARGUMENT for a NULL argument or a call from inside an event callback.
+ * Each take wakes the host's thread once whatever it carries: a host that waits again only a
+ * few milliseconds after its last take (sleeping meanwhile) gets several events per take with
+ * few streams open, and costs the plugin no wake-up call per event.
  */
 int32_t bp_mailbox_wait(bp_mailbox *mailbox, uint32_t timeout_ms, const char **events_ndjson,
                         size_t *len, size_t *count);
