@@ -10,15 +10,16 @@
 //! - **open** → `close` → **closed** (for good).
 //! - `file(may_wait, go_on, write)`: open: `write` appends the lines, and the host's taker is
 //!   woken if it sleeps (`taker_asleep`: set by each of its checks before sleeping, cleared by
-//!   the filing that wakes it and when the take ends). While the box holds `capacity` bytes or more, a filer that
-//!   may wait waits for room (a take, or the close), looking at `go_on` now and then: a
-//!   cancelled stream's events are dropped rather than wait. A terminal event never waits, so a
-//!   provider's drain never depends on the host taking; nor does a stream's own task filing on a
-//!   runtime thread, which files only after `has_room` said yes, so the box can pass its
-//!   capacity by at most one pass per runtime thread. Closed: nothing is written.
+//!   the filing that wakes it and when the take ends). While the box holds `capacity` bytes or
+//!   more, a filer that may wait waits for room (a take, or the close), looking at `go_on` now
+//!   and then: a cancelled stream's events are dropped rather than wait. A terminal event never
+//!   waits, so a provider's drain never depends on the host taking; nor does a stream's own task
+//!   filing on a runtime thread, which files only after `has_room` said yes, so the box can pass
+//!   its capacity by at most one pass per runtime thread. Closed: nothing is written.
 //! - `take(into, deadline)`: one taker at a time (the caller's to ensure: `mailbox.rs`). Waits
-//!   until something is filed, the box closes or the deadline passes; then everything filed moves into `into` (the buffers are swapped,
-//!   not copied) and the filers waiting for room are woken. Closed and empty: `Closed`.
+//!   until something is filed, the box closes or the deadline passes; then everything filed
+//!   moves into `into` (the buffers are swapped, not copied) and the filers waiting for room are
+//!   woken. Closed and empty: `Closed`.
 
 use super::sync::{doze, lock, wait_while_until, Condvar, Mutex};
 use std::time::{Duration, Instant};

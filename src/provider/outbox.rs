@@ -1,19 +1,21 @@
 //! One stream's outbox: its protocol state (`outbox_state.rs`: queued events, terminal event,
 //! scheduling token) joined to what delivery needs — the host's callback, the run queue, the
-//! backpressure wake-up, and the registry that `free` drains.
+//! backpressure wake-up, and the registry that `free` drains. Whoever claims the token runs the
+//! pass or hands it on: a pool worker for callbacks (host code runs there), the stream's own
+//! task for a mailbox with room (`hand_over`).
 
 use super::control::{lock, Callback, Live, Registry, StreamShared};
 use super::delivery::{deliver, Runner};
 use super::mailbox::Mailbox;
 use super::outbox_state::{OutboxState, Take};
 use super::pool::{Beat, Pool};
-use std::panic::AssertUnwindSafe;
 use super::shown::Shown;
 use crate::converse::outlet::Outlet;
 use crate::converse::stream::cancelled;
 use crate::error::{Error, Kind};
 use crate::events::{AssistantMessage, Event};
 use crate::fault::Fault;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
