@@ -157,8 +157,8 @@ public:
             if (end == std::string_view::npos) end = lines_.size();
             std::string_view line = lines_.substr(at, end - at);
             uint64_t tag = 0;
-            for (size_t i = prefix.size(); line.rfind(prefix, 0) == 0 && i < line.size() && line[i] >= '0' && line[i] <= '9'; i++)
-                tag = tag * 10 + static_cast<uint64_t>(line[i] - '0');
+            size_t i = line.rfind(prefix, 0) == 0 ? prefix.size() : line.size();
+            for (; i < line.size() && line[i] >= '0' && line[i] <= '9'; i++) tag = tag * 10 + static_cast<uint64_t>(line[i] - '0');
             f(tag, line);
             at = end + 1;
         }
