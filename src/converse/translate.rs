@@ -14,23 +14,94 @@ struct OpenBlock {
     partial_json: String,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TextKind {
+    Text,
+    Thinking,
+}
+
+/// The text or thinking block the last delta went to, and its text so far (its place in the
+/// message holds an empty string meanwhile). At a model's pace each delta arrives alone, and the
+/// open-block list and the message's content have gone cold since the last one: kept here, in
+/// the stream's task beside `started`, a delta to the same block reads neither.
+struct Hot {
+    bedrock_index: i32,
+    content_index: usize,
+    kind: TextKind,
+    text: String,
+}
+
+/// What every event reads, kept together.
+struct Current {
+    started: bool,
+    hot: Option<Hot>,
+}
+
 pub struct Translator {
+    current: Current,
     message: AssistantMessage,
     tool_names: ToolNames,
     cost: Cost,
     open: Vec<OpenBlock>,
     stop: Option<BedrockStop>,
-    started: bool,
 }
 
 impl Translator {
     pub fn new(model_id: &str, cost: Cost, tool_names: ToolNames) -> Translator {
-        Translator { message: AssistantMessage::new(model_id), tool_names, cost, open: Vec::new(), stop: None, started: false }
+        Translator {
+            current: Current { started: false, hot: None },
+            message: AssistantMessage::new(model_id),
+            tool_names,
+            cost,
+            open: Vec::new(),
+            stop: None,
+        }
     }
 
     /// The message as far as it got, for an `error` event.
     pub fn partial(&self) -> AssistantMessage {
-        self.message.clone()
+        let mut message = self.message.clone();
+        if let Some(hot) = &self.current.hot {
+            put_text(&mut message, hot.content_index, hot.text.clone());
+        }
+        message
+    }
+
+    /// Gives the hot block's text back to the message.
+    fn settle(&mut self) {
+        if let Some(hot) = self.current.hot.take() {
+            put_text(&mut self.message, hot.content_index, hot.text);
+        }
+    }
+
+    /// The text or thinking block for a delta to Bedrock's block `index`, opened (with its
+    /// `*_start` event) if it is new; None if that block is of another kind.
+    fn hot(&mut self, index: i32, kind: TextKind, out: &mut Vec<Event>) -> Option<&mut Hot> {
+        let same = matches!(&self.current.hot, Some(h) if h.bedrock_index == index);
+        if !same {
+            self.settle();
+            let content_index = match self.find(index) {
+                Some(pos) => self.open[pos].content_index,
+                None => {
+                    let (content, start): (Content, fn(usize) -> Event) = match kind {
+                        TextKind::Text => (Content::Text { text: String::new() }, |content_index| Event::TextStart { content_index }),
+                        TextKind::Thinking => (
+                            Content::Thinking { thinking: String::new(), thinking_signature: None, redacted: false },
+                            |content_index| Event::ThinkingStart { content_index },
+                        ),
+                    };
+                    let ci = self.open_block(index, content);
+                    out.push(start(ci));
+                    ci
+                }
+            };
+            let text = match (kind, self.message.content.get_mut(content_index)) {
+                (TextKind::Text, Some(Content::Text { text })) | (TextKind::Thinking, Some(Content::Thinking { thinking: text, .. })) => std::mem::take(text),
+                _ => return None,
+            };
+            self.current.hot = Some(Hot { bedrock_index: index, content_index, kind, text });
+        }
+        self.current.hot.as_mut().filter(|h| h.kind == kind)
     }
 
     fn open_block(&mut self, bedrock_index: i32, content: Content) -> usize {
@@ -45,8 +116,8 @@ impl Translator {
     }
 
     fn ensure_started(&mut self, out: &mut Vec<Event>) {
-        if !self.started {
-            self.started = true;
+        if !self.current.started {
+            self.current.started = true;
             out.push(Event::Start { partial: Box::new(self.message.clone()) });
         }
     }
@@ -112,17 +183,9 @@ impl Translator {
         match delta {
             ContentBlockDelta::Text(text) => {
                 // Bedrock sends no contentBlockStart for text: the first delta opens the block.
-                let content_index = match self.find(index) {
-                    Some(pos) => self.open[pos].content_index,
-                    None => {
-                        let ci = self.open_block(index, Content::Text { text: String::new() });
-                        out.push(Event::TextStart { content_index: ci });
-                        ci
-                    }
-                };
-                if let Some(Content::Text { text: acc }) = self.message.content.get_mut(content_index) {
-                    append(acc, &text);
-                    out.push(Event::TextDelta { content_index, delta: text });
+                if let Some(hot) = self.hot(index, TextKind::Text, out) {
+                    append(&mut hot.text, &text);
+                    out.push(Event::TextDelta { content_index: hot.content_index, delta: text });
                 }
             }
             ContentBlockDelta::ToolUse(t) => {
@@ -133,22 +196,19 @@ impl Translator {
                 }
             }
             ContentBlockDelta::ReasoningContent(r) => {
-                let content_index = match self.find(index) {
-                    Some(pos) => self.open[pos].content_index,
-                    None => {
-                        let ci = self.open_block(index, Content::Thinking { thinking: String::new(), thinking_signature: None, redacted: false });
-                        out.push(Event::ThinkingStart { content_index: ci });
-                        ci
-                    }
+                let Some(hot) = self.hot(index, TextKind::Thinking, out) else {
+                    return;
                 };
-                let Some(Content::Thinking { thinking, thinking_signature, redacted }) = self.message.content.get_mut(content_index) else {
+                let content_index = hot.content_index;
+                if let ReasoningContentBlockDelta::Text(t) = r {
+                    append(&mut hot.text, &t);
+                    out.push(Event::ThinkingDelta { content_index, delta: t });
+                    return;
+                }
+                let Some(Content::Thinking { thinking_signature, redacted, .. }) = self.message.content.get_mut(content_index) else {
                     return;
                 };
                 match r {
-                    ReasoningContentBlockDelta::Text(t) => {
-                        append(thinking, &t);
-                        out.push(Event::ThinkingDelta { content_index, delta: t });
-                    }
                     ReasoningContentBlockDelta::Signature(s) => thinking_signature.get_or_insert_with(String::new).push_str(&s),
                     ReasoningContentBlockDelta::RedactedContent(blob) => {
                         *redacted = true;
@@ -162,6 +222,7 @@ impl Translator {
     }
 
     fn close(&mut self, block: OpenBlock, out: &mut Vec<Event>) {
+        self.settle();
         let content_index = block.content_index;
         match self.message.content.get_mut(content_index) {
             Some(Content::Text { text }) => out.push(Event::TextEnd { content_index, content: text.clone() }),
@@ -196,6 +257,7 @@ impl Translator {
         let Some(stop) = self.stop.take() else {
             return Err(Error::new(Kind::Truncated, "the stream ended without the model finishing its answer (no messageStop event)"));
         };
+        self.settle();
         let mut rest = Vec::new();
         for block in std::mem::take(&mut self.open) {
             self.close(block, &mut rest);
@@ -233,6 +295,14 @@ fn append(acc: &mut String, delta: &str) {
     acc.push_str(delta);
 }
 
+/// Puts a block's text back in its place in `message`.
+fn put_text(message: &mut AssistantMessage, content_index: usize, text: String) {
+    match message.content.get_mut(content_index) {
+        Some(Content::Text { text: place } | Content::Thinking { thinking: place, .. }) => *place = text,
+        Some(Content::ToolCall { .. }) | None => {}
+    }
+}
+
 /// Tool arguments as the model sent them: an object (`{}` for no arguments at all), or why not.
 fn parse_arguments(raw: &str) -> std::result::Result<serde_json::Value, String> {
     if raw.trim().is_empty() {
@@ -247,7 +317,68 @@ fn parse_arguments(raw: &str) -> std::result::Result<serde_json::Value, String> 
 
 #[cfg(test)]
 mod tests {
-    use super::append;
+    use super::{append, Translator};
+    use crate::events::{Content, Event};
+    use aws_sdk_bedrockruntime::types::{
+        ContentBlockDelta, ContentBlockDeltaEvent, ContentBlockStopEvent, ConverseStreamOutput as Out, MessageStopEvent,
+        ReasoningContentBlockDelta, StopReason,
+    };
+
+    fn delta(index: i32, delta: ContentBlockDelta) -> Out {
+        Out::ContentBlockDelta(ContentBlockDeltaEvent::builder().content_block_index(index).delta(delta).build().unwrap())
+    }
+
+    fn text(index: i32, t: &str) -> Out {
+        delta(index, ContentBlockDelta::Text(t.into()))
+    }
+
+    fn thinking(index: i32, t: &str) -> Out {
+        delta(index, ContentBlockDelta::ReasoningContent(ReasoningContentBlockDelta::Text(t.into())))
+    }
+
+    fn texts(content: &[Content]) -> Vec<String> {
+        content
+            .iter()
+            .map(|c| match c {
+                Content::Text { text } => format!("text:{text}"),
+                Content::Thinking { thinking, thinking_signature, .. } => format!("thinking:{thinking}:{}", thinking_signature.as_deref().unwrap_or("")),
+                Content::ToolCall { name, .. } => format!("tool:{name}"),
+            })
+            .collect()
+    }
+
+    /// The block receiving deltas keeps its text apart from the message (`Hot`): whatever order
+    /// the blocks' deltas come in, every view of the message — partial, `*_end`, `done` — must
+    /// hold each block's whole text, and each delta must name its own block.
+    #[test]
+    fn deltas_switching_between_blocks_keep_every_blocks_text() {
+        let mut t = Translator::new("m", Default::default(), Default::default());
+        let mut out = Vec::new();
+        for e in [thinking(0, "Let "), text(1, "Hel"), thinking(0, "me think"), text(1, "lo")] {
+            t.on(e, &mut out);
+        }
+        t.on(delta(0, ContentBlockDelta::ReasoningContent(ReasoningContentBlockDelta::Signature("sig".into()))), &mut out);
+        // A delta of the wrong kind for its block is dropped, as before.
+        t.on(text(0, "stray"), &mut out);
+        assert_eq!(texts(&t.partial().content), ["thinking:Let me think:sig", "text:Hello"]);
+        let targets: Vec<(usize, &str)> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::TextDelta { content_index, delta } | Event::ThinkingDelta { content_index, delta } => Some((*content_index, delta.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(targets, [(0, "Let "), (1, "Hel"), (0, "me think"), (1, "lo")]);
+        out.clear();
+        t.on(Out::ContentBlockStop(ContentBlockStopEvent::builder().content_block_index(1).build().unwrap()), &mut out);
+        t.on(text(1, "!"), &mut out);
+        assert!(matches!(&out[0], Event::TextEnd { content_index: 1, content } if content == "Hello"), "{out:?}");
+        // Bedrock's index 1 again after its block ended: a block of its own.
+        assert!(matches!(&out[1], Event::TextStart { content_index: 2 }), "{out:?}");
+        t.on(Out::MessageStop(MessageStopEvent::builder().stop_reason(StopReason::EndTurn).build().unwrap()), &mut out);
+        let Ok(Event::Done { message, .. }) = t.finish() else { panic!("no done") };
+        assert_eq!(texts(&message.content), ["thinking:Let me think:sig", "text:Hello", "text:!"]);
+    }
 
     #[test]
     fn a_kept_answer_is_whole_and_holds_little_unused() {

@@ -121,7 +121,7 @@ impl Outbox {
             }
             Take::Terminal(terminal) => {
                 let terminal = terminal.unwrap_or_else(|| self.failure(Error::new(Kind::Internal, "the stream ended without a result")));
-                let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &receiver.shown, &self.model_id) } else { terminal };
+                let terminal = if self.shared.cancel_requested() { into_aborted(terminal, &mut receiver.shown, &self.model_id) } else { terminal };
                 self.end(&receiver.callback, terminal, buf, beat, runner);
                 Pass::Finished
             }
@@ -243,7 +243,7 @@ fn carries_answer(event: &Event) -> bool {
 
 /// The end of a cancelled stream: its final message as far as the host was shown it (`failure`
 /// replaces whatever `errorMessage` / `errorInfo` the message had).
-fn into_aborted(terminal: Event, shown: &Shown, model_id: &str) -> Event {
+fn into_aborted(terminal: Event, shown: &mut Shown, model_id: &str) -> Event {
     let mut message = terminal.into_final_message().unwrap_or_else(|| AssistantMessage::new(model_id));
     shown.trim(&mut message);
     Event::failure(message, &cancelled())

@@ -18,6 +18,10 @@ struct Block {
 #[derive(Default)]
 pub struct Shown {
     blocks: Vec<Block>,
+    /// The block the last text or thinking deltas went to, and their bytes not yet added to it:
+    /// at a model's pace each delta is delivered alone, and `blocks` has gone cold since the
+    /// last one.
+    deltas: Option<(usize, usize)>,
 }
 
 impl Shown {
@@ -28,6 +32,12 @@ impl Shown {
         &mut self.blocks[index]
     }
 
+    fn flush(&mut self) {
+        if let Some((index, bytes)) = self.deltas.take() {
+            self.block(index).bytes += bytes;
+        }
+    }
+
     /// Records events the host was handed.
     pub fn note(&mut self, events: &[Event]) {
         for event in events {
@@ -35,9 +45,13 @@ impl Shown {
                 Event::TextStart { content_index } | Event::ThinkingStart { content_index } | Event::ToolcallStart { content_index, .. } => {
                     self.block(*content_index).started = true;
                 }
-                Event::TextDelta { content_index, delta } | Event::ThinkingDelta { content_index, delta } => {
-                    self.block(*content_index).bytes += delta.len();
-                }
+                Event::TextDelta { content_index, delta } | Event::ThinkingDelta { content_index, delta } => match &mut self.deltas {
+                    Some((index, bytes)) if index == content_index => *bytes += delta.len(),
+                    _ => {
+                        self.flush();
+                        self.deltas = Some((*content_index, delta.len()));
+                    }
+                },
                 Event::ToolcallDelta { content_index, delta } => self.block(*content_index).json.push_str(delta),
                 Event::TextEnd { content_index, .. } | Event::ThinkingEnd { content_index, .. } | Event::ToolcallEnd { content_index, .. } => {
                     self.block(*content_index).ended = true;
@@ -50,7 +64,8 @@ impl Shown {
     /// Cuts `message` down to what was shown: blocks never started go, blocks not ended keep
     /// the text their delivered deltas built; a tool call not ended keeps no arguments, its
     /// delivered argument text as `invalidArguments`.
-    pub fn trim(&self, message: &mut AssistantMessage) {
+    pub fn trim(&mut self, message: &mut AssistantMessage) {
+        self.flush();
         let started = self.blocks.iter().take_while(|b| b.started).count();
         message.content.truncate(started);
         for (content, block) in message.content.iter_mut().zip(&self.blocks) {
@@ -69,5 +84,33 @@ impl Shown {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shown;
+    use crate::events::{AssistantMessage, Content, Event};
+
+    /// Delta bytes are counted apart while they go to one block (`deltas`): whichever order the
+    /// blocks' deltas were shown in, a trimmed block keeps exactly the bytes shown of it.
+    #[test]
+    fn a_trimmed_message_keeps_each_blocks_shown_bytes_in_any_delta_order() {
+        let mut message = AssistantMessage::new("m");
+        message.content = vec![
+            Content::Thinking { thinking: "Let me think more".into(), thinking_signature: None, redacted: false },
+            Content::Text { text: "Hello, world".into() },
+            Content::Text { text: "never shown".into() },
+        ];
+        let delta = |i, d: &str| if i == 0 { Event::ThinkingDelta { content_index: i, delta: d.into() } } else { Event::TextDelta { content_index: i, delta: d.into() } };
+        let mut shown = Shown::default();
+        shown.note(&[Event::ThinkingStart { content_index: 0 }, delta(0, "Let "), Event::TextStart { content_index: 1 }, delta(1, "Hel")]);
+        shown.note(&[delta(0, "me"), delta(0, " think"), delta(1, "lo")]);
+        shown.trim(&mut message);
+        let texts: Vec<&str> = message.content.iter().map(|c| match c {
+            Content::Text { text } | Content::Thinking { thinking: text, .. } => text.as_str(),
+            Content::ToolCall { .. } => "tool",
+        }).collect();
+        assert_eq!(texts, ["Let me think", "Hello"]);
     }
 }
