@@ -96,7 +96,7 @@ impl Outbox {
     /// Delivers what is queued now (the terminal event too, once everything before it is out).
     /// Only the holder of the scheduling token calls this; `beat` tells the pool which callback
     /// is running and since when.
-    pub fn deliver_pass(&self, buf: &mut Vec<u8>, beat: &Beat, runner: Runner) -> Pass {
+    fn deliver_pass(&self, buf: &mut Vec<u8>, beat: &Beat, runner: Runner) -> Pass {
         let mut receiver = lock(&self.receiver);
         let receiver = &mut *receiver;
         match self.state.take(&mut receiver.batch) {
@@ -143,7 +143,7 @@ impl Outbox {
 
     /// After a panic inside a delivery pass (a plugin bug): the stream ends with `internal`, and
     /// its task is told to stop. Its token is never given back, so nothing follows.
-    pub fn fail_after_panic(&self, buf: &mut Vec<u8>, beat: &Beat, runner: Runner) {
+    fn fail_after_panic(&self, buf: &mut Vec<u8>, beat: &Beat, runner: Runner) {
         if self.shared.request_cancel() {
             self.shared.cancel.notify_one();
         }
@@ -162,18 +162,26 @@ impl Outbox {
         };
         let (mut buf, beat) = (Vec::new(), Beat::default());
         loop {
-            let pass = std::panic::catch_unwind(AssertUnwindSafe(|| self.deliver_pass(&mut buf, &beat, Runner::Task)));
-            match pass {
-                Ok(Pass::Idle | Pass::Finished) => return,
-                Ok(Pass::More) if mailbox.has_room() => continue,
-                Ok(Pass::More) => return self.pool.schedule(self.clone(), urgent),
-                Err(_) => {
-                    crate::log::error("provider", "a delivery pass panicked (a plugin bug): the stream ends with an internal error");
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.fail_after_panic(&mut buf, &beat, Runner::Task)));
-                    return;
-                }
+            match self.guarded_pass(&mut buf, &beat, Runner::Task) {
+                Pass::Idle | Pass::Finished => return,
+                Pass::More if mailbox.has_room() => continue,
+                Pass::More => return self.pool.schedule(self.clone(), urgent),
             }
         }
+    }
+
+    /// A delivery pass that a panic (a plugin bug) cannot take further than this stream: it
+    /// ends with `internal` instead, and the pass counts as finished.
+    pub fn guarded_pass(&self, buf: &mut Vec<u8>, beat: &Beat, runner: Runner) -> Pass {
+        if let Ok(pass) = std::panic::catch_unwind(AssertUnwindSafe(|| self.deliver_pass(buf, beat, runner))) {
+            return pass;
+        }
+        beat.leave();
+        crate::log::error("provider", "a delivery pass panicked (a plugin bug): the stream ends with an internal error");
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.fail_after_panic(buf, beat, runner))).is_err() {
+            beat.leave();
+        }
+        Pass::Finished
     }
 
     fn failure(&self, e: Error) -> Event {

@@ -21,7 +21,6 @@ use super::delivery::Runner;
 use super::outbox::{Outbox, Pass};
 use super::run_queue::{Behind, RunQueue, Scheduled, Watch};
 use super::sync::lock;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -136,18 +135,7 @@ impl Pool {
         let mut dozing = false;
         let mut next = self.next(true, &mut dozing);
         while let Some(outbox) = next {
-            let pass = match std::panic::catch_unwind(AssertUnwindSafe(|| outbox.deliver_pass(&mut buf, beat, Runner::Worker))) {
-                Ok(pass) => pass,
-                Err(_) => {
-                    beat.leave();
-                    crate::log::error("provider", "a delivery pass panicked (a plugin bug): the stream ends with an internal error");
-                    if std::panic::catch_unwind(AssertUnwindSafe(|| outbox.fail_after_panic(&mut buf, beat, Runner::Worker))).is_err() {
-                        beat.leave();
-                    }
-                    Pass::Finished
-                }
-            };
-            next = match pass {
+            next = match outbox.guarded_pass(&mut buf, beat, Runner::Worker) {
                 Pass::More => Some(self.queue.pass_on(outbox)),
                 Pass::Idle | Pass::Finished => self.next(false, &mut dozing),
             };
