@@ -1,14 +1,15 @@
 /*
  * bedrock_plugin.h — the C ABI of bedrock-plugin, the Amazon Bedrock model provider.
  *
- * This header is the whole contract (ABI version 1.7). Load the plugin with dlopen, check
+ * This header is the whole contract (ABI version 1.8). Load the plugin with dlopen, check
  * bp_abi_version() before anything else, and refuse a plugin whose major version differs; a host
  * that loads more than one copy (hot swap) takes every function from bp_get_api(BP_ABI_VERSION_MAJOR).
  * Minor versions add functions and fields: 1.1 added bp_discover; 1.2 gave the terminal "error"
  * event pi-ai's exact shape (see bp_event_fn), the one change to existing JSON, made so that a
  * pi-ai host reads every event unchanged; 1.3 added bp_get_api; 1.4 added bp_embed;
  * 1.5 added bp_stream_start_batched; 1.6 added bp_set_log_callback; 1.7 added the mailbox
- * (bp_mailbox_new, bp_stream_start_mailbox, bp_mailbox_wait, bp_mailbox_close, bp_mailbox_free).
+ * (bp_mailbox_new, bp_stream_start_mailbox, bp_mailbox_wait, bp_mailbox_close, bp_mailbox_free);
+ * 1.8 added bp_stream_start_inline.
  *
  * Ownership: bp_provider_new -> bp_provider_free; bp_stream_start -> bp_stream_release; every
  * char * the plugin returns -> bp_string_free. Strings are UTF-8 and NUL-terminated. No function
@@ -28,7 +29,7 @@ extern "C" {
 #endif
 
 #define BP_ABI_VERSION_MAJOR 1
-#define BP_ABI_VERSION_MINOR 7
+#define BP_ABI_VERSION_MINOR 8
 /* The most bp_provider_free takes beyond its drain_timeout_ms, whatever the host's callbacks do. */
 #define BP_FREE_GRACE_MS 2000u
 /* Largest config_json / request_json accepted, in bytes (larger input: BP_ERR_TOO_LARGE). */
@@ -72,8 +73,8 @@ typedef struct bp_stream bp_stream;
  * event_json is NUL-terminated, len excludes the NUL, and it is valid only during the call.
  * Called on a plugin thread, in order, never twice at once for one stream; callbacks of
  * different streams may run at the same time. A callback that blocks delays only its own stream
- * (up to 512 blocked at once). Return 0 to continue; non-zero cancels the stream (it then ends
- * with error/aborted).
+ * (up to 512 blocked at once; not so for bp_stream_start_inline's). Return 0 to continue;
+ * non-zero cancels the stream (it then ends with error/aborted).
  */
 typedef int32_t (*bp_event_fn)(void *user_data, const char *event_json, size_t len);
 
@@ -117,7 +118,7 @@ int32_t bp_stream_start_batched(bp_provider *provider, const char *request_json,
  * Lists the models this provider can stream (ABI 1.1): the configured models first, then those
  * found through Bedrock's ListFoundationModels / ListInferenceProfiles, cached for
  * discovery.refreshInterval seconds. Blocks until answered; safe from any thread and
- * concurrently with streams. options_json: NULL or {"refresh": true} to bypass the cache.
+ * concurrently with streams (not from inside an inline callback). options_json: NULL or {"refresh": true} to bypass the cache.
  * On BP_OK, *out_json (free with bp_string_free) is the implicit provider config:
  * {"baseUrl", "api": "bedrock-converse-stream", "auth": "aws-sdk", "models": [...],
  *  "discovery": {"status": "discovered" | "cached" | "disabled", "region", "regionSource",
@@ -252,7 +253,22 @@ void bp_mailbox_close(bp_mailbox *mailbox);
 void bp_mailbox_free(bp_mailbox *mailbox);
 
 /*
- * Every function of one loaded copy of the plugin (ABI 1.7). Fields are only ever appended:
+ * As bp_stream_start, but on_event runs on the runtime thread that decoded the events, with no
+ * hand-over to a delivery thread (ABI 1.8): the cheapest way to receive events (no thread
+ * wake-up per event), for a callback that returns at once, because it copies or queues the event
+ * and signals its own thread. Same order, terminal, cancel and user_data rules as bp_stream_start.
+ * The difference is isolation. While the callback runs, that runtime thread serves no other
+ * stream (provider.runtimeThreads share all streams, default 2): a callback that blocks delays
+ * every stream on its thread, and one that never returns makes bp_provider_free return
+ * BP_ERR_BUSY. From inside it, bp_stream_start*, bp_stream_cancel and bp_stream_release may be
+ * called; bp_discover, bp_embed, bp_mailbox_wait and bp_provider_free return
+ * BP_ERR_INVALID_ARGUMENT (each would wait, some for the very thread the callback holds).
+ */
+int32_t bp_stream_start_inline(bp_provider *provider, const char *request_json, bp_event_fn on_event,
+                               void *user_data, bp_stream **out, char **err_json);
+
+/*
+ * Every function of one loaded copy of the plugin (ABI 1.8). Fields are only ever appended:
  * a field lies beyond a copy's table when offsetof(bp_api, field) >= size, and must then not be
  * read. The functions behave exactly as the exports of the same name.
  */
@@ -279,6 +295,8 @@ typedef struct bp_api {
                             size_t *len, size_t *count);
     void (*mailbox_close)(bp_mailbox *mailbox);
     void (*mailbox_free)(bp_mailbox *mailbox);
+    int32_t (*stream_start_inline)(bp_provider *provider, const char *request_json, bp_event_fn on_event,
+                                   void *user_data, bp_stream **out, char **err_json); /* 1.8 */
 } bp_api;
 
 /*

@@ -16,6 +16,10 @@
  *   while (auto taken = box.wait(1000))        // std::nullopt once closed and emptied
  *       taken->for_each([](uint64_t tag, std::string_view event) { ... });
  *
+ * Or, for a handler that only copies or queues the event and returns at once, with no thread hop
+ * per event (ABI 1.8): provider.start_inline(request_json, handler) runs it on the plugin's
+ * runtime thread, where blocking would hold back other streams.
+ *
  * Owners are move-only RAII types: `library` dlcloses its copy, `provider` frees the provider
  * (bp_provider_free with its drain time), `stream` releases the handle, `mailbox` closes and
  * frees its box, `plugin_string` frees a returned string. Failures throw `bedrock_plugin::error`, carrying err_json's code and message.
@@ -264,6 +268,22 @@ public:
         if (rc != BP_OK) {
             delete holder; // the callback is never called on failure
             throw error::from(rc, plugin_string(err, api_->string_free), "bp_stream_start");
+        }
+        return stream(api_, s);
+    }
+
+    /* As start, but `on_event` runs on the runtime thread that decoded the events (ABI 1.8): no
+     * thread hop per event, for a handler that returns at once (it copies or queues the event);
+     * one that blocks delays every stream on that thread. See bp_stream_start_inline. */
+    stream start_inline(const std::string &request_json, event_handler on_event) const {
+        if ((api_->abi_version & 0xffff) < 8) throw error(BP_ERR_INVALID_ARGUMENT, "abi", "inline streams need ABI 1.8; this copy is older", "");
+        auto *holder = new event_handler(std::move(on_event));
+        bp_stream *s = nullptr;
+        char *err = nullptr;
+        int32_t rc = api_->stream_start_inline(p_, request_json.c_str(), &trampoline, holder, &s, &err);
+        if (rc != BP_OK) {
+            delete holder;
+            throw error::from(rc, plugin_string(err, api_->string_free), "bp_stream_start_inline");
         }
         return stream(api_, s);
     }

@@ -9,12 +9,12 @@ use std::os::raw::c_char;
 #[test]
 fn abi_version_and_plugin_info() {
     let api = api();
-    assert_eq!(unsafe { (api.abi_version)() }, (1 << 16) | 7);
+    assert_eq!(unsafe { (api.abi_version)() }, (1 << 16) | 8);
     let info = unsafe { std::ffi::CStr::from_ptr((api.plugin_info)()) }.to_str().unwrap();
     let info: serde_json::Value = serde_json::from_str(info).unwrap();
     assert_eq!(info["provider"], "amazon-bedrock");
     assert_eq!(info["api"], "bedrock-converse-stream");
-    assert_eq!(info["abiVersion"], "1.7");
+    assert_eq!(info["abiVersion"], "1.8");
     assert_eq!(info["name"], "bedrock-plugin");
 }
 

@@ -36,6 +36,10 @@ fn the_cpp_host_lists_streams_reports_errors_and_swaps() {
     assert!(ok, "{stdout}\n{stderr}");
     assert_eq!(stdout, "w0 w1 w2 w3 \n[stop]\n", "{stderr}");
 
+    let (ok, stdout, stderr) = run(&["chat", "--inline", "--model", "emulator.echo", "emulator: chunks=4"], &config);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(stdout, "w0 w1 w2 w3 \n[stop]\n", "inline (ABI 1.8): {stderr}");
+
     let (ok, _, stderr) = run(&["chat", "--model", "no.such-model", "hi"], &config);
     assert!(!ok && stderr.contains("error (not_found, status 4): bp_stream_start: model: unknown model"), "{stderr}");
 

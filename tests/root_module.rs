@@ -15,9 +15,9 @@ fn a_rust_host_streams_through_the_layout_checked_module() {
     hermetic_env();
     let emulator = Emulator::start(EmulatorConfig::default());
     let module = PluginModuleRef::load_from_file(&plugin_path()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((module.abi_version())(), (1 << 16) | 7);
+    assert_eq!((module.abi_version())(), (1 << 16) | 8);
     let info = unsafe { CStr::from_ptr((module.plugin_info())()) }.to_str().unwrap();
-    assert!(info.contains("\"abiVersion\":\"1.7\""), "{info}");
+    assert!(info.contains("\"abiVersion\":\"1.8\""), "{info}");
 
     let config = CString::new(config_for(&emulator.endpoint()).to_string()).unwrap();
     let (mut provider, mut err): (*mut BpProvider, *mut c_char) = (std::ptr::null_mut(), std::ptr::null_mut());
@@ -45,6 +45,13 @@ fn a_rust_host_streams_through_the_layout_checked_module() {
     assert_eq!(text_of(&events), "w0 w1 w2 ");
     assert_eq!(terminal(&events)["type"], "done");
     unsafe { (module.stream_release())(stream) };
+
+    // 1.8's inline start, through its optional accessor.
+    let inline = module.stream_start_inline().expect("a 1.8 plugin has stream_start_inline");
+    let collector = Arc::new(Collector::default());
+    assert_eq!(unsafe { inline(provider, body.as_ptr(), EventCallback(collect), Arc::as_ptr(&collector) as *mut _, std::ptr::null_mut(), &mut err) }, 0);
+    let events = collector.wait_terminal(std::time::Duration::from_secs(30));
+    assert_eq!(text_of(&events), "w0 w1 w2 ");
 
     // 1.7's mailbox, through its optional accessors.
     let (new, start, wait, free) = (module.mailbox_new().unwrap(), module.stream_start_mailbox().unwrap(), module.mailbox_wait().unwrap(), module.mailbox_free().unwrap());

@@ -2,12 +2,14 @@
 // owners, lambdas as callbacks and exceptions for errors.
 //
 //   bp-host-cpp --plugin PATH --config FILE models
-//   bp-host-cpp --plugin PATH --config FILE chat --model ID PROMPT
+//   bp-host-cpp --plugin PATH --config FILE chat [--inline] --model ID PROMPT
 //   bp-host-cpp --plugin PATH --config FILE swap --next PATH --model ID PROMPT
 //   bp-host-cpp --plugin PATH --config FILE fanout --count N --model ID PROMPT
 //
 // `swap` streams on a private copy of one build, loads a private copy of the other while the first
 // stream runs, streams on it, then frees and unloads the first copy once its stream has ended.
+// `chat --inline` takes the events on the plugin's runtime thread (ABI 1.8): the handler only
+// appends to the text and prints it once the stream has ended.
 // `fanout` streams N chats into one mailbox (ABI 1.7) and takes their events on the main thread:
 // no code of this host runs on the plugin's threads.
 #include "bedrock_plugin.hpp"
@@ -86,7 +88,7 @@ private:
 
 int usage() {
     std::cerr << "usage: bp-host-cpp --plugin PATH --config FILE models\n"
-                 "       bp-host-cpp --plugin PATH --config FILE chat --model ID PROMPT\n"
+                 "       bp-host-cpp --plugin PATH --config FILE chat [--inline] --model ID PROMPT\n"
                  "       bp-host-cpp --plugin PATH --config FILE swap --next PATH --model ID PROMPT\n"
                  "       bp-host-cpp --plugin PATH --config FILE fanout --count N --model ID PROMPT\n";
     return 2;
@@ -101,6 +103,7 @@ std::string version_of(const bedrock_plugin::library &lib) {
 int main(int argc, char **argv) {
     std::string plugin, config_path, model, next, command, prompt;
     unsigned long count = 0;
+    bool inline_events = false;
     for (int i = 1; i < argc; i++) {
         std::string arg = argv[i];
         if (arg == "--plugin" && i + 1 < argc) plugin = argv[++i];
@@ -108,6 +111,7 @@ int main(int argc, char **argv) {
         else if (arg == "--model" && i + 1 < argc) model = argv[++i];
         else if (arg == "--next" && i + 1 < argc) next = argv[++i];
         else if (arg == "--count" && i + 1 < argc) count = std::strtoul(argv[++i], nullptr, 10);
+        else if (arg == "--inline") inline_events = true;
         else if (command.empty()) command = arg;
         else if (prompt.empty()) prompt = arg;
         else return usage();
@@ -129,8 +133,11 @@ int main(int argc, char **argv) {
             auto lib = bedrock_plugin::library::load(plugin);
             auto provider = lib.new_provider(config);
             chat_result result;
-            auto stream = provider.start(request(model, prompt), result.handler(true));
+            // An inline handler runs on the runtime thread: it must not wait on the terminal.
+            auto stream = inline_events ? provider.start_inline(request(model, prompt), result.handler(false))
+                                        : provider.start(request(model, prompt), result.handler(true));
             result.wait();
+            if (inline_events) std::cout << result.text();
             std::cout << "\n[" << result.reason() << "]" << (result.message().empty() ? "" : " " + result.message()) << "\n";
             return result.reason() == "stop" ? 0 : 1;
         }

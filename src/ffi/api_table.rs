@@ -24,6 +24,7 @@ static API: BpApi = BpApi {
     mailbox_wait: bp_mailbox_wait,
     mailbox_close: bp_mailbox_close,
     mailbox_free: bp_mailbox_free,
+    stream_start_inline: bp_stream_start_inline,
 };
 
 /// The function table of this copy for ABI major `abi_major`, or NULL when this copy does not

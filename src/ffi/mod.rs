@@ -25,7 +25,7 @@ use std::os::raw::{c_char, c_void};
 use std::time::Duration;
 
 pub const ABI_MAJOR: u32 = 1;
-pub const ABI_MINOR: u32 = 7;
+pub const ABI_MINOR: u32 = 8;
 /// Largest `config_json` accepted.
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 /// Largest `request_json` accepted (images travel base64-encoded inside it).
@@ -50,7 +50,7 @@ unsafe fn provider_ref<'a>(p: *mut BpProvider) -> Result<(&'a Provider, Inside<'
 static PLUGIN_INFO: &str = concat!(
     "{\"name\":\"bedrock-plugin\",\"version\":\"",
     env!("CARGO_PKG_VERSION"),
-    "\",\"abiVersion\":\"1.7\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
+    "\",\"abiVersion\":\"1.8\",\"provider\":\"amazon-bedrock\",\"api\":\"bedrock-converse-stream\"}\0"
 );
 
 /// `(major << 16) | minor`.
@@ -133,7 +133,29 @@ pub unsafe extern "C" fn bp_stream_start_batched(
     })
 }
 
-/// What both stream starts share once the callback is checked.
+/// As `bp_stream_start` (ABI 1.8), but the callback runs on the runtime thread that decoded the
+/// events, with no hand-over to a delivery thread: the cheapest way in, for a callback that
+/// returns at once (it copies or queues the event). While it runs, the other streams on that
+/// runtime thread wait.
+///
+/// # Safety
+/// As `bp_stream_start`.
+#[no_mangle]
+pub unsafe extern "C" fn bp_stream_start_inline(
+    provider: *mut BpProvider,
+    request_json: *const c_char,
+    on_event: Option<EventFn>,
+    user_data: *mut c_void,
+    out: *mut *mut BpStream,
+    err_json: *mut *mut c_char,
+) -> i32 {
+    guard(err_json, || {
+        let f = on_event.ok_or_else(|| Error::invalid("on_event is NULL"));
+        start(provider, request_json, f.map(|f| Callback::Inline { f, user_data }), out)
+    })
+}
+
+/// What the stream starts share once the callback is checked.
 unsafe fn start(provider: *mut BpProvider, request_json: *const c_char, callback: Result<Callback>, out: *mut *mut BpStream) -> Result<Status> {
     if !out.is_null() {
         *out = std::ptr::null_mut();
@@ -162,6 +184,9 @@ pub unsafe extern "C" fn bp_discover(provider: *mut BpProvider, options_json: *c
     guard(err_json, || {
         out_param(out_json, "out_json")?;
         let (provider, _inside) = provider_ref(provider)?;
+        if crate::provider::in_runtime_callback() {
+            return Err(Error::invalid("bp_discover must not be called from inside an inline event callback (it would wait for the runtime thread it holds)"));
+        }
         let refresh = if options_json.is_null() {
             false
         } else {

@@ -30,6 +30,18 @@ unsafe extern "C" fn stream_start_batched(
     bp_stream_start_batched(provider, request_json, Some(on_events.0), user_data, out, err_json)
 }
 
+/// The module's `stream_start_inline`: the callback arrives wrapped too.
+unsafe extern "C" fn stream_start_inline(
+    provider: *mut BpProvider,
+    request_json: *const c_char,
+    on_event: EventCallback,
+    user_data: *mut c_void,
+    out: *mut *mut BpStream,
+    err_json: *mut *mut c_char,
+) -> i32 {
+    bp_stream_start_inline(provider, request_json, Some(on_event.0), user_data, out, err_json)
+}
+
 /// The module's `set_log_callback`: the callback arrives wrapped, so it is never NULL here.
 unsafe extern "C" fn set_log_callback(level: u32, on_record: LogCallback, user_data: *mut c_void) -> i32 {
     bp_set_log_callback(level, Some(on_record.0), user_data)
@@ -55,6 +67,7 @@ fn root_module() -> PluginModuleRef {
         mailbox_wait: bp_mailbox_wait,
         mailbox_close: bp_mailbox_close,
         mailbox_free: bp_mailbox_free,
+        stream_start_inline,
     }
     .leak_into_prefix()
 }

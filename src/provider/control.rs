@@ -19,6 +19,9 @@ pub use bedrock_plugin_abi::{EventFn, EventsFn};
 /// `bp_stream_start_batched`, for hosts where each call is a costly thread hop).
 pub enum Callback {
     Each { f: EventFn, user_data: *mut c_void },
+    /// One call per event on the runtime thread that decoded it (ABI 1.8's
+    /// `bp_stream_start_inline`): the host promised a callback that returns at once.
+    Inline { f: EventFn, user_data: *mut c_void },
     Batched { f: EventsFn, user_data: *mut c_void },
     /// Filed into a mailbox under the host's tag (ABI 1.7): no host code runs on plugin threads.
     Mailbox { mailbox: Arc<super::mailbox::Mailbox>, tag: u64 },

@@ -1,7 +1,7 @@
 //! Calling the host: the events of one delivery pass, serialized into the delivering thread's
 //! reused buffer, one call per event or one call for all of them (NDJSON); the pointer handed to
 //! the host is valid only during the call. A mailbox stream's events are filed instead, and the
-//! host takes them on its own thread.
+//! host takes them on its own thread. An inline stream's callback runs on the stream's own task.
 
 use super::control::Callback;
 use super::pool::Beat;
@@ -9,30 +9,36 @@ use crate::events::Event;
 use std::cell::Cell;
 
 thread_local! {
-    // No destructor (a `const` Cell<bool>), so reading it on any thread registers nothing.
-    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    // No destructor (a `const` Cell), so reading it on any thread registers nothing.
+    static IN_CALLBACK: Cell<Option<Runner>> = const { Cell::new(None) };
 }
 
 /// Whether the current thread is inside one of this plugin's event callbacks.
 pub fn in_callback() -> bool {
-    IN_CALLBACK.with(Cell::get)
+    IN_CALLBACK.with(Cell::get).is_some()
 }
 
-fn call(callback: &Callback, buf: &[u8], count: usize, beat: &Beat) -> bool {
-    IN_CALLBACK.with(|c| c.set(true));
+/// Whether the current thread is a runtime thread inside an inline stream's callback: waiting
+/// there for the runtime's work could wait for this very thread.
+pub fn in_runtime_callback() -> bool {
+    IN_CALLBACK.with(Cell::get) == Some(Runner::Task)
+}
+
+fn call(callback: &Callback, buf: &[u8], count: usize, beat: &Beat, runner: Runner) -> bool {
+    IN_CALLBACK.with(|c| c.set(Some(runner)));
     beat.enter();
     // SAFETY: the host promised `f` and `user_data` stay valid until the terminal event; `buf`
     // is NUL-terminated (its length excludes the NUL) and outlives the call.
     let verdict = unsafe {
         match *callback {
-            Callback::Each { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1),
+            Callback::Each { f, user_data } | Callback::Inline { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1),
             Callback::Batched { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1, count),
             // Filed by `deliver`, never called.
             Callback::Mailbox { .. } => 0,
         }
     };
     beat.leave();
-    IN_CALLBACK.with(|c| c.set(false));
+    IN_CALLBACK.with(|c| c.set(None));
     verdict == 0
 }
 
@@ -48,8 +54,8 @@ pub struct Delivered {
 pub enum Runner {
     /// A delivery pool worker: it may call the host, and wait for room in a full mailbox.
     Worker,
-    /// The stream's own task, on a runtime thread (a mailbox stream only: `outbox.rs`): it must
-    /// never wait.
+    /// The stream's own task, on a runtime thread (a mailbox or inline stream: `outbox.rs`): it
+    /// must never wait.
     Task,
 }
 
@@ -58,7 +64,7 @@ pub enum Runner {
 pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &Beat, runner: Runner, go_on: impl Fn() -> bool) -> Delivered {
     let mut shown = 0;
     match callback {
-        Callback::Each { .. } => {
+        Callback::Each { .. } | Callback::Inline { .. } => {
             for (i, event) in events.iter().enumerate() {
                 if !go_on() {
                     break;
@@ -69,7 +75,7 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
                 }
                 buf.push(0);
                 shown = i + 1;
-                if !call(callback, buf, 1, beat) {
+                if !call(callback, buf, 1, beat, runner) {
                     return Delivered { shown, go_on: false };
                 }
             }
@@ -88,7 +94,7 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
             }
             buf.push(0);
             shown = events.len();
-            if !call(callback, buf, count, beat) {
+            if !call(callback, buf, count, beat, runner) {
                 return Delivered { shown, go_on: false };
             }
         }

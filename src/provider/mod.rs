@@ -28,7 +28,7 @@ use crate::error::{Error, Kind, Result};
 use crate::model::Model;
 use crate::region::{self, RegionSource};
 pub use control::{Callback, EventFn, EventsFn, StreamShared};
-pub use delivery::in_callback;
+pub use delivery::{in_callback, in_runtime_callback};
 pub use control::Inside;
 use control::{lock, Command, Control, Gate, Registry, Reply};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! scheduling token) joined to what delivery needs — the host's callback, the run queue, the
 //! backpressure wake-up, and the registry that `free` drains. Whoever claims the token runs the
 //! pass or hands it on: a pool worker for callbacks (host code runs there), the stream's own
-//! task for a mailbox with room (`hand_over`).
+//! task for a mailbox with room and for an inline callback (`hand_over`).
 
 use super::control::{lock, Callback, Live, Registry, StreamShared};
 use super::delivery::{deliver, Runner};
@@ -22,6 +22,10 @@ use tokio::sync::Notify;
 
 /// Events queued per stream before its task stops reading the network.
 const QUEUE: usize = 128;
+
+/// The most an inline stream keeps of its serialization buffer between passes: deltas fit
+/// many times over; a large tool call's end is not kept for the rest of the stream.
+const TASK_BUF_KEPT: usize = 16 << 10;
 
 /// What only the delivering thread touches.
 struct Receiver {
@@ -60,6 +64,11 @@ pub struct Outbox {
     first_token_sent: AtomicBool,
     /// A mailbox stream's box: its passes run on the stream's own task while the box has room.
     mailbox: Option<Arc<Mailbox>>,
+    /// An inline stream: every pass runs on the stream's own task.
+    inline: bool,
+    /// The serialized events of the stream's own passes (only its task runs them), kept to reuse
+    /// its allocation.
+    task_buf: Mutex<Vec<u8>>,
     fault: Fault,
 }
 
@@ -75,8 +84,9 @@ impl Outbox {
     ) -> Arc<Outbox> {
         let mailbox = match &callback {
             Callback::Mailbox { mailbox, .. } => Some(mailbox.clone()),
-            Callback::Each { .. } | Callback::Batched { .. } => None,
+            Callback::Each { .. } | Callback::Batched { .. } | Callback::Inline { .. } => None,
         };
+        let inline = matches!(callback, Callback::Inline { .. });
         Arc::new(Outbox {
             shared,
             state: OutboxState::new(QUEUE),
@@ -89,6 +99,8 @@ impl Outbox {
             ended: AtomicBool::new(false),
             first_token_sent: AtomicBool::new(false),
             mailbox,
+            inline,
+            task_buf: Mutex::new(Vec::new()),
             fault,
         })
     }
@@ -155,19 +167,34 @@ impl Outbox {
     /// Hands a stream whose token the caller (its task) just claimed to whoever delivers it. A
     /// mailbox stream whose box has room is filed here, on its own task: filing runs no host
     /// code, so a delivery thread would add a wake-up and isolate nothing. Only a full box,
-    /// which its filer must wait out, goes to the pool.
+    /// which its filer must wait out, goes to the pool. An inline stream's host promised a
+    /// callback that returns at once, so its passes always run here.
     fn hand_over(self: &Arc<Self>, urgent: bool) {
-        let Some(mailbox) = self.mailbox.as_ref().filter(|m| m.has_room()) else {
+        if !self.runs_on_task() {
             return self.pool.schedule(self.clone(), urgent);
-        };
-        let (mut buf, beat) = (Vec::new(), Beat::default());
+        }
+        let beat = Beat::default();
+        let mut buf = lock(&self.task_buf);
         loop {
             match self.guarded_pass(&mut buf, &beat, Runner::Task) {
-                Pass::Idle | Pass::Finished => return,
-                Pass::More if mailbox.has_room() => continue,
+                Pass::Idle => break,
+                Pass::Finished => {
+                    // Nothing is delivered after the end: the message's JSON need not stay.
+                    *buf = Vec::new();
+                    return;
+                }
+                Pass::More if self.runs_on_task() => continue,
                 Pass::More => return self.pool.schedule(self.clone(), urgent),
             }
         }
+        if buf.capacity() > TASK_BUF_KEPT {
+            *buf = Vec::new();
+        }
+    }
+
+    /// Whether the stream's next pass runs on its own task rather than on a pool worker.
+    fn runs_on_task(&self) -> bool {
+        self.inline || self.mailbox.as_ref().is_some_and(|m| m.has_room())
     }
 
     /// A delivery pass that a panic (a plugin bug) cannot take further than this stream: it

@@ -46,6 +46,7 @@ int main(int argc, char **argv) {
     SAME(mailbox_wait);
     SAME(mailbox_close);
     SAME(mailbox_free);
+    SAME(stream_start_inline);
     check(get_api(BP_ABI_VERSION_MAJOR + 1) == NULL, "no table for the next major");
     check(get_api(0) == NULL, "no table for major 0");
     /* The table is usable on its own: a call through it that needs no provider. */

@@ -35,6 +35,8 @@ pub struct Api {
     pub mailbox_wait: unsafe extern "C" fn(*mut c_void, u32, *mut *const c_char, *mut usize, *mut usize) -> i32,
     pub mailbox_close: unsafe extern "C" fn(*mut c_void),
     pub mailbox_free: unsafe extern "C" fn(*mut c_void),
+    /// 1.8; None in an older build run through `BP_TEST_PLUGIN_FILE`.
+    pub stream_start_inline: Option<unsafe extern "C" fn(*mut c_void, *const c_char, Option<EventFn>, *mut c_void, *mut *mut c_void, *mut *mut c_char) -> i32>,
 }
 
 pub type LogFn = unsafe extern "C" fn(*mut c_void, u32, *const c_char, *const c_char);
@@ -202,6 +204,7 @@ pub fn api() -> &'static Api {
                 mailbox_wait: std::mem::transmute(sym("bp_mailbox_wait")),
                 mailbox_close: std::mem::transmute(sym("bp_mailbox_close")),
                 mailbox_free: std::mem::transmute(sym("bp_mailbox_free")),
+                stream_start_inline: std::mem::transmute(libc::dlsym(handle, c"bp_stream_start_inline".as_ptr())),
             }
         }
     })
@@ -398,12 +401,24 @@ pub fn request(model: &str, prompt: &str, options: Value) -> Value {
 }
 
 pub fn try_start(p: &Provider, request: &Value, collector: Collector) -> Result<Stream, (i32, Value)> {
+    try_start_with(api().stream_start, p, request, collector)
+}
+
+/// As `try_start`, through `bp_stream_start_inline` (ABI 1.8): the callback runs on a runtime
+/// thread.
+pub fn try_start_inline(p: &Provider, request: &Value, collector: Collector) -> Result<Stream, (i32, Value)> {
+    try_start_with(api().stream_start_inline.expect("the build under test exports bp_stream_start_inline"), p, request, collector)
+}
+
+type StartFn = unsafe extern "C" fn(*mut c_void, *const c_char, Option<EventFn>, *mut c_void, *mut *mut c_void, *mut *mut c_char) -> i32;
+
+fn try_start_with(start: StartFn, p: &Provider, request: &Value, collector: Collector) -> Result<Stream, (i32, Value)> {
     let collector = Arc::new(collector);
     let body = CString::new(request.to_string()).unwrap();
     let mut handle = std::ptr::null_mut();
     let mut err = std::ptr::null_mut();
     let user = Arc::as_ptr(&collector) as *mut c_void;
-    let rc = unsafe { (api().stream_start)(p.0, body.as_ptr(), Some(collect), user, &mut handle, &mut err) };
+    let rc = unsafe { start(p.0, body.as_ptr(), Some(collect), user, &mut handle, &mut err) };
     if rc != 0 {
         return Err((rc, take_json(err)));
     }

@@ -49,7 +49,7 @@ pub type EventsFn = unsafe extern "C" fn(user_data: *mut c_void, events_ndjson: 
 /// plugin ("discovery", "converse", ...); both strings are valid only during the call.
 pub type LogFn = unsafe extern "C" fn(user_data: *mut c_void, level: u32, target: *const c_char, message: *const c_char);
 
-/// The header's `bp_api` (ABI 1.7): every function of one loaded copy. Fields are only ever
+/// The header's `bp_api` (ABI 1.8): every function of one loaded copy. Fields are only ever
 /// appended; `size` says which ones a copy has.
 #[repr(C)]
 pub struct BpApi {
@@ -75,6 +75,8 @@ pub struct BpApi {
     pub mailbox_wait: unsafe extern "C" fn(*mut BpMailbox, u32, *mut *const c_char, *mut usize, *mut usize) -> i32,
     pub mailbox_close: unsafe extern "C" fn(*mut BpMailbox),
     pub mailbox_free: unsafe extern "C" fn(*mut BpMailbox),
+    /// Since 1.8.
+    pub stream_start_inline: unsafe extern "C" fn(*mut BpProvider, *const c_char, Option<EventFn>, *mut c_void, *mut *mut BpStream, *mut *mut c_char) -> i32,
 }
 
 /// `bp_get_api`'s signature, for hosts that resolve it by name.
@@ -137,6 +139,9 @@ pub struct PluginModule {
     pub mailbox_close: unsafe extern "C" fn(*mut BpMailbox),
     #[sabi(missing_field(option))]
     pub mailbox_free: unsafe extern "C" fn(*mut BpMailbox),
+    /// Since 1.8 (`bp_stream_start_inline`); None for an older plugin.
+    #[sabi(missing_field(option))]
+    pub stream_start_inline: unsafe extern "C" fn(*mut BpProvider, *const c_char, EventCallback, *mut c_void, *mut *mut BpStream, *mut *mut c_char) -> i32,
 }
 
 impl RootModule for PluginModuleRef {
