@@ -1,8 +1,9 @@
 //! The capacity scenario (issue 19): how many real-pace streams one core carries, and at what
 //! added delay, for (a) the plugin through its C ABI, (b) aws-sdk-bedrockruntime consumed
 //! directly, (c) pi-ai's built-in Bedrock provider on @aws-sdk/client-bedrock-runtime in Node,
-//! (d) the Node binding (`bindings/node/capacity.js` runs one level of (c) or (d)), and (e) the
-//! plugin through its C ABI again, taking events from a mailbox instead of callbacks.
+//! (d) the Node binding (`bindings/node/capacity.js` runs one level of (c) or (d)), (e) the
+//! plugin through its C ABI again, taking events from a mailbox instead of callbacks, and (f) the
+//! plugin with inline callbacks (ABI 1.8: called on the runtime thread that decoded the event).
 //!
 //! A level keeps N streams open for the whole run (a finished stream is replaced by the next of
 //! the seeded mix, `paced.rs`), started evenly over the ramp; the window after the ramp is
@@ -157,9 +158,11 @@ fn memchr_str(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// (a): the plugin through its C ABI, streams started and replaced by one controller thread.
-/// With `slow`, the first stream's callback sleeps that long per event.
-pub fn plugin_level(plugin: &Plugin, provider: &crate::plugin::Provider<'_>, streams: usize, ramp: Duration, window: Duration, seeds: &AtomicU64, slow: Option<Duration>) -> Level {
+/// With `slow`, the first stream's callback sleeps that long per event. (f), with `inline`: the
+/// same callback, started with `bp_stream_start_inline`.
+pub fn plugin_level(plugin: &Plugin, provider: &crate::plugin::Provider<'_>, streams: usize, ramp: Duration, window: Duration, seeds: &AtomicU64, slow: Option<Duration>, inline: bool) -> Level {
     let api = plugin.api();
+    let start_fn = if inline { api.stream_start_inline } else { api.stream_start };
     let delays = Delays::new();
     let (tx, rx) = mpsc::channel();
     let slots: Vec<Box<Slot>> = (0..streams).map(|index| Box::new(Slot { index, slow: slow.filter(|_| index == 0), delays: delays.clone(), ended: tx.clone() })).collect();
@@ -167,8 +170,8 @@ pub fn plugin_level(plugin: &Plugin, provider: &crate::plugin::Provider<'_>, str
         let request = CString::new(crate::request_for(&format!("pace-{}", seeds.fetch_add(1, Ordering::Relaxed)))).unwrap();
         let (mut raw, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
         let user = &*slots[i] as *const Slot as *mut c_void;
-        let rc = unsafe { (api.stream_start)(provider.raw(), request.as_ptr(), Some(on_event), user, &mut raw, &mut err) };
-        assert_eq!(rc, 0, "bp_stream_start failed");
+        let rc = unsafe { start_fn(provider.raw(), request.as_ptr(), Some(on_event), user, &mut raw, &mut err) };
+        assert_eq!(rc, 0, "bp_stream_start{} failed", if inline { "_inline" } else { "" });
         raw
     })
 }
@@ -403,7 +406,14 @@ pub struct Options {
     pub hol: bool,
 }
 
-const CLIENTS: [(char, &str); 5] = [('a', "plugin (C ABI)"), ('b', "Rust SDK direct"), ('c', "pi-ai built-in (Node)"), ('d', "Node binding"), ('e', "plugin (C ABI, mailbox)")];
+const CLIENTS: [(char, &str); 6] = [
+    ('a', "plugin (C ABI)"),
+    ('b', "Rust SDK direct"),
+    ('c', "pi-ai built-in (Node)"),
+    ('d', "Node binding"),
+    ('e', "plugin (C ABI, mailbox)"),
+    ('f', "plugin (C ABI, inline)"),
+];
 
 fn client_name(c: char) -> &'static str {
     CLIENTS.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).unwrap_or("?")
@@ -449,6 +459,10 @@ pub fn run(o: &Options) -> String {
         return md;
     }
     let mut active: Vec<char> = o.clients.clone();
+    if plugin.api().abi_version & 0xffff < 8 && active.contains(&'f') {
+        println!("(f) skipped: the plugin under test is older than ABI 1.8 (no bp_stream_start_inline)");
+        active.retain(|c| *c != 'f');
+    }
     let mut table = String::from("| client | open streams | streams per core (1 / CPU per stream-second) | CPU per stream-second, ms | cores used | RSS per open stream, KiB | added delay p50 / p99, ms | tokens/s | stand-in cores |\n|---|---|---|---|---|---|---|---|---|\n");
     // Per client: its highest level within 50 ms p99, and every level's median CPU per stream-second.
     let mut best: std::collections::BTreeMap<char, (usize, Summary)> = Default::default();
@@ -464,7 +478,8 @@ pub fn run(o: &Options) -> String {
                 seeds.store(base, Ordering::Relaxed);
                 let (s0, t) = (child_cpu(standin.id()), Instant::now());
                 let level = match c {
-                    'a' => Some(plugin_level(&plugin, &provider, streams, ramp, window, &seeds, None)),
+                    'a' => Some(plugin_level(&plugin, &provider, streams, ramp, window, &seeds, None, false)),
+                    'f' => Some(plugin_level(&plugin, &provider, streams, ramp, window, &seeds, None, true)),
                     'b' => Some(direct_level(&direct, streams, ramp, window, &seeds)),
                     'e' => Some(mailbox_level(&plugin, &provider, streams, ramp, window, &seeds)),
                     'c' => node_level(&node, &script, "pi-ai", &node_env, streams, ramp, window, base),
@@ -532,12 +547,12 @@ pub fn run(o: &Options) -> String {
     let per_core = |c: char| best.get(&c).map(|(_, s)| s.streams_per_core());
     let most = |c: char| best.get(&c).map(|(n, _)| *n as f64);
     md.push('\n');
-    for (x, y) in [('a', 'b'), ('e', 'b'), ('a', 'c'), ('e', 'c'), ('d', 'c')] {
+    for (x, y) in [('a', 'b'), ('e', 'b'), ('f', 'b'), ('a', 'c'), ('e', 'c'), ('f', 'c'), ('d', 'c')] {
         if let (Some(px), Some(py), Some(nx), Some(ny)) = (per_core(x), per_core(y), most(x), most(y)) {
             md.push_str(&format!("- ({x}) / ({y}): {:.2}× the streams per core, {:.1}× the open streams within the delay budget\n", px / py, nx / ny));
         }
     }
-    for x in ['a', 'e'] {
+    for x in ['a', 'e', 'f'] {
         let same: Vec<String> = cpu_at.iter().filter(|((_, c), _)| *c == x).filter_map(|((n, _), a)| cpu_at.get(&(*n, 'b')).map(|b| format!("{n}: {:.2}×", a / b))).collect();
         if !same.is_empty() {
             md.push_str(&format!("- ({x}) / (b) CPU per stream-second at the same level: {}\n", same.join(", ")));
@@ -556,9 +571,9 @@ fn head_of_line(plugin: &Plugin, provider: &crate::plugin::Provider<'_>, o: &Opt
     let (mut alone, mut beside) = (Vec::new(), Vec::new());
     for rep in 0..o.reps {
         seeds.store(1 + rep as u64 * 100_000, Ordering::Relaxed);
-        alone.push(plugin_level(plugin, provider, streams, ramp, window, seeds, None));
+        alone.push(plugin_level(plugin, provider, streams, ramp, window, seeds, None, false));
         seeds.store(1 + rep as u64 * 100_000, Ordering::Relaxed);
-        beside.push(plugin_level(plugin, provider, streams, ramp, window, seeds, Some(Duration::from_millis(50))));
+        beside.push(plugin_level(plugin, provider, streams, ramp, window, seeds, Some(Duration::from_millis(50)), false));
     }
     let (a, b) = (Summary::of(&alone), Summary::of(&beside));
     let mut md = format!("### Head of line ({protocol}): {streams} streams of the plugin, one of them consumed at 50 ms per event\n\nMedian of {} interleaved repetitions (range).\n\n| | added delay p50, ms | p99, ms | tokens/s of the others |\n|---|---|---|---|\n", o.reps);
