@@ -28,7 +28,8 @@ pub enum Callback {
 }
 
 // SAFETY: the ABI contract makes the host responsible for `user_data` being usable from the
-// plugin's delivery threads; the plugin calls `f` from one thread at a time per stream.
+// plugin's threads (delivery or, inline, runtime); the plugin calls `f` from one thread at a time
+// per stream.
 unsafe impl Send for Callback {}
 
 /// What a host handle, the control thread and the stream's task share about one stream.
