@@ -118,8 +118,9 @@ int32_t bp_stream_start_batched(bp_provider *provider, const char *request_json,
  * Lists the models this provider can stream (ABI 1.1): the configured models first, then those
  * found through Bedrock's ListFoundationModels / ListInferenceProfiles, cached for
  * discovery.refreshInterval seconds. Blocks until answered; safe from any thread and
- * concurrently with streams (not from inside an inline callback). options_json: NULL or {"refresh": true} to bypass the cache.
- * On BP_OK, *out_json (free with bp_string_free) is the implicit provider config:
+ * concurrently with streams (not from inside an inline callback). options_json: NULL or
+ * {"refresh": true} to bypass the cache. On BP_OK, *out_json (free with bp_string_free) is the
+ * implicit provider config:
  * {"baseUrl", "api": "bedrock-converse-stream", "auth": "aws-sdk", "models": [...],
  *  "discovery": {"status": "discovered" | "cached" | "disabled", "region", "regionSource",
  *                "authSource": {"kind", "origin", "ignored"}, ...}}.
