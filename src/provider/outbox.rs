@@ -36,6 +36,17 @@ struct Receiver {
     shown: Shown,
 }
 
+/// Who runs a stream's delivery passes.
+enum PassesOn {
+    /// A pool worker: host code runs there, isolated from the runtime.
+    Pool,
+    /// The stream's own task while its mailbox has room (filing runs no host code); a pool
+    /// worker waits out a full box.
+    TaskWhileRoom(Arc<Mailbox>),
+    /// The stream's own task (inline: the host promised a callback that returns at once).
+    Task,
+}
+
 /// What a delivery pass left to do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pass {
@@ -62,10 +73,8 @@ pub struct Outbox {
     /// what this stream sends rouses a dozing worker (`run_queue.rs`), so dozing never delays
     /// a stream's first token. Only the stream's task sends.
     first_token_sent: AtomicBool,
-    /// A mailbox stream's box: its passes run on the stream's own task while the box has room.
-    mailbox: Option<Arc<Mailbox>>,
-    /// An inline stream: every pass runs on the stream's own task.
-    inline: bool,
+    /// Who runs this stream's delivery passes, fixed by its callback.
+    passes_on: PassesOn,
     /// The serialized events of the stream's own passes (only its task runs them), kept to reuse
     /// its allocation.
     task_buf: Mutex<Vec<u8>>,
@@ -82,11 +91,11 @@ impl Outbox {
         model_id: String,
         fault: Fault,
     ) -> Arc<Outbox> {
-        let mailbox = match &callback {
-            Callback::Mailbox { mailbox, .. } => Some(mailbox.clone()),
-            Callback::Each { .. } | Callback::Batched { .. } | Callback::Inline { .. } => None,
+        let passes_on = match &callback {
+            Callback::Mailbox { mailbox, .. } => PassesOn::TaskWhileRoom(mailbox.clone()),
+            Callback::Inline { .. } => PassesOn::Task,
+            Callback::Each { .. } | Callback::Batched { .. } => PassesOn::Pool,
         };
-        let inline = matches!(callback, Callback::Inline { .. });
         Arc::new(Outbox {
             shared,
             state: OutboxState::new(QUEUE),
@@ -98,8 +107,7 @@ impl Outbox {
             model_id,
             ended: AtomicBool::new(false),
             first_token_sent: AtomicBool::new(false),
-            mailbox,
-            inline,
+            passes_on,
             task_buf: Mutex::new(Vec::new()),
             fault,
         })
@@ -177,12 +185,7 @@ impl Outbox {
         let mut buf = lock(&self.task_buf);
         loop {
             match self.guarded_pass(&mut buf, &beat, Runner::Task) {
-                Pass::Idle => break,
-                Pass::Finished => {
-                    // Nothing is delivered after the end: the message's JSON need not stay.
-                    *buf = Vec::new();
-                    return;
-                }
+                Pass::Idle | Pass::Finished => break,
                 Pass::More if self.runs_on_task() => continue,
                 Pass::More => return self.pool.schedule(self.clone(), urgent),
             }
@@ -194,7 +197,11 @@ impl Outbox {
 
     /// Whether the stream's next pass runs on its own task rather than on a pool worker.
     fn runs_on_task(&self) -> bool {
-        self.inline || self.mailbox.as_ref().is_some_and(|m| m.has_room())
+        match &self.passes_on {
+            PassesOn::Pool => false,
+            PassesOn::TaskWhileRoom(mailbox) => mailbox.has_room(),
+            PassesOn::Task => true,
+        }
     }
 
     /// A delivery pass that a panic (a plugin bug) cannot take further than this stream: it
