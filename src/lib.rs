@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 mod json;
 mod log;
+mod prefetch;
 pub mod model;
 mod provider;
 mod region;

@@ -25,6 +25,10 @@ pub trait Outlet: Send + Sync + 'static {
     /// The stream's one terminal event; what was sent before it is delivered first.
     fn finish(self: &Arc<Self>, terminal: Event);
 
+    /// Asks for the lines this stream's delivery will touch (a hint, see `prefetch.rs`): called
+    /// as the task wakes for a token, before the SDK decodes it.
+    fn warm(&self) {}
+
     /// A test build's fault hook for this stream.
     fn fault(&self) -> crate::fault::Fault {
         crate::fault::Fault::None

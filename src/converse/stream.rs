@@ -229,7 +229,12 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
                     // `next` has just been polled with this task's waker and said it would wait;
                     // unless the hand-over waited too (a wake-up from `next` may have come and
                     // gone meanwhile), polling it again before that wake-up finds nothing.
-                    wait.next(next.as_mut(), !waited, outlet.as_ref(), cancel.as_mut()).await?
+                    let warm = || {
+                        outlet.warm();
+                        run.translator.warm();
+                        crate::prefetch::span(pending.as_ptr().cast(), std::mem::size_of::<Event>());
+                    };
+                    wait.next(next.as_mut(), !waited, outlet.as_ref(), cancel.as_mut(), warm).await?
                 }
             }
         };
@@ -303,10 +308,20 @@ struct Wait<'a> {
 impl Wait<'_> {
     /// The next item of `next`; `just_polled`: `next` was polled with this task's waker since
     /// it last woke the task, so the first look leaves it alone.
-    async fn next<F: Future, O: Outlet>(&mut self, mut next: Pin<&mut F>, just_polled: bool, outlet: &O, mut cancel: Pin<&mut Notified<'_>>) -> Result<F::Output> {
+    async fn next<F: Future, O: Outlet>(&mut self, mut next: Pin<&mut F>, just_polled: bool, outlet: &O, mut cancel: Pin<&mut Notified<'_>>, warm: impl Fn()) -> Result<F::Output> {
         let mut skip = just_polled;
         let due = tokio::time::Instant::now() + self.idle;
         std::future::poll_fn(|cx| {
+            // Woken, most likely for a token: what handling it touches is asked for first, and
+            // comes in while the SDK decodes it. An event that is there ends the wait before the
+            // cancel flag and the timer are looked at (the loop reads the flag before handing
+            // it over; a stream that got an event was not idle).
+            if !std::mem::take(&mut skip) {
+                warm();
+                if let Poll::Ready(item) = next.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(item));
+                }
+            }
             if !self.cancel_armed {
                 if cancel.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(cancelled()));
@@ -321,10 +336,7 @@ impl Wait<'_> {
                 }
                 self.idle_timer.as_mut().reset(due);
             }
-            if std::mem::take(&mut skip) {
-                return Poll::Pending;
-            }
-            next.as_mut().poll(cx).map(Ok)
+            Poll::Pending
         })
         .await
     }

@@ -58,6 +58,15 @@ impl Translator {
         }
     }
 
+    /// Asks for what the next delta touches: what every event reads, and the end of the text
+    /// it appends to.
+    pub fn warm(&self) {
+        crate::prefetch::lines_of(&self.current);
+        if let Some(hot) = &self.current.hot {
+            crate::prefetch::span(hot.text.as_ptr().wrapping_add(hot.text.len()), 16);
+        }
+    }
+
     /// The message as far as it got, for an `error` event.
     pub fn partial(&self) -> AssistantMessage {
         let mut message = self.message.clone();

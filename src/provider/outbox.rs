@@ -75,6 +75,9 @@ pub struct Outbox {
     first_token_sent: AtomicBool,
     /// Who runs this stream's delivery passes, fixed by its callback.
     passes_on: PassesOn,
+    /// The address of an inline host's `user_data` (0 otherwise), only for asking for its line
+    /// (`warm`): never read.
+    host_data: usize,
     /// The serialized events of the stream's own passes (only its task runs them), kept to reuse
     /// its allocation.
     task_buf: Mutex<Vec<u8>>,
@@ -91,6 +94,10 @@ impl Outbox {
         model_id: String,
         fault: Fault,
     ) -> Arc<Outbox> {
+        let host_data = match &callback {
+            Callback::Inline { user_data, .. } => *user_data as usize,
+            _ => 0,
+        };
         let passes_on = match &callback {
             Callback::Mailbox { mailbox, .. } => PassesOn::TaskWhileRoom(mailbox.clone()),
             Callback::Inline { .. } => PassesOn::Task,
@@ -108,6 +115,7 @@ impl Outbox {
             ended: AtomicBool::new(false),
             first_token_sent: AtomicBool::new(false),
             passes_on,
+            host_data,
             task_buf: Mutex::new(Vec::new()),
             fault,
         })
@@ -269,6 +277,16 @@ impl Outlet for Outbox {
         if self.state.finish(terminal) {
             // An answer that ends before its first token (an error, mostly) is its first token.
             self.hand_over(!self.first_token_sent.load(Ordering::Relaxed));
+        }
+    }
+
+    fn warm(&self) {
+        crate::prefetch::lines_of(self);
+        crate::prefetch::lines_of(&*self.shared);
+        // An inline callback runs next on this thread, and a host's callback reads its own
+        // per-stream data first.
+        if self.host_data != 0 {
+            crate::prefetch::line(self.host_data as *const u8);
         }
     }
 
