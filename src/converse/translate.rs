@@ -63,6 +63,7 @@ impl Translator {
     pub fn warm(&self) {
         crate::prefetch::lines_of(&self.current);
         if let Some(hot) = &self.current.hot {
+            // A token is a few bytes: the line where the next one lands, and the next.
             crate::prefetch::span(hot.text.as_ptr().wrapping_add(hot.text.len()), 16);
         }
     }

@@ -44,7 +44,9 @@ enum PassesOn {
     /// worker waits out a full box.
     TaskWhileRoom(Arc<Mailbox>),
     /// The stream's own task (inline: the host promised a callback that returns at once).
-    Task,
+    /// `host_data`: the address of the host's `user_data`, only for asking for its line
+    /// (`warm`), never read.
+    Task { host_data: usize },
 }
 
 /// What a delivery pass left to do.
@@ -75,9 +77,6 @@ pub struct Outbox {
     first_token_sent: AtomicBool,
     /// Who runs this stream's delivery passes, fixed by its callback.
     passes_on: PassesOn,
-    /// The address of an inline host's `user_data` (0 otherwise), only for asking for its line
-    /// (`warm`): never read.
-    host_data: usize,
     /// The serialized events of the stream's own passes (only its task runs them), kept to reuse
     /// its allocation.
     task_buf: Mutex<Vec<u8>>,
@@ -94,13 +93,9 @@ impl Outbox {
         model_id: String,
         fault: Fault,
     ) -> Arc<Outbox> {
-        let host_data = match &callback {
-            Callback::Inline { user_data, .. } => *user_data as usize,
-            _ => 0,
-        };
         let passes_on = match &callback {
             Callback::Mailbox { mailbox, .. } => PassesOn::TaskWhileRoom(mailbox.clone()),
-            Callback::Inline { .. } => PassesOn::Task,
+            Callback::Inline { user_data, .. } => PassesOn::Task { host_data: *user_data as usize },
             Callback::Each { .. } | Callback::Batched { .. } => PassesOn::Pool,
         };
         Arc::new(Outbox {
@@ -115,7 +110,6 @@ impl Outbox {
             ended: AtomicBool::new(false),
             first_token_sent: AtomicBool::new(false),
             passes_on,
-            host_data,
             task_buf: Mutex::new(Vec::new()),
             fault,
         })
@@ -208,7 +202,7 @@ impl Outbox {
         match &self.passes_on {
             PassesOn::Pool => false,
             PassesOn::TaskWhileRoom(mailbox) => mailbox.has_room(),
-            PassesOn::Task => true,
+            PassesOn::Task { .. } => true,
         }
     }
 
@@ -285,8 +279,8 @@ impl Outlet for Outbox {
         crate::prefetch::lines_of(&*self.shared);
         // An inline callback runs next on this thread, and a host's callback reads its own
         // per-stream data first.
-        if self.host_data != 0 {
-            crate::prefetch::line(self.host_data as *const u8);
+        if let PassesOn::Task { host_data } = self.passes_on {
+            crate::prefetch::line(host_data as *const u8);
         }
     }
 
