@@ -15,6 +15,7 @@ mod pin;
 mod pool;
 mod run_queue;
 mod runtime_thread;
+mod scratch;
 mod shown;
 mod sync;
 mod tls_key;

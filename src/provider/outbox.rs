@@ -23,10 +23,6 @@ use tokio::sync::Notify;
 /// Events queued per stream before its task stops reading the network.
 const QUEUE: usize = 128;
 
-/// The most an inline stream keeps of its serialization buffer between passes: deltas fit
-/// many times over; a large tool call's end is not kept for the rest of the stream.
-const TASK_BUF_KEPT: usize = 16 << 10;
-
 /// What only the delivering thread touches.
 struct Receiver {
     callback: Callback,
@@ -77,9 +73,6 @@ pub struct Outbox {
     first_token_sent: AtomicBool,
     /// Who runs this stream's delivery passes, fixed by its callback.
     passes_on: PassesOn,
-    /// The serialized events of the stream's own passes (only its task runs them), kept to reuse
-    /// its allocation.
-    task_buf: Mutex<Vec<u8>>,
     fault: Fault,
 }
 
@@ -110,7 +103,6 @@ impl Outbox {
             ended: AtomicBool::new(false),
             first_token_sent: AtomicBool::new(false),
             passes_on,
-            task_buf: Mutex::new(Vec::new()),
             fault,
         })
     }
@@ -184,16 +176,15 @@ impl Outbox {
             return self.pool.schedule(self.clone(), urgent);
         }
         let beat = Beat::default();
-        let mut buf = lock(&self.task_buf);
-        loop {
-            match self.guarded_pass(&mut buf, &beat, Runner::Task) {
-                Pass::Idle | Pass::Finished => break,
+        let more = super::scratch::with(|buf| loop {
+            match self.guarded_pass(buf, &beat, Runner::Task) {
+                Pass::Idle | Pass::Finished => return false,
                 Pass::More if self.runs_on_task() => continue,
-                Pass::More => return self.pool.schedule(self.clone(), urgent),
+                Pass::More => return true,
             }
-        }
-        if buf.capacity() > TASK_BUF_KEPT {
-            *buf = Vec::new();
+        });
+        if more {
+            self.pool.schedule(self.clone(), urgent);
         }
     }
 

@@ -94,8 +94,10 @@ fn run(args: Args) {
         .on_thread_start(move || {
             started.threads.started();
             super::tls_key::thread_started();
+            super::scratch::thread_started();
         })
         .on_thread_stop(move || {
+            super::scratch::thread_stopping();
             super::tls_key::thread_stopping();
             stopped.threads.stopping();
         })
