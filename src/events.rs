@@ -179,6 +179,34 @@ impl Event {
         Event::Error { reason, error: Box::new(message) }
     }
 
+    /// Appends the event's JSON to `out`; false (and `out` as it was) if it cannot be encoded.
+    /// A delta, the event a stream is made of, is written field by field: the same bytes as
+    /// serde's tagged-enum path (a test holds them equal), without its per-field key escaping
+    /// and state, on the path every token takes.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        let (head, content_index, delta): (&[u8], _, _) = match self {
+            Event::TextDelta { content_index, delta } => (b"{\"type\":\"text_delta\",\"contentIndex\":", content_index, delta),
+            Event::ThinkingDelta { content_index, delta } => (b"{\"type\":\"thinking_delta\",\"contentIndex\":", content_index, delta),
+            Event::ToolcallDelta { content_index, delta } => (b"{\"type\":\"toolcall_delta\",\"contentIndex\":", content_index, delta),
+            _ => {
+                let len = out.len();
+                let ok = serde_json::to_writer(&mut *out, self).is_ok();
+                if !ok {
+                    out.truncate(len);
+                }
+                return ok;
+            }
+        };
+        use serde::Serializer as _;
+        out.extend_from_slice(head);
+        // Writing to a Vec cannot fail; the number and the string are serde_json's own encoding.
+        let _ = serde_json::Serializer::new(&mut *out).serialize_u64(*content_index as u64);
+        out.extend_from_slice(b",\"delta\":");
+        let _ = serde_json::Serializer::new(&mut *out).serialize_str(delta);
+        out.push(b'}');
+        true
+    }
+
     /// The final message of a terminal event.
     pub fn into_final_message(self) -> Option<AssistantMessage> {
         match self {
@@ -211,6 +239,31 @@ mod tests {
         assert_eq!(v["message"]["stopReason"], "stop");
         assert_eq!(v["message"]["usage"]["totalTokens"], 0);
         assert_eq!(v["message"]["usage"]["cost"]["cacheRead"], 0.0);
+    }
+
+    #[test]
+    fn a_delta_written_by_hand_is_what_serde_writes() {
+        let mut texts: Vec<String> = (0u8..=0x7f).map(|b| format!("a{}z", b as char)).collect();
+        texts.extend(["", "plain", "\"quoted\" \\ back/slash", "line\nbreak\ttab\r\u{8}\u{c}\u{1}\u{1f}\u{7f}", "é ü 中文 😀 \u{2028}\u{2029}", "{\"a\":[1,2]}"].map(String::from));
+        for delta in texts {
+            for content_index in [0, 7, 12345, usize::MAX] {
+                let events = [
+                    Event::TextDelta { content_index, delta: delta.clone() },
+                    Event::ThinkingDelta { content_index, delta: delta.clone() },
+                    Event::ToolcallDelta { content_index, delta: delta.clone() },
+                ];
+                for e in events {
+                    let mut out = b"kept".to_vec();
+                    assert!(e.write_json(&mut out));
+                    assert_eq!(std::str::from_utf8(&out[4..]).unwrap(), serde_json::to_string(&e).unwrap(), "{e:?}");
+                    assert_eq!(&out[..4], b"kept");
+                }
+            }
+        }
+        let other = Event::TextEnd { content_index: 1, content: "x\ny".into() };
+        let mut out = Vec::new();
+        assert!(other.write_json(&mut out));
+        assert_eq!(out, serde_json::to_vec(&other).unwrap());
     }
 
     #[test]

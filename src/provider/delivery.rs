@@ -26,7 +26,11 @@ pub fn in_runtime_callback() -> bool {
 
 fn call(callback: &Callback, buf: &[u8], count: usize, beat: &Beat, runner: Runner) -> bool {
     IN_CALLBACK.with(|c| c.set(Some(runner)));
-    beat.enter();
+    // Only a pool worker's beat is watched (a stream's own task promised not to block).
+    let watched = runner == Runner::Worker;
+    if watched {
+        beat.enter();
+    }
     // SAFETY: the host promised `f` and `user_data` stay valid until the terminal event; `buf`
     // is NUL-terminated (its length excludes the NUL) and outlives the call.
     let verdict = unsafe {
@@ -37,7 +41,9 @@ fn call(callback: &Callback, buf: &[u8], count: usize, beat: &Beat, runner: Runn
             Callback::Mailbox { .. } => 0,
         }
     };
-    beat.leave();
+    if watched {
+        beat.leave();
+    }
     IN_CALLBACK.with(|c| c.set(None));
     verdict == 0
 }
@@ -70,7 +76,7 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
                     break;
                 }
                 buf.clear();
-                if serde_json::to_writer(&mut *buf, event).is_err() {
+                if !event.write_json(buf) {
                     continue;
                 }
                 buf.push(0);
@@ -87,7 +93,7 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
             buf.clear();
             let mut count = 0;
             for event in events {
-                if serde_json::to_writer(&mut *buf, event).is_ok() {
+                if event.write_json(buf) {
                     buf.push(b'\n');
                     count += 1;
                 }
@@ -102,11 +108,16 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
             if events.is_empty() || !go_on() {
                 return Delivered { shown, go_on: true };
             }
-            // A full box keeps this thread waiting for the host: the watchdog counts it as a
-            // callback that has not returned.
-            beat.enter();
-            shown = mailbox.file(*tag, events, runner == Runner::Worker, go_on);
-            beat.leave();
+            // A full box keeps a worker waiting for the host: the watchdog counts it as a
+            // callback that has not returned. A stream's own task never waits for room.
+            let worker = runner == Runner::Worker;
+            if worker {
+                beat.enter();
+            }
+            shown = mailbox.file(*tag, events, worker, go_on);
+            if worker {
+                beat.leave();
+            }
         }
     }
     Delivered { shown, go_on: true }

@@ -54,7 +54,7 @@ impl Mailbox {
                 let line = buf.len();
                 let _ = write!(buf, "{{\"stream\":{tag},");
                 let body = buf.len();
-                if serde_json::to_writer(&mut *buf, event).is_err() || buf.get(body) != Some(&b'{') {
+                if !event.write_json(buf) || buf.get(body) != Some(&b'{') {
                     buf.truncate(line);
                     continue;
                 }
