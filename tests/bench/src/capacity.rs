@@ -10,7 +10,9 @@
 //! measured: the client's CPU (this process's, or Node's), its peak RSS above the settled
 //! baseline per open stream, and the delay it adds to each token (the time it sees the token
 //! minus the time the stand-in sent it, one clock). Levels double until the client saturates its
-//! share of the cores or its p99 added delay passes 50 ms.
+//! share of the cores or its p99 added delay passes 50 ms; then the bracket between a client's
+//! last level within that budget and its first past it is bisected (`--bisect`, 2 rounds unless
+//! asked), so that two clients a few percent apart are not reported a factor 2 apart.
 
 use crate::paced::monotonic_ns;
 use crate::plugin::Plugin;
@@ -401,6 +403,9 @@ pub struct Options {
     pub runtime_threads: Option<usize>,
     /// The direct client's runtime workers (2, as the plugin's default, unless asked).
     pub direct_threads: usize,
+    /// Rounds of bisection between each client's last level within the delay budget and its
+    /// first past it (2 unless asked: the bracket narrowed to a factor 1.25).
+    pub bisect: usize,
     /// Only the head-of-line check: (a) at `max_streams` streams, with and without one slow
     /// consumer among them.
     pub hol: bool,
@@ -467,12 +472,14 @@ pub fn run(o: &Options) -> String {
     // Per client: its highest level within 50 ms p99, and every level's median CPU per stream-second.
     let mut best: std::collections::BTreeMap<char, (usize, Summary)> = Default::default();
     let mut cpu_at: std::collections::BTreeMap<(usize, char), f64> = Default::default();
-    let mut streams = o.min_streams;
-    while !active.is_empty() && streams <= o.max_streams {
+    // Per client: the lowest level past the delay budget (the ladder's, then the bisection's).
+    let mut past: std::collections::BTreeMap<char, usize> = Default::default();
+    // One round: every repetition runs every planned client at its level, interleaved.
+    let mut round = |plan: &[(char, usize)]| -> Vec<(char, usize, Summary)> {
         let mut runs: std::collections::BTreeMap<char, Vec<Level>> = Default::default();
         let mut standin_cores: std::collections::BTreeMap<char, Vec<f64>> = Default::default();
         for rep in 0..o.reps {
-            for &c in &active {
+            for &(c, streams) in plan {
                 // Every client gets the same streams of the mix, level by level.
                 let base = 1 + (streams as u64) * 1_000_000 + rep as u64 * 100_000;
                 seeds.store(base, Ordering::Relaxed);
@@ -491,12 +498,10 @@ pub fn run(o: &Options) -> String {
                 }
             }
         }
-        for &c in &active.clone() {
+        let mut out = Vec::new();
+        for &(c, streams) in plan {
             let name = client_name(c);
-            let Some(levels) = runs.get(&c) else {
-                active.retain(|k| *k != c);
-                continue;
-            };
+            let Some(levels) = runs.get(&c) else { continue };
             let s = Summary::of(levels);
             let sc = Spread::of(&standin_cores[&c]);
             let row = format!(
@@ -514,6 +519,19 @@ pub fn run(o: &Options) -> String {
             );
             print!("{row}");
             table.push_str(&row);
+            out.push((c, streams, s));
+        }
+        out
+    };
+    let mut streams = o.min_streams;
+    while !active.is_empty() && streams <= o.max_streams {
+        let plan: Vec<(char, usize)> = active.iter().map(|&c| (c, streams)).collect();
+        let mut done: std::collections::BTreeMap<char, Summary> = round(&plan).into_iter().map(|(c, _, s)| (c, s)).collect();
+        for &c in &active.clone() {
+            let Some(s) = done.remove(&c) else {
+                active.retain(|k| *k != c);
+                continue;
+            };
             cpu_at.insert((streams, c), s.cpu_per_stream_s.median);
             let within = s.p99_us.median <= 50_000.0;
             // Saturated: past the delay budget, or using (nearly) all of a client's cores.
@@ -522,9 +540,35 @@ pub fn run(o: &Options) -> String {
             }
             if within {
                 best.insert(c, (streams, s));
+            } else {
+                past.insert(c, streams);
             }
         }
         streams *= 2;
+    }
+    // A doubling ladder puts a client's capacity somewhere in [last level within budget, first
+    // past it]: two clients a few percent apart land a whole factor 2 apart whenever the line
+    // falls between them. Bisecting each client's bracket (interleaved as above) narrows it to
+    // a factor 1.5, then 1.25 of its lower end.
+    for _ in 0..o.bisect {
+        let plan: Vec<(char, usize)> = past
+            .iter()
+            .filter_map(|(&c, &hi)| {
+                let lo = best.get(&c).map_or(0, |(n, _)| *n);
+                let mid = (lo + hi) / 2;
+                (lo > 0 && mid > lo && mid < hi).then_some((c, mid))
+            })
+            .collect();
+        if plan.is_empty() {
+            break;
+        }
+        for (c, streams, s) in round(&plan) {
+            if s.p99_us.median <= 50_000.0 {
+                best.insert(c, (streams, s));
+            } else {
+                past.insert(c, streams);
+            }
+        }
     }
     drop(provider);
     drop(plugin);
