@@ -26,26 +26,31 @@ pub fn in_runtime_callback() -> bool {
 
 fn call(callback: &Callback, buf: &[u8], count: usize, beat: &Beat, runner: Runner) -> bool {
     IN_CALLBACK.with(|c| c.set(Some(runner)));
-    // Only a pool worker's beat is watched (a stream's own task promised not to block).
-    let watched = runner == Runner::Worker;
-    if watched {
-        beat.enter();
-    }
     // SAFETY: the host promised `f` and `user_data` stay valid until the terminal event; `buf`
     // is NUL-terminated (its length excludes the NUL) and outlives the call.
-    let verdict = unsafe {
+    let verdict = watched(beat, runner, || unsafe {
         match *callback {
             Callback::Each { f, user_data } | Callback::Inline { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1),
             Callback::Batched { f, user_data } => f(user_data, buf.as_ptr().cast(), buf.len() - 1, count),
             // Filed by `deliver`, never called.
             Callback::Mailbox { .. } => 0,
         }
-    };
-    if watched {
-        beat.leave();
-    }
+    });
     IN_CALLBACK.with(|c| c.set(None));
     verdict == 0
+}
+
+/// Runs `f`, a wait for the host, under the watchdog's eye when a pool worker runs it. A
+/// stream's own task is not watched (its host promised not to block, and filing there never
+/// waits), so it reads no clock.
+fn watched<R>(beat: &Beat, runner: Runner, f: impl FnOnce() -> R) -> R {
+    if runner != Runner::Worker {
+        return f();
+    }
+    beat.enter();
+    let r = f();
+    beat.leave();
+    r
 }
 
 /// What a delivery did: how many of the events the host was handed (the first `shown`), and
@@ -110,14 +115,7 @@ pub fn deliver(callback: &Callback, events: &[Event], buf: &mut Vec<u8>, beat: &
             }
             // A full box keeps a worker waiting for the host: the watchdog counts it as a
             // callback that has not returned. A stream's own task never waits for room.
-            let worker = runner == Runner::Worker;
-            if worker {
-                beat.enter();
-            }
-            shown = mailbox.file(*tag, events, worker, go_on);
-            if worker {
-                beat.leave();
-            }
+            shown = watched(beat, runner, || mailbox.file(*tag, events, runner == Runner::Worker, go_on));
         }
     }
     Delivered { shown, go_on: true }
