@@ -1,8 +1,8 @@
-//! A runtime thread's buffer for the events a stream's own task serializes (inline and mailbox
-//! passes). One per thread, not one per stream: at a model's pace a stream's own buffer was
-//! last written a token ago, by which time the other streams' tokens have pushed it out of the
-//! cache, and every token began with a write miss; a thread's buffer is written by every token
-//! the thread handles, so it stays hot.
+//! A runtime thread's buffer for the events an inline stream's own task serializes (a mailbox
+//! stream's task files its lines straight into the box's buffer). One per thread, not one per
+//! stream: at a model's pace a stream's own buffer was last written a token ago, by which time
+//! the other streams' tokens have pushed it out of the cache, and every token began with a
+//! write miss; a thread's buffer is written by every token the thread handles, so it stays hot.
 //!
 //! No thread-exit destructor (a `ManuallyDrop` and a `Cell`, so std registers none): one would
 //! keep the plugin's image mapped after `dlclose` (shared/PLUGIN-NOTES.md). The runtime's
