@@ -143,10 +143,12 @@ fn open_sockets() -> usize {
 
 /// Issue #19: after a burst, every stream's connection sat in the SDK's pool until the next
 /// request came (a gateway that bursts and goes quiet held ~2,000 sockets and ~100 MB). Now the
-/// pool's timer closes idle connections `idleConnectionSeconds` after their last use (one to two
-/// ticks of it), with no further request: 300 concurrent streams, then the sockets go back to
-/// where they were. A provider with an hour's idle timeout keeps them, which shows the count sees
-/// pooled connections at all.
+/// pool's timer closes idle connections within `idleConnectionSeconds` of their last use, with no
+/// further request: 300 concurrent streams, then the sockets go back to where they were. Given
+/// the whole setting, hyper's pool ticks once per setting and a burst's last connections, a tick
+/// too young, stayed up to twice the setting (5.9 s of a 3 s timeout here); now at most the
+/// setting, and a second's slack is allowed for a loaded machine. A provider with an hour's idle
+/// timeout keeps them, which shows the count sees pooled connections at all.
 #[test]
 fn idle_pooled_connections_are_closed_on_their_timeout_without_traffic() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -173,12 +175,15 @@ fn idle_pooled_connections_are_closed_on_their_timeout_without_traffic() {
     assert!(open_sockets() >= before + STREAMS, "an hour's idle timeout keeps them: {} sockets", open_sockets());
     drop(kept);
     // The SDK's client (the default) and the HTTP/1.1-only one (`httpVersion: "1.1"`) alike.
+    const IDLE: u64 = 3;
     for (round, http_version) in ["2", "1.1"].into_iter().enumerate() {
-        let (p, before, pooled) = burst(1, http_version);
+        let (p, before, pooled) = burst(IDLE, http_version);
         assert!(pooled >= before + STREAMS, "httpVersion {http_version}: {before} sockets before, {pooled} after the burst");
         let idle = Instant::now();
-        wait_until(Duration::from_secs(1 + 10), "the idle connections are closed without another request", || open_sockets() <= before + 4);
-        println!("httpVersion {http_version}: {pooled} sockets after the burst, {} {:.1} s later with no request (1 s idle timeout)", open_sockets(), idle.elapsed().as_secs_f64());
+        wait_until(Duration::from_secs(IDLE + 10), "the idle connections are closed without another request", || open_sockets() <= before + 4);
+        let took = idle.elapsed();
+        println!("httpVersion {http_version}: {pooled} sockets after the burst, {} {:.1} s later with no request ({IDLE} s idle timeout)", open_sockets(), took.as_secs_f64());
+        assert!(took < Duration::from_secs(IDLE + 1), "httpVersion {http_version}: the last idle connection closed {took:?} after the burst, later than its {IDLE} s timeout");
         assert_eq!(emulator.stats().converse_streams, (2 + round) as u64 * STREAMS as u64, "no request was made while waiting");
         drop(p);
     }
