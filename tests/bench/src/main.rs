@@ -373,10 +373,14 @@ fn main() {
     let out = value("--out").map(PathBuf::from).unwrap_or_else(|| exe_dir.join("../bench-results.md"));
     for (k, v) in [
         ("AWS_EC2_METADATA_DISABLED", "true"), ("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ("AWS_REGION", "us-east-1"), ("AWS_MAX_ATTEMPTS", "1"), ("BEDROCK_PLUGIN_LOG", "off"),
+        ("AWS_REGION", "us-east-1"), ("AWS_MAX_ATTEMPTS", "1"),
         ("AWS_CONFIG_FILE", "/nonexistent/bench"), ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/bench"),
     ] {
         std::env::set_var(k, v);
+    }
+    // Quiet unless asked for (`BEDROCK_PLUGIN_LOG=debug` to see what the plugin does meanwhile).
+    if std::env::var_os("BEDROCK_PLUGIN_LOG").is_none() {
+        std::env::set_var("BEDROCK_PLUGIN_LOG", "off");
     }
     std::env::remove_var("AWS_PROFILE");
     std::env::remove_var("AWS_BEARER_TOKEN_BEDROCK");

@@ -1,7 +1,7 @@
 //! The soak (issue 10): 10,000 sequential then 2,000 concurrent streams through the C ABI against
 //! the stand-in, printing throughput, p99 latency (start → terminal event), plugin threads and RSS
 //! at the start and the end. Both should end where they started. About a minute: the end is
-//! measured 20 s after the last burst (the pool's 10 s idle timeout and its next tick), with no
+//! measured 20 s after the last burst (the pool's 10 s idle timeout and 10 s to spare), with no
 //! further request.
 //!
 //!   cargo run --release -p bench -- --soak [--plugin PATH]
@@ -70,10 +70,16 @@ pub fn run(provider: &Provider<'_>) {
     // pool closes connections idle for its timeout (10 s by default) on its own timer, so 20 s
     // after the burst everything should be back without another request.
     let open_fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
-    std::thread::sleep(Duration::from_secs(2));
-    let (fds_early, rss_early) = (open_fds(), proc_status("VmRSS:"));
-    std::thread::sleep(Duration::from_secs(18));
-    let fds = open_fds();
+    // Sampled each second, so the figure shows when memory came back, not only whether it had by
+    // the end (the pool's closing tick falls anywhere from half the idle timeout to all of it).
+    let mut trace = Vec::with_capacity(20);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_secs(1));
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        trace.push((open_fds(), proc_status("VmRSS:"), unsafe { libc::mallinfo2() }.fordblks));
+    }
+    let (fds_early, rss_early, _) = trace[1];
+    let fds = trace[19].0;
     let (threads1, rss1) = snapshot();
     println!("| end (20 s idle, no request) | | | | {threads1} | {:.1} |", rss1 as f64 / 1024.0);
     // What the allocator keeps for reuse, not what anything still holds.
@@ -82,6 +88,12 @@ pub fn run(provider: &Provider<'_>) {
     let rss2 = proc_status("VmRSS:");
     println!("| end, after malloc_trim(0) | | | | {threads1} | {:.1} |", rss2 as f64 / 1024.0);
     println!("\nopen file descriptors: {fds0} at the start, {fds_early} 2 s after the burst (pooled connections, RSS {:.1} MiB), {fds} after 20 s idle with no request", rss_early as f64 / 1024.0);
+    let back = |near: &dyn Fn(usize, u64) -> bool| trace.iter().position(|&(f, r, _)| near(f, r)).map_or("not within 20 s".into(), |i| format!("after {} s", i + 1));
+    println!("back near the start (RSS within 2 MiB of it): {}; descriptors within 10 of it: {}", back(&|_, r| r <= rss0 + 2048), back(&|f, _| f <= fds0 + 10));
+    println!(
+        "each second after the burst, RSS MiB / free in the allocator MiB (descriptors): {}",
+        trace.iter().map(|&(f, r, free)| format!("{:.1} / {:.1} ({f})", r as f64 / 1024.0, free as f64 / 1048576.0)).collect::<Vec<_>>().join(", ")
+    );
     println!(
         "threads {threads0} → {threads1}; RSS {:.1} → {:.1} MiB after 20 s idle → {:.1} once malloc_trim returned free memory",
         rss0 as f64 / 1024.0,
