@@ -2,14 +2,15 @@
 //!
 //! A burst of streams leaves its buffers free inside the C allocator's arenas, and the pool's
 //! idle connections (with their buffers and TLS state) go only when its timer closes them, at
-//! most one idle timeout after their last use (`http_client.rs`). glibc keeps freed memory for reuse,
-//! so a gateway that bursts to 2,000 streams and goes quiet stayed at ~100 MB instead of ~15.
+//! most one idle timeout after their last use (`http_client.rs`). glibc keeps freed memory for
+//! reuse, so a gateway that bursts to 2,000 streams and goes quiet stayed at ~100 MB, not ~15.
 //!
 //! So once streams have run and none is open, the allocator's free memory is read once a second,
 //! and `malloc_trim` runs whenever it grew by a MiB since its lowest point: one second into the
 //! quiet (the streams' buffers) and in the second after the pool's tick that closes the
 //! connections, wherever that tick falls. Trimming on a fixed schedule (one second in, then after
-//! each timeout) missed a tick that fell between two trims, and held ~25 MiB until the next one.
+//! each timeout) missed a tick that fell between two trims: the soak still held 76.9 MiB 20 s
+//! after a 2,000-stream burst, against 15.4 at its start.
 //! Reading stops one timeout and two seconds into the quiet, when no pooled connection is left.
 //! A trim only returns free pages: nothing anyone holds is touched.
 
@@ -42,8 +43,9 @@ struct Watch {
     quiet_for: u64,
     /// Streams ran since the quiet was last watched to its end.
     ran: bool,
-    /// The least free memory seen since the last trim began. What the trim gives back stays
-    /// counted as free (only the arena's top leaves the count), and what is freed while it runs
+    /// The least free memory seen since this quiet began or its last trim began (streams reuse
+    /// free memory, so a busy spell starts the count again). What a trim gives back stays counted
+    /// as free (only the arena's top leaves the count), and what is freed while it runs
     /// (connections still closing) is counted as growth at the next look.
     low: usize,
 }
@@ -59,6 +61,7 @@ impl Watch {
         if busy {
             self.quiet_for = 0;
             self.ran = true;
+            self.low = 0;
             return false;
         }
         if !self.ran {
@@ -140,6 +143,14 @@ mod tests {
         assert_eq!(trims(&top_only), [2]);
         let freed_meanwhile = [(true, 0), (false, 40 * MIB), (false, 43 * MIB), (false, 43 * MIB)];
         assert_eq!(trims(&freed_meanwhile), [2, 3]);
+    }
+
+    #[test]
+    fn each_quiet_trims_what_its_streams_freed_even_below_the_last_quiets_mark() {
+        // The first quiet ends with 100 MiB counted free; the streams after it reuse most of it.
+        let mut seconds = vec![(true, 0), (false, 100 * MIB), (true, 0)];
+        seconds.extend([(false, 30 * MIB), (false, 30 * MIB)]);
+        assert_eq!(trims(&seconds), [2, 4]);
     }
 
     #[test]
