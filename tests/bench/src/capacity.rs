@@ -424,13 +424,13 @@ fn client_name(c: char) -> &'static str {
     CLIENTS.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).unwrap_or("?")
 }
 
-/// Runs the scenario and returns its Markdown section.
 /// The added delay a client may reach at a level and still carry it: 50 ms p99, the median of the
 /// repetitions.
 fn within_budget(s: &Summary) -> bool {
     s.p99_us.median <= 50_000.0
 }
 
+/// Runs the scenario and returns its Markdown section.
 pub fn run(o: &Options) -> String {
     let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../emulator/certs/ca.pem");
     let ca = std::fs::canonicalize(&certs).expect("the emulator's test CA");
