@@ -40,9 +40,8 @@ pub async fn when_quiet(live: Arc<Live>, idle_timeout: Duration) {
 struct Watch {
     /// Seconds of quiet after which no pooled connection is left to close.
     window: u64,
+    /// Seconds of quiet looked at; `window` until streams have run (nothing to watch).
     quiet_for: u64,
-    /// Streams ran since the quiet was last watched to its end.
-    ran: bool,
     /// The least free memory seen since this quiet began or its last trim began (streams reuse
     /// free memory, so a busy spell starts the count again). What a trim gives back stays counted
     /// as free (only the arena's top leaves the count), and what is freed while it runs
@@ -52,7 +51,13 @@ struct Watch {
 
 impl Watch {
     fn new(idle_timeout: Duration) -> Watch {
-        Watch { window: idle_timeout.as_secs().max(1) + 2, quiet_for: 0, ran: false, low: 0 }
+        let window = idle_timeout.as_secs().max(1) + 2;
+        Watch { window, quiet_for: window, low: 0 }
+    }
+
+    /// Streams ran since the quiet was last watched to its end.
+    fn watching(&self) -> bool {
+        self.quiet_for < self.window
     }
 
     /// Whether to trim now (the caller then does). `free` is only read while a quiet is being
@@ -60,17 +65,13 @@ impl Watch {
     fn look(&mut self, busy: bool, free: impl FnOnce() -> usize) -> bool {
         if busy {
             self.quiet_for = 0;
-            self.ran = true;
             self.low = 0;
             return false;
         }
-        if !self.ran {
+        if !self.watching() {
             return false;
         }
         self.quiet_for += 1;
-        if self.quiet_for >= self.window {
-            self.ran = false;
-        }
         let free = free();
         self.low = self.low.min(free);
         if free - self.low < WORTH_TRIMMING {
@@ -175,7 +176,7 @@ mod tests {
         assert!(!watch.look(true, || 0));
         for second in 1..=12 {
             watch.look(false, || 0);
-            assert_eq!(watch.ran, second < 12, "second {second}");
+            assert_eq!(watch.watching(), second < 12, "second {second}");
         }
         assert!(!watch.look(false, || unreachable!("the quiet was watched to its end")));
         assert!(!watch.look(true, || 0));
