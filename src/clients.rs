@@ -22,6 +22,8 @@ pub struct Settings {
     pub idle_connection: std::time::Duration,
     /// The runtime's worker threads (`provider.runtimeThreads`).
     pub runtime_threads: usize,
+    /// How long a delivery thread gathers events (`provider.deliveryGatherMs`).
+    pub delivery_gather: std::time::Duration,
 }
 
 pub struct Built {

@@ -49,6 +49,8 @@ fn invalid_config_names_the_field() {
         (r#"{"provider":{},"discovery":{"refreshInterval":-1}}"#, "discovery.refreshInterval: expected an integer from 0"),
         (r#"{"provider":{"runtimeThreads":0}}"#, "provider.runtimeThreads: must be between 1 and 64"),
         (r#"{"provider":{"runtimeThreads":1000}}"#, "provider.runtimeThreads: expected an integer from 0 to 64, got 1000"),
+        (r#"{"provider":{"deliveryGatherMs":51}}"#, "provider.deliveryGatherMs: expected an integer from 0 to 50, got 51"),
+        (r#"{"provider":{"deliveryGatherMs":"4"}}"#, "provider.deliveryGatherMs: expected an integer"),
     ];
     for (config, expected) in cases {
         let (rc, err) = new_err(config);

@@ -880,6 +880,33 @@ fn batched_delivery_gives_the_same_events_in_fewer_calls() {
     unsafe { (api().stream_release)(handle) };
 }
 
+/// `provider.deliveryGatherMs`: a delivery thread whose stream keeps sending dozes that long and
+/// hands over what gathered meanwhile in one batch; at 0 it is woken for each token. The
+/// stream's tokens come 3 ms apart: a 40 ms gather finds many per look, and a thread woken for
+/// each token hands them over one by one (it has 3 ms to deliver one; a busy machine may let
+/// two pile up now and then, so the bound is on the median batch, not on every one).
+#[test]
+fn a_delivery_thread_gathers_tokens_for_delivery_gather_ms_and_takes_each_at_zero() {
+    let emulator = Emulator::start(EmulatorConfig::default());
+    let batch_sizes = |gather: u64| {
+        let mut config = config_for(&emulator.endpoint());
+        config["provider"]["deliveryGatherMs"] = json!(gather);
+        let p = Provider::try_new(&config.to_string()).expect("provider");
+        let batches = Batches::default();
+        let handle = start_batched(&p, &request("emulator.echo", "emulator: chunks=80 delay_ms=3", json!({})), &batches);
+        let calls = wait_batches(&batches);
+        unsafe { (api().stream_release)(handle) };
+        assert_eq!(calls.iter().flatten().filter(|e| e["type"] == "text_delta").count(), 80, "deliveryGatherMs {gather}: every delta, once");
+        let mut sizes: Vec<usize> = calls.iter().map(|c| c.iter().filter(|e| e["type"] == "text_delta").count()).filter(|n| *n > 0).collect();
+        sizes.sort_unstable();
+        sizes
+    };
+    let gathered = batch_sizes(40);
+    assert!(gathered[gathered.len() / 2] >= 4, "a 40 ms gather hands 3 ms tokens over in batches: {gathered:?}");
+    let each = batch_sizes(0);
+    assert_eq!(each[each.len() / 2], 1, "at 0 every token is handed over as it comes: {each:?}");
+}
+
 #[test]
 fn a_batched_callback_cancels_by_its_return_value() {
     let (_e, p) = setup();

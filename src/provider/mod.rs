@@ -129,6 +129,7 @@ impl Provider {
             call_timeout: Duration::from_secs(config.discovery.call_timeout_secs),
             idle_connection: config.provider.idle_connection,
             runtime_threads: config.provider.runtime_threads,
+            delivery_gather: config.provider.delivery_gather,
         };
         tls_key::room_for_threads().map_err(Error::internal)?;
         let heap = copy_heap::Hold::new();

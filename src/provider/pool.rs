@@ -35,17 +35,6 @@ pub const MAX_THREADS: usize = 512;
 pub const STUCK: Duration = Duration::from_millis(200);
 /// How long an extra worker stays without work.
 const EXTRA_IDLE: Duration = Duration::from_secs(1);
-/// How long a worker whose work keeps arriving dozes before it looks again, instead of waiting
-/// to be woken (`run_queue.rs`): the most delay this adds to one event. 1 ms is invisible next
-/// to a model's 10–20 ms between tokens, and at 800 real-pace streams it turns ~60 wake-ups
-/// into one. What cannot wait (a stream's first token, a stream held up by its full queue)
-/// rouses a dozer instead (`outbox.rs`).
-const DOZE: Duration = Duration::from_millis(1);
-/// A worker starts dozing when its last wait for work was shorter than this (work arrives often
-/// enough that a doze would find several items), and goes on dozing while each doze finds two
-/// or more. Below that a doze costs a timer wake-up for one token or none, more than the
-/// wake-up it saves: a few streams, or one at a model's pace, never doze.
-const DOZE_WHEN: Duration = Duration::from_micros(300);
 /// How often the watchdog looks while work waits and no callback is running (workers are
 /// between callbacks: they will come back on their own).
 const LOOK_EVERY: Duration = Duration::from_millis(2);
@@ -88,15 +77,22 @@ impl Beat {
 
 pub struct Pool {
     queue: RunQueue<Arc<Outbox>>,
+    /// How long a worker whose work keeps arriving dozes before it looks again, instead of
+    /// waiting to be woken (`run_queue.rs`): the most delay this adds to one event. None: never
+    /// (every event wakes a worker at once). Why dozing pays, and its default: `config.rs`
+    /// (`provider.deliveryGatherMs`).
+    gather: Option<Duration>,
     beats: Mutex<Vec<Arc<Beat>>>,
     help: Notify,
     runtime: Handle,
 }
 
 impl Pool {
-    pub fn new(runtime: Handle) -> Arc<Pool> {
+    /// `gather`: how long a worker whose work keeps arriving dozes (zero: it never does).
+    pub fn new(runtime: Handle, gather: Duration) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             queue: RunQueue::new(CORE, MAX_THREADS),
+            gather: Some(gather).filter(|g| !g.is_zero()),
             beats: Mutex::default(),
             help: Notify::new(),
             runtime: runtime.clone(),
@@ -143,15 +139,14 @@ impl Pool {
     }
 
     /// A worker's next stream; `doze` says whether this worker dozes first, and is updated for
-    /// its next call from how long this one waited.
+    /// its next call. A worker dozes while work keeps arriving: its last wait was shorter than a
+    /// doze, or its doze found work. A few streams, or one at a model's pace, wait longer than
+    /// that between tokens, and are woken for each (a doze would find nothing).
     fn next(self: &Arc<Self>, reserved: bool, doze: &mut bool) -> Option<Arc<Outbox>> {
         let asked = Instant::now();
-        let (item, behind) = self.queue.next(reserved, EXTRA_IDLE, doze.then_some(DOZE));
+        let (item, behind) = self.queue.next(reserved, EXTRA_IDLE, self.gather.filter(|_| *doze));
         self.cover_behind(behind);
-        *doze = match behind.found {
-            0 => asked.elapsed() < DOZE_WHEN,
-            found => found >= 2,
-        };
+        *doze = self.gather.is_some_and(|gather| behind.found > 0 || asked.elapsed() < gather);
         item
     }
 

@@ -106,7 +106,7 @@ fn run(args: Args) {
         Ok(rt) => rt,
         Err(e) => return control.set_ready(Err(Error::internal(format!("could not start the plugin's runtime: {e}")))),
     };
-    let idle_connection = settings.idle_connection;
+    let (idle_connection, delivery_gather) = (settings.idle_connection, settings.delivery_gather);
     // Passed down to every stream beside the clients (which know nothing of Converse).
     let profile_bases = Arc::new(crate::converse::profile_base::ProfileBases::new(settings.call_timeout));
     // The SDK's one-time statics are forced here: kept in the copy's own heap, given back at unload.
@@ -117,7 +117,7 @@ fn run(args: Args) {
 
     let live = Arc::new(Live::default());
     runtime.spawn(super::trim::when_quiet(live.clone(), idle_connection));
-    let pool = Pool::new(runtime.handle().clone());
+    let pool = Pool::new(runtime.handle().clone(), delivery_gather);
     // Discoveries and embeddings in flight, aborted when `free` begins: they have nothing to
     // finish cleanly, and their Answer tells the caller they were cut short.
     let mut calls: Vec<tokio::task::AbortHandle> = Vec::new();
