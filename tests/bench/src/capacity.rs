@@ -401,6 +401,8 @@ pub struct Options {
     pub min_streams: usize,
     /// The plugin's `provider.runtimeThreads` (its default unless asked).
     pub runtime_threads: Option<usize>,
+    /// The plugin's `provider.deliveryGatherMs` (its default unless asked).
+    pub gather_ms: Option<u64>,
     /// The direct client's runtime workers (2, as the plugin's default, unless asked).
     pub direct_threads: usize,
     /// Rounds of bisection between each client's last level within the delay budget and its
@@ -444,6 +446,9 @@ pub fn run(o: &Options) -> String {
     let mut config = serde_json::json!({"provider": {"baseUrl": endpoint, "caBundle": ca, "models": []}, "discovery": {"enabled": false}});
     if let Some(n) = o.runtime_threads {
         config["provider"]["runtimeThreads"] = n.into();
+    }
+    if let Some(ms) = o.gather_ms {
+        config["provider"]["deliveryGatherMs"] = ms.into();
     }
     let config = config.to_string();
     let provider = plugin.provider(&config);

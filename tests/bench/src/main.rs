@@ -4,7 +4,7 @@
 //!   cargo run --release -p bench -- [--quick] [--reps N] [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
 //!   cargo run --release -p bench -- --soak [--plugin PATH]     (see soak.rs)
 //!   cargo run --release -p bench -- --capacity [--h1] [--hol] [--quick] [--reps N] [--clients abcdef]
-//!       [--min-streams N] [--max-streams N] [--bisect N] [--runtime-threads N] [--direct-threads N]
+//!       [--min-streams N] [--max-streams N] [--bisect N] [--runtime-threads N] [--gather-ms N] [--direct-threads N]
 //!       [--plugin PATH] [--out FILE]                               (see capacity.rs)
 //!
 //! The README's capacity figures come from `make ship && cargo run --profile ship -p bench --
@@ -399,6 +399,7 @@ fn main() {
             max_streams: value("--max-streams").and_then(|v| v.parse().ok()).unwrap_or(if quick { 400 } else { 16_000 }),
             min_streams: value("--min-streams").and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(25),
             runtime_threads: value("--runtime-threads").and_then(|v| v.parse().ok()),
+            gather_ms: value("--gather-ms").and_then(|v| v.parse().ok()),
             direct_threads: value("--direct-threads").and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(2),
             hol: args.iter().any(|a| a == "--hol"),
             bisect: value("--bisect").and_then(|v| v.parse().ok()).unwrap_or(2),
