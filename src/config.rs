@@ -109,7 +109,7 @@ const MAX_RUNTIME_THREADS: u64 = 64;
 /// A delivery thread whose work keeps arriving dozes this long between looks instead of being
 /// woken for each event. At a model's pace a token wakes a waiting delivery thread alone, and on
 /// a virtual machine that wake-up (a futex wake from the runtime thread, an idle core brought
-/// back) cost ~20 µs a token at 25 streams, half what decoding it costs; dozing 4 ms there
+/// back) cost ~20 µs a token at 25 streams, half the SDK's own cost per token; dozing 4 ms there
 /// gathers several per wake-up (CPU per stream against the SDK's own at 25–400 streams, one
 /// build: 1.44–1.62× woken for each token, 1.04–1.40× dozing 4 ms; docs/performance.md). 4 ms stays
 /// under a model's 10–20 ms between tokens, so a stream's tokens are not bunched; what cannot
