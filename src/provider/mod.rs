@@ -11,6 +11,8 @@ pub mod mailbox;
 mod mailbox_state;
 mod outbox;
 mod outbox_state;
+#[cfg(test)]
+mod outbox_state_tests;
 mod pin;
 mod pool;
 mod run_queue;

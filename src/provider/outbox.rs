@@ -123,11 +123,10 @@ impl Outbox {
                 // Once a cancel was asked for, later events are dropped: the end is error/aborted.
                 let delivered = deliver(&receiver.callback, &receiver.batch, buf, beat, runner, || !self.shared.cancel_requested());
                 receiver.shown.note(&receiver.batch[..delivered.shown]);
-                receiver.batch.clear();
                 if !delivered.go_on && self.shared.request_cancel() {
                     self.shared.cancel.notify_one();
                 }
-                if self.state.after_batch() {
+                if self.state.after_batch(&mut receiver.batch) {
                     Pass::Idle
                 } else {
                     Pass::More

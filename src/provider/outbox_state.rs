@@ -16,6 +16,13 @@
 //!
 //! Backpressure: `send` reports whether the queue has room; a pass that empties a full queue says
 //! so, and the caller wakes the producer.
+//!
+//! Spent events go back: a pass leaves what it delivered in `spent`, and the task's next `send`
+//! takes it and drops it. The task made those events, so their memory returns to its own
+//! thread's allocator cache, where its next token's allocations find it; dropped by a pool
+//! worker, every token's memory crossed threads through the allocator's slow path both ways.
+//! The vectors circulate (pending → queued → batch → spent → pending), so none is allocated
+//! per token.
 
 use super::sync::{lock, Mutex};
 
@@ -26,6 +33,8 @@ pub struct OutboxState<E> {
 
 struct State<E> {
     queued: Vec<E>,
+    /// Delivered, for the task to drop; empty while the task has not sent since.
+    spent: Vec<E>,
     scheduled: bool,
     /// The task has finished; `terminal` holds its last word until taken.
     closed: bool,
@@ -54,10 +63,11 @@ pub enum Take<E> {
 
 impl<E> OutboxState<E> {
     pub fn new(capacity: usize) -> OutboxState<E> {
-        OutboxState { state: Mutex::new(State { queued: Vec::new(), scheduled: false, closed: false, terminal: None }), capacity }
+        OutboxState { state: Mutex::new(State { queued: Vec::new(), spent: Vec::new(), scheduled: false, closed: false, terminal: None }), capacity }
     }
 
-    /// Queues `events` (draining the vector), in order.
+    /// Queues `events` (draining the vector), in order, and drops the events delivered since the
+    /// last call.
     pub fn send(&self, events: &mut Vec<E>) -> Sent {
         let mut s = lock(&self.state);
         if s.queued.is_empty() {
@@ -65,8 +75,14 @@ impl<E> OutboxState<E> {
         } else {
             s.queued.append(events);
         }
+        if !s.spent.is_empty() {
+            std::mem::swap(&mut s.spent, events);
+        }
         let claimed = !std::mem::replace(&mut s.scheduled, true);
-        Sent { claimed, room: s.queued.len() < self.capacity }
+        let sent = Sent { claimed, room: s.queued.len() < self.capacity };
+        drop(s);
+        events.clear();
+        sent
     }
 
     /// Records the terminal event; true when the caller took the token and must schedule the
@@ -101,14 +117,21 @@ impl<E> OutboxState<E> {
         Take::Batch { was_full }
     }
 
-    /// The end of a pass that delivered a batch: true when the token was given back (nothing
-    /// arrived meanwhile); false when the stream must be passed on.
-    pub fn after_batch(&self) -> bool {
+    /// The end of a pass that delivered `batch`: its events go back to the task (left empty,
+    /// `batch` is ready for the next pass). True when the token was given back (nothing arrived
+    /// meanwhile); false when the stream must be passed on.
+    pub fn after_batch(&self, batch: &mut Vec<E>) -> bool {
         let mut s = lock(&self.state);
+        // Full only if the task has not sent since the last pass: then these are dropped here.
+        if s.spent.is_empty() {
+            std::mem::swap(&mut s.spent, batch);
+        }
         let drained = s.queued.is_empty() && !s.closed;
         if drained {
             s.scheduled = false;
         }
+        drop(s);
+        batch.clear();
         drained
     }
 }

@@ -308,7 +308,8 @@ enum Item {
 /// One stream end to end: its task sends events into a queue of one (so it waits for room)
 /// and finishes; a worker delivers passes, passing the stream on when more arrived. Every
 /// event arrives once, in order, the terminal event once and last, and the task is never left
-/// waiting for room.
+/// waiting for room. The worker leaves what it delivered for the task to drop (`after_batch`),
+/// and none of it is delivered again.
 #[test]
 fn a_stream_delivers_every_event_once_in_order_then_its_end() {
     model(|| {
@@ -331,8 +332,9 @@ fn a_stream_delivers_every_event_once_in_order_then_its_end() {
                                 if was_full {
                                     room.notify_one();
                                 }
-                                delivered.append(&mut batch);
-                                next = if outbox.after_batch() { q.next(false, LINGER, DOZE).0 } else { Some(q.pass_on(Item::Stream)) };
+                                // Delivered events stay in `batch`: `after_batch` hands them back.
+                                delivered.extend(batch.iter().copied());
+                                next = if outbox.after_batch(&mut batch) { q.next(false, LINGER, DOZE).0 } else { Some(q.pass_on(Item::Stream)) };
                             }
                             Take::Terminal(end) => {
                                 delivered.push(end.expect("the task's terminal event"));
@@ -344,7 +346,9 @@ fn a_stream_delivers_every_event_once_in_order_then_its_end() {
             })
         };
         for event in [1, 2] {
-            let sent = outbox.send(&mut vec![event]);
+            let mut pending = vec![event];
+            let sent = outbox.send(&mut pending);
+            assert!(pending.is_empty(), "send takes the events and drops those handed back");
             if sent.claimed {
                 q.schedule(Item::Stream, false);
             }
