@@ -111,6 +111,8 @@ impl Outbox {
     /// Only the holder of the scheduling token calls this; `beat` tells the pool which callback
     /// is running and since when.
     fn deliver_pass(&self, buf: &mut Vec<u8>, beat: &Beat, runner: Runner) -> Pass {
+        // Read at every event; the run queue asked only for the outbox's own lines.
+        crate::prefetch::lines_of(&*self.shared);
         let mut receiver = lock(&self.receiver);
         let receiver = &mut *receiver;
         match self.state.take(&mut receiver.batch) {

@@ -91,7 +91,7 @@ impl Pool {
     /// `gather`: how long a worker whose work keeps arriving dozes (zero: it never does).
     pub fn new(runtime: Handle, gather: Duration) -> Arc<Pool> {
         let pool = Arc::new(Pool {
-            queue: RunQueue::new(CORE, MAX_THREADS),
+            queue: RunQueue::with_warm(CORE, MAX_THREADS, |outbox| crate::prefetch::lines_of::<Outbox>(outbox)),
             gather: Some(gather).filter(|g| !g.is_zero()),
             beats: Mutex::default(),
             help: Notify::new(),

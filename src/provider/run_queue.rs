@@ -111,6 +111,8 @@ pub struct RunQueue<T> {
     dozers: Condvar,
     core: usize,
     max: usize,
+    /// Asks for the item a worker takes next, as it takes one: a hint only (see `with_warm`).
+    warm: Option<fn(&T)>,
 }
 
 impl<T> RunQueue<T> {
@@ -131,7 +133,25 @@ impl<T> RunQueue<T> {
             dozers: Condvar::new(),
             core,
             max,
+            warm: None,
         }
+    }
+
+    /// A queue whose workers, each time one takes an item, call `warm` on the item queued behind
+    /// it (under the lock: it must only ask for memory, never block). A queued stream's state has
+    /// gone cold by its turn; fetched while the worker delivers the one before, it is there when
+    /// the worker comes to it. It changes no transition, so the models run without it.
+    pub fn with_warm(core: usize, max: usize, warm: fn(&T)) -> RunQueue<T> {
+        RunQueue { warm: Some(warm), ..RunQueue::new(core, max) }
+    }
+
+    /// Takes the oldest item and asks for the one behind it.
+    fn take(&self, s: &mut State<T>) -> Option<T> {
+        let item = s.queue.pop_front()?;
+        if let (Some(warm), Some(behind)) = (self.warm, s.queue.front()) {
+            warm(behind);
+        }
+        Some(item)
     }
 
     /// Queues `item` (whose stream token the caller holds) and says what the caller must do;
@@ -212,7 +232,7 @@ impl<T> RunQueue<T> {
             // Roused or not, this dozer is awake: one rouse is spent (keeps `rousing <= dozing`).
             s.rousing = s.rousing.saturating_sub(1);
             let found = s.queue.len();
-            if let Some(item) = s.queue.pop_front() {
+            if let Some(item) = self.take(&mut s) {
                 let behind = self.cover_behind(&mut s);
                 return (Some(item), Behind { found, ..behind });
             }
@@ -242,7 +262,7 @@ impl<T> RunQueue<T> {
 
     fn wait_next(&self, mut s: MutexGuard<'_, State<T>>, linger: Duration) -> Option<T> {
         loop {
-            if let Some(item) = s.queue.pop_front() {
+            if let Some(item) = self.take(&mut s) {
                 return Some(item);
             }
             if s.closing {
@@ -278,7 +298,7 @@ impl<T> RunQueue<T> {
     pub fn pass_on(&self, item: T) -> T {
         let mut s = lock(&self.state);
         s.queue.push_back(item);
-        s.queue.pop_front().expect("an item was just queued")
+        self.take(&mut s).expect("an item was just queued")
     }
 
     /// The watchdog's look: `stuck` workers are blocked in a host callback.
