@@ -482,7 +482,10 @@ pub fn run(o: &Options) -> String {
     let mut table = String::from("| client | open streams | streams per core (1 / CPU per stream-second) | CPU per stream-second, ms | cores used | RSS per open stream, KiB | added delay p50 / p99, ms | tokens/s | stand-in cores |\n|---|---|---|---|---|---|---|---|---|\n");
     // Per client: its highest level within 50 ms p99, and every level's median CPU per stream-second.
     let mut best: std::collections::BTreeMap<char, (usize, Summary)> = Default::default();
-    let mut cpu_at: std::collections::BTreeMap<(usize, char), f64> = Default::default();
+    // Every repetition's CPU per stream-second, per level and client, in the order they ran:
+    // repetition i of two clients ran back to back, so their ratio leaves out most of the
+    // machine's drift that a ratio of medians keeps.
+    let mut cpu_reps: std::collections::BTreeMap<(usize, char), Vec<f64>> = Default::default();
     // Per client: the lowest level past the delay budget (the ladder's, then the bisection's).
     let mut past: std::collections::BTreeMap<char, usize> = Default::default();
     // One round: every repetition runs every planned client at its level, interleaved.
@@ -514,6 +517,7 @@ pub fn run(o: &Options) -> String {
             let name = client_name(c);
             let Some(levels) = runs.get(&c) else { continue };
             let s = Summary::of(levels);
+            cpu_reps.insert((streams, c), levels.iter().map(|l| l.cpu_per_stream_s).collect());
             let sc = Spread::of(&standin_cores[&c]);
             let row = format!(
                 "| ({c}) {name} | {streams} | {:.0} | {} | {} | {} | {:.1} / {:.1} ({:.1}–{:.1}) | {:.0} | {:.2} |\n",
@@ -543,7 +547,6 @@ pub fn run(o: &Options) -> String {
                 active.retain(|k| *k != c);
                 continue;
             };
-            cpu_at.insert((streams, c), s.cpu_per_stream_s.median);
             let within = within_budget(&s);
             // Saturated: past the delay budget, or using (nearly) all of a client's cores.
             if !within || s.cores_used.median >= 0.9 * cores {
@@ -607,10 +610,19 @@ pub fn run(o: &Options) -> String {
             md.push_str(&format!("- ({x}) / ({y}): {:.2}× the streams per core, {:.1}× the open streams within the delay budget\n", px / py, nx / ny));
         }
     }
+    let median = |v: &[f64]| Spread::of(v).median;
     for x in ['a', 'e', 'f'] {
-        let same: Vec<String> = cpu_at.iter().filter(|((_, c), _)| *c == x).filter_map(|((n, _), a)| cpu_at.get(&(*n, 'b')).map(|b| format!("{n}: {:.2}×", a / b))).collect();
+        let same: Vec<String> = cpu_reps
+            .iter()
+            .filter(|((_, c), _)| *c == x)
+            .filter_map(|((n, _), a)| {
+                let b = cpu_reps.get(&(*n, 'b'))?;
+                let paired = crate::ratios(a, b);
+                Some(format!("{n}: {:.2}× (paired {:.2}×, {:.2}–{:.2})", median(a) / median(b), paired.median, paired.min, paired.max))
+            })
+            .collect();
         if !same.is_empty() {
-            md.push_str(&format!("- ({x}) / (b) CPU per stream-second at the same level: {}\n", same.join(", ")));
+            md.push_str(&format!("- ({x}) / (b) CPU per stream-second at the same level, the ratio of the medians (the median of each repetition's ratio to (b)'s run beside it, and their range): {}\n", same.join(", ")));
         }
     }
     md.push_str("\nEvery level:\n\n");
