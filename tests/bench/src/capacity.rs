@@ -482,14 +482,16 @@ pub fn run(o: &Options) -> String {
     let mut table = String::from("| client | open streams | streams per core (1 / CPU per stream-second) | CPU per stream-second, ms | cores used | RSS per open stream, KiB | added delay p50 / p99, ms | tokens/s | stand-in cores |\n|---|---|---|---|---|---|---|---|---|\n");
     // Per client: its highest level within 50 ms p99, and every level's median CPU per stream-second.
     let mut best: std::collections::BTreeMap<char, (usize, Summary)> = Default::default();
-    // Every repetition's CPU per stream-second, per level and client, in the order they ran:
-    // repetition i of two clients ran back to back, so their ratio leaves out most of the
-    // machine's drift that a ratio of medians keeps.
-    let mut cpu_reps: std::collections::BTreeMap<(usize, char), Vec<f64>> = Default::default();
+    // Every repetition's CPU per stream-second, per level and client, with the round it ran in:
+    // within a round, repetition i of two clients ran back to back, so their ratio leaves out
+    // most of the machine's drift that a ratio of medians keeps.
+    let mut cpu_reps: std::collections::BTreeMap<(usize, char), (usize, Vec<f64>)> = Default::default();
+    let mut rounds = 0;
     // Per client: the lowest level past the delay budget (the ladder's, then the bisection's).
     let mut past: std::collections::BTreeMap<char, usize> = Default::default();
     // One round: every repetition runs every planned client at its level, interleaved.
     let mut round = |plan: &[(char, usize)]| -> Vec<(char, usize, Summary)> {
+        rounds += 1;
         let mut runs: std::collections::BTreeMap<char, Vec<Level>> = Default::default();
         let mut standin_cores: std::collections::BTreeMap<char, Vec<f64>> = Default::default();
         for rep in 0..o.reps {
@@ -517,7 +519,7 @@ pub fn run(o: &Options) -> String {
             let name = client_name(c);
             let Some(levels) = runs.get(&c) else { continue };
             let s = Summary::of(levels);
-            cpu_reps.insert((streams, c), levels.iter().map(|l| l.cpu_per_stream_s).collect());
+            cpu_reps.insert((streams, c), (rounds, levels.iter().map(|l| l.cpu_per_stream_s).collect()));
             let sc = Spread::of(&standin_cores[&c]);
             let row = format!(
                 "| ({c}) {name} | {streams} | {:.0} | {} | {} | {} | {:.1} / {:.1} ({:.1}–{:.1}) | {:.0} | {:.2} |\n",
@@ -615,10 +617,15 @@ pub fn run(o: &Options) -> String {
         let same: Vec<String> = cpu_reps
             .iter()
             .filter(|((_, c), _)| *c == x)
-            .filter_map(|((n, _), a)| {
-                let b = cpu_reps.get(&(*n, 'b'))?;
+            .filter_map(|((n, _), (round_a, a))| {
+                let (round_b, b) = cpu_reps.get(&(*n, 'b'))?;
+                let ratio = median(a) / median(b);
+                // Runs of different rounds were not beside each other: no pairs to form.
+                if round_a != round_b {
+                    return Some(format!("{n}: {ratio:.2}× (not paired)"));
+                }
                 let paired = crate::ratios(a, b);
-                Some(format!("{n}: {:.2}× (paired {:.2}×, {:.2}–{:.2})", median(a) / median(b), paired.median, paired.min, paired.max))
+                Some(format!("{n}: {ratio:.2}× (paired {:.2}×, {:.2}–{:.2})", paired.median, paired.min, paired.max))
             })
             .collect();
         if !same.is_empty() {
