@@ -480,7 +480,7 @@ pub fn run(o: &Options) -> String {
         active.retain(|c| *c != 'f');
     }
     let mut table = String::from("| client | open streams | streams per core (1 / CPU per stream-second) | CPU per stream-second, ms | cores used | RSS per open stream, KiB | added delay p50 / p99, ms | tokens/s | stand-in cores |\n|---|---|---|---|---|---|---|---|---|\n");
-    // Per client: its highest level within 50 ms p99, and every level's median CPU per stream-second.
+    // Per client: its highest level within 50 ms p99, with that level's summary.
     let mut best: std::collections::BTreeMap<char, (usize, Summary)> = Default::default();
     // Every repetition's CPU per stream-second, per level and client, with the round it ran in:
     // within a round, repetition i of two clients ran back to back, so their ratio leaves out
