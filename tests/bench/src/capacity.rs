@@ -11,7 +11,7 @@
 //! baseline per open stream, and the delay it adds to each token (the time it sees the token
 //! minus the time the stand-in sent it, one clock). Levels double until the client saturates its
 //! share of the cores or its p99 added delay passes 50 ms; then the bracket between a client's
-//! last level within that budget and its first past it is bisected (`--bisect`, 2 rounds unless
+//! last level within that budget and its first past it is bisected (`--bisect`, 3 rounds unless
 //! asked), so that two clients a few percent apart are not reported a factor 2 apart.
 
 use crate::paced::monotonic_ns;
@@ -419,7 +419,7 @@ pub struct Options {
     /// The direct client's runtime workers (2, as the plugin's default, unless asked).
     pub direct_threads: usize,
     /// Rounds of bisection between each client's last level within the delay budget and its
-    /// first past it (2 unless asked: the bracket narrowed to a factor 1.25).
+    /// first past it (3 unless asked: the bracket narrowed to a factor 1.125).
     pub bisect: usize,
     /// Only the head-of-line check: (a) at `max_streams` streams, with and without one slow
     /// consumer among them.
@@ -443,6 +443,22 @@ fn client_name(c: char) -> &'static str {
 /// repetitions.
 fn within_budget(s: &Summary) -> bool {
     s.p99_us.median <= 50_000.0
+}
+
+/// The Node clients' packages (pi-ai, koffi), installed from the committed lock file the first
+/// time, as the binding's test does: without them a fresh checkout would run the bench with two
+/// clients fewer and say so only level by level.
+fn node_packages(dir: &std::path::Path) -> Result<(), String> {
+    if dir.join("node_modules/@mariozechner/pi-ai/package.json").is_file() && dir.join("node_modules/koffi/package.json").is_file() {
+        return Ok(());
+    }
+    println!("installing bindings/node's packages (npm ci) for the Node clients");
+    let out = std::process::Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir).output().map_err(|e| format!("npm: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("npm ci in {} failed ({}): {}", dir.display(), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
 }
 
 /// Runs the scenario and returns its Markdown section.
@@ -488,6 +504,12 @@ pub fn run(o: &Options) -> String {
         return md;
     }
     let mut active: Vec<char> = o.clients.clone();
+    if active.iter().any(|c| matches!(c, 'c' | 'd')) {
+        if let Err(why) = node_packages(script.parent().unwrap()) {
+            println!("(c) and (d) skipped: {why}");
+            active.retain(|c| !matches!(c, 'c' | 'd'));
+        }
+    }
     if plugin.api().abi_version & 0xffff < 8 && active.contains(&'f') {
         println!("(f) skipped: the plugin under test is older than ABI 1.8 (no bp_stream_start_inline)");
         active.retain(|c| *c != 'f');
@@ -578,7 +600,8 @@ pub fn run(o: &Options) -> String {
     // A doubling ladder puts a client's capacity somewhere in [last level within budget, first
     // past it]: two clients a few percent apart land a whole factor 2 apart whenever the line
     // falls between them. Bisecting each client's bracket (interleaved as above) narrows it to
-    // a factor 1.5, then 1.25 of its lower end.
+    // a factor 1.5, 1.25, then 1.125 of its lower end: at 2,400 streams a step is 200, about the
+    // 10% that the capacity target is about.
     for _ in 0..o.bisect {
         let plan: Vec<(char, usize)> = past
             .iter()

@@ -402,7 +402,7 @@ fn main() {
             gather_ms: value("--gather-ms").and_then(|v| v.parse().ok()),
             direct_threads: value("--direct-threads").and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(2),
             hol: args.iter().any(|a| a == "--hol"),
-            bisect: value("--bisect").and_then(|v| v.parse().ok()).unwrap_or(2),
+            bisect: value("--bisect").and_then(|v| v.parse().ok()).unwrap_or(3),
         };
         let md = capacity::run(&options);
         let _ = std::fs::remove_dir_all(&copies);
