@@ -600,8 +600,8 @@ pub fn run(o: &Options) -> String {
     // A doubling ladder puts a client's capacity somewhere in [last level within budget, first
     // past it]: two clients a few percent apart land a whole factor 2 apart whenever the line
     // falls between them. Bisecting each client's bracket (interleaved as above) narrows it to
-    // a factor 1.5, 1.25, then 1.125 of its lower end: at 2,400 streams a step is 200, about the
-    // 10% that the capacity target is about.
+    // a factor 1.5, 1.25, then 1.125 of its lower end: between 1,600 and 3,200 streams the last
+    // step is 200, finer than the 10% that the capacity target is about.
     for _ in 0..o.bisect {
         let plan: Vec<(char, usize)> = past
             .iter()
