@@ -174,6 +174,8 @@ fn run_child(case: &str, steps: &str, config: &Value, env: &[(&str, Option<Strin
         }
     }
     let status = child.wait().unwrap();
+    // The case's HOME and shared files are the child's alone: once it exited, nothing reads them.
+    let _ = std::fs::remove_dir_all(&home);
     let run = Run { results, stdout, stderr: stderr.join().unwrap() };
     assert!(status.success(), "child failed: {status}\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
     run

@@ -247,12 +247,14 @@ test("a loaded copy leaves nothing on disk, before and after close()", async () 
 // Issue #17: swap() gets the deploy checks bp-host serve has. A file made of two builds is
 // refused against its digest, a missing digest is refused when required, and the old copy keeps
 // serving either way.
-test("swap() refuses a build that is not the one its digest names, and keeps serving", async () => {
+test("swap() refuses a build that is not the one its digest names, and keeps serving", async (t) => {
   const { createHash } = await import("node:crypto");
-  const { mkdtempSync, readFileSync, writeFileSync } = await import("node:fs");
+  const { mkdtempSync, readFileSync, rmSync, writeFileSync } = await import("node:fs");
   const { tmpdir } = await import("node:os");
   const { join } = await import("node:path");
   const dir = mkdtempSync(join(tmpdir(), "bp-node-digest-"));
+  // Two copies of the build (over 100 MB with debug info): gone with the test, failed or not.
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const a = readFileSync(pluginPath);
   const mixed = Buffer.concat([a.subarray(0, a.length >> 1), readFileSync(nextPath ?? pluginPath).subarray(a.length >> 1)]);
   const served = join(dir, "libbedrock_plugin.so");

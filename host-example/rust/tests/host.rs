@@ -20,6 +20,7 @@ fn host_with(emulator: &Emulator, plugin: &Path, args: &[&str]) -> (bool, String
     let config = std::env::temp_dir().join(format!("bp-host-rs-test-{}-{port}.json", std::process::id()));
     let models = r#"[{"id": "emulator.echo", "name": "Echo", "input": ["text"], "cost": {"input": 1, "output": 2}, "contextWindow": 32000, "maxTokens": 1024}]"#;
     std::fs::write(&config, format!(r#"{{"provider": {{"baseUrl": "{}", "models": {models}}}}}"#, emulator.endpoint())).unwrap();
+    let _config = Scratch(config.clone());
     let out = Command::new(env!("CARGO_BIN_EXE_bp-host-rs"))
         .arg("--plugin").arg(plugin).arg("--config").arg(&config)
         .args(args)
@@ -57,19 +58,30 @@ fn write_digest(of: &Path, bytes_of: &Path) {
     std::fs::write(format!("{}.sha256", of.display()), format!("{digest}  {}\n", of.file_name().unwrap().to_string_lossy())).unwrap();
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A file or directory of one test, gone when the test ends, failed or not: the swap tests copy
+/// two builds (over 200 MB with debug info), so each run of the suite would otherwise leave them.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = if self.0.is_dir() { std::fs::remove_dir_all(&self.0) } else { std::fs::remove_file(&self.0) };
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("bp-host-rs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 #[test]
 fn swaps_between_two_builds_through_bp_get_api() {
     let emulator = Emulator::start(Config::default());
-    let dir = scratch("swap");
-    let first = installed(&deps_dir().join("libbedrock_plugin.so"), &dir, "first.so");
-    let next = installed(&deps_dir().join("libbedrock_plugin_next.so"), &dir, "next.so");
+    let work = scratch("swap");
+    let dir = work.0.as_path();
+    let first = installed(&deps_dir().join("libbedrock_plugin.so"), dir, "first.so");
+    let next = installed(&deps_dir().join("libbedrock_plugin_next.so"), dir, "next.so");
     let (ok, out) = host_with(&emulator, &first, &["swap", "--next", next.to_str().unwrap(), "--model", "emulator.echo", "emulator: chunks=20 delay_ms=10"]);
     assert!(ok, "{out}");
     let text: String = (0..20).map(|k| format!("w{k} ")).collect();
@@ -86,8 +98,9 @@ fn swaps_between_two_builds_through_bp_get_api() {
 #[test]
 fn swap_refuses_a_build_that_is_not_one_consistent_build_and_the_first_keeps_serving() {
     let emulator = Emulator::start(Config::default());
-    let dir = scratch("refusals");
-    let first = installed(&deps_dir().join("libbedrock_plugin.so"), &dir, "first.so");
+    let work = scratch("refusals");
+    let dir = work.0.as_path();
+    let first = installed(&deps_dir().join("libbedrock_plugin.so"), dir, "first.so");
     let (a, b) = (std::fs::read(deps_dir().join("libbedrock_plugin.so")).unwrap(), std::fs::read(deps_dir().join("libbedrock_plugin_next.so")).unwrap());
     let mixed = dir.join("mixed.so");
     let half = a.len().min(b.len()) / 2;
@@ -115,5 +128,4 @@ fn swap_refuses_a_build_that_is_not_one_consistent_build_and_the_first_keeps_ser
         assert!(out.contains(&format!("generation 1 after the refusal, version 0.1.0: {text}\n")), "{out}");
         assert!(!out.contains("generation 2"), "{out}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
