@@ -22,7 +22,7 @@ pub struct Settings {
     pub idle_connection: std::time::Duration,
     /// The runtime's worker threads (`provider.runtimeThreads`).
     pub runtime_threads: usize,
-    /// How long a delivery thread gathers events (`provider.deliveryGatherMs`).
+    /// The longest a delivery thread gathers events (`provider.deliveryGatherMs`).
     pub delivery_gather: std::time::Duration,
 }
 

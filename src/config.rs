@@ -42,7 +42,7 @@ pub struct ProviderConfig {
     /// The runtime's worker threads (`runtimeThreads`): they run the connections, decode and
     /// translate every stream's events; the delivery pool that calls the host is apart.
     pub runtime_threads: usize,
-    /// How long a delivery thread whose work keeps arriving sleeps between looks, gathering
+    /// The longest a delivery thread whose work keeps arriving sleeps between looks, gathering
     /// events instead of being woken for each (`deliveryGatherMs`; zero: never).
     pub delivery_gather: std::time::Duration,
     pub models: Vec<Arc<Model>>,
@@ -106,15 +106,19 @@ const DEFAULT_IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_s
 const DEFAULT_RUNTIME_THREADS: usize = 2;
 /// More workers than cores only adds switching; 64 covers the hosts a gateway runs on.
 const MAX_RUNTIME_THREADS: u64 = 64;
-/// A delivery thread whose work keeps arriving dozes this long between looks instead of being
+/// The longest a delivery thread whose work keeps arriving dozes between looks instead of being
 /// woken for each event. At a model's pace a token wakes a waiting delivery thread alone, and on
 /// a virtual machine that wake-up (a futex wake from the runtime thread, an idle core brought
 /// back) cost ~20 µs a token at 25 streams, half the SDK's own cost per token; dozing 4 ms there
 /// gathers several per wake-up (CPU per stream against the SDK's own at 25–400 streams, one
-/// build: 1.44–1.62× woken for each token, 1.04–1.40× dozing 4 ms; docs/performance.md). 4 ms stays
-/// under a model's 10–20 ms between tokens, so a stream's tokens are not bunched; what cannot
-/// wait (a stream's first token, a stream whose queue is full) rouses a dozer at once.
-const DEFAULT_DELIVERY_GATHER: std::time::Duration = std::time::Duration::from_millis(4);
+/// build: 1.44–1.62× woken for each token, 1.04–1.40× dozing 4 ms; docs/performance.md). A doze
+/// starts at 4 ms and doubles while it finds a few dozen streams or fewer (`pool.rs`): at 25–100
+/// streams a 4 ms doze's wake-up still cost the delivery thread more than its deliveries, and
+/// 16 ms took half of that thread's CPU away. From some hundreds of streams up a doze stays at
+/// 4 ms. 16 ms is under two of a model's tokens (10–20 ms apart), below anything a reader sees;
+/// what cannot wait (a stream's first token, a stream whose queue is full) rouses a dozer at
+/// once.
+const DEFAULT_DELIVERY_GATHER: std::time::Duration = std::time::Duration::from_millis(16);
 /// Past a few tokens' time a gather would bunch a stream's tokens together.
 const MAX_DELIVERY_GATHER_MS: u64 = 50;
 

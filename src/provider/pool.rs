@@ -38,6 +38,14 @@ const EXTRA_IDLE: Duration = Duration::from_secs(1);
 /// How often the watchdog looks while work waits and no callback is running (workers are
 /// between callbacks: they will come back on their own).
 const LOOK_EVERY: Duration = Duration::from_millis(2);
+/// A worker's first doze, and its shortest (or the pool's gather, if shorter).
+const FIRST_DOZE: Duration = Duration::from_millis(4);
+/// Streams a doze should find for its wake-up to cost little beside their delivery: fewer, and
+/// the next doze is longer (up to the pool's gather); twice as many, and it is shorter.
+const ENOUGH: usize = 64;
+/// Fewer streams than this in one doze are a stream or two at a model's pace (or what another
+/// dozer left): a longer doze would only delay them, so the next one is shorter.
+const FEW: usize = 3;
 
 /// One worker's sign of life: since when its current host callback runs.
 #[derive(Default)]
@@ -77,10 +85,10 @@ impl Beat {
 
 pub struct Pool {
     queue: RunQueue<Arc<Outbox>>,
-    /// How long a worker whose work keeps arriving dozes before it looks again, instead of
+    /// The longest a worker whose work keeps arriving dozes before it looks again, instead of
     /// waiting to be woken (`run_queue.rs`): the most delay this adds to one event. None: never
-    /// (every event wakes a worker at once). Why dozing pays, and its default: `config.rs`
-    /// (`provider.deliveryGatherMs`).
+    /// (every event wakes a worker at once). How long each doze is: `next_doze`. Why dozing
+    /// pays, and its default: `config.rs` (`provider.deliveryGatherMs`).
     gather: Option<Duration>,
     beats: Mutex<Vec<Arc<Beat>>>,
     help: Notify,
@@ -88,7 +96,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// `gather`: how long a worker whose work keeps arriving dozes (zero: it never does).
+    /// `gather`: the longest a worker whose work keeps arriving dozes (zero: it never does).
     pub fn new(runtime: Handle, gather: Duration) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             queue: RunQueue::with_warm(CORE, MAX_THREADS, |outbox| crate::prefetch::lines_of::<Outbox>(outbox)),
@@ -128,25 +136,35 @@ impl Pool {
 
     fn worker_main(self: &Arc<Self>, beat: &Beat) {
         let mut buf = Vec::with_capacity(4096);
-        let mut dozing = false;
-        let mut next = self.next(true, &mut dozing);
+        let mut doze = None;
+        let mut next = self.next(true, &mut doze);
         while let Some(outbox) = next {
             next = match outbox.guarded_pass(&mut buf, beat, Runner::Worker) {
                 Pass::More => Some(self.queue.pass_on(outbox)),
-                Pass::Idle | Pass::Finished => self.next(false, &mut dozing),
+                Pass::Idle | Pass::Finished => self.next(false, &mut doze),
             };
         }
     }
 
-    /// A worker's next stream; `doze` says whether this worker dozes first, and is updated for
-    /// its next call. A worker dozes while work keeps arriving: its last wait was shorter than a
-    /// doze, or its doze found work. A few streams, or one at a model's pace, wait longer than
-    /// that between tokens, and are woken for each (a doze would find nothing).
-    fn next(self: &Arc<Self>, reserved: bool, doze: &mut bool) -> Option<Arc<Outbox>> {
+    /// A worker's next stream; `doze` says how long this worker dozes first (None: it waits to
+    /// be woken), and is updated for its next call. A worker dozes while work keeps arriving:
+    /// its last wait was shorter than a first doze, or its doze found work. A few streams, or
+    /// one at a model's pace, wait longer than that between tokens, and are woken for each (a
+    /// doze would find nothing).
+    fn next(self: &Arc<Self>, reserved: bool, doze: &mut Option<Duration>) -> Option<Arc<Outbox>> {
         let asked = Instant::now();
-        let (item, behind) = self.queue.next(reserved, EXTRA_IDLE, self.gather.filter(|_| *doze));
+        let (item, behind) = self.queue.next(reserved, EXTRA_IDLE, *doze);
         self.cover_behind(behind);
-        *doze = self.gather.is_some_and(|gather| behind.found > 0 || asked.elapsed() < gather);
+        *doze = self.gather.and_then(|gather| {
+            let first = FIRST_DOZE.min(gather);
+            let dozed = doze.unwrap_or(first);
+            if behind.found > 0 {
+                return Some(next_doze(dozed, behind.found, first, gather));
+            }
+            // Took what a doze had left queued (the length stands), or waited: long enough, and
+            // the streams are too few to gather.
+            (asked.elapsed() < first).then_some(dozed)
+        });
         item
     }
 
@@ -189,6 +207,23 @@ impl Pool {
             }
         }
         (stuck, if running { next_look.max(Duration::from_millis(1)) } else { LOOK_EVERY })
+    }
+}
+
+/// How long a worker's next doze is, after one of `dozed` that found `found` streams waiting: a
+/// wake-up costs a delivery thread what delivering a few dozen tokens does, so a doze that finds
+/// several streams but fewer than `ENOUGH` is doubled (up to `gather`), and one that finds twice
+/// as many is halved (down to `first`). At a few dozen streams a 4 ms doze finds a handful of
+/// tokens, and its wake-up cost more than delivering them; from some hundreds of streams up,
+/// `first` finds plenty. A doze that found fewer than `FEW` is halved too: halving rather than
+/// starting over, because two workers dozing side by side each find only part of what came.
+fn next_doze(dozed: Duration, found: usize, first: Duration, gather: Duration) -> Duration {
+    if (FEW..ENOUGH).contains(&found) {
+        (dozed * 2).min(gather)
+    } else if found < FEW || found >= 2 * ENOUGH {
+        (dozed / 2).max(first)
+    } else {
+        dozed
     }
 }
 
@@ -242,6 +277,25 @@ mod tests {
     /// A doze long enough that a worker still asleep after `ROUSED_WITHIN` was not roused.
     const LONG_DOZE: Duration = Duration::from_secs(120);
     const ROUSED_WITHIN: Duration = Duration::from_secs(30);
+
+    /// A doze doubles while it finds several streams but not enough, and halves when it finds
+    /// plenty or only a stream or two; never outside `first..=gather`.
+    #[test]
+    fn a_doze_lengthens_while_it_gathers_few_streams_and_shortens_when_it_gathers_many() {
+        let ms = Duration::from_millis;
+        let (first, gather) = (ms(4), ms(16));
+        let mut doze = first;
+        for expect in [ms(8), ms(16), ms(16)] {
+            doze = super::next_doze(doze, 10, first, gather);
+            assert_eq!(doze, expect, "25 streams' tokens, a handful per doze");
+        }
+        assert_eq!(super::next_doze(ms(16), super::ENOUGH, first, gather), ms(16), "enough: kept");
+        assert_eq!(super::next_doze(ms(16), 2 * super::ENOUGH, first, gather), ms(8), "plenty: halved");
+        assert_eq!(super::next_doze(ms(4), 1000, first, gather), ms(4), "never below the first");
+        assert_eq!(super::next_doze(ms(16), 1, first, gather), ms(8), "a stream or two: halved");
+        assert_eq!(super::next_doze(ms(8), 0, first, gather), ms(4), "and back to the first");
+        assert_eq!(super::next_doze(ms(4), 10, ms(4), ms(4)), ms(4), "a gather of 4 ms dozes 4 ms, as before");
+    }
 
     /// The loom models end a doze at any point; this is the std side they cannot check: an
     /// urgent item and a `rouse` really end a doze, and an ordinary item does not.
