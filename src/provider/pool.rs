@@ -161,8 +161,9 @@ impl Pool {
             if behind.found > 0 {
                 return Some(next_doze(dozed, behind.found, first, gather));
             }
-            // Took what a doze had left queued (the length stands), or waited: long enough, and
-            // the streams are too few to gather.
+            // No doze found work: either this call took what was already queued (the length
+            // stands), or it waited, and a wait as long as a first doze means too few streams
+            // to gather (a doze that found nothing lasted that long too).
             (asked.elapsed() < first).then_some(dozed)
         });
         item
