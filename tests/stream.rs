@@ -886,7 +886,7 @@ fn batched_delivery_gives_the_same_events_in_fewer_calls() {
 /// eight streams' dozes reach 40 ms and find many tokens per look; a lone stream's stays at 4 ms
 /// (a stream or two would only be delayed), one or two per look; and a thread woken for each
 /// token hands them over one by one (it has 3 ms to deliver one; a busy machine may let two pile
-/// up now and then, so the bounds are on the median batch, not on every one).
+/// up now and then, so the bounds are on the mean or the median batch, not on every one).
 #[test]
 fn a_delivery_thread_gathers_tokens_for_delivery_gather_ms_and_takes_each_at_zero() {
     let emulator = Emulator::start(EmulatorConfig::default());
