@@ -112,7 +112,7 @@ const MAX_RUNTIME_THREADS: u64 = 64;
 /// back) cost ~20 µs a token at 25 streams, half the SDK's own cost per token; dozing 4 ms there
 /// gathers several per wake-up (CPU per stream against the SDK's own at 25–400 streams, one
 /// build: 1.44–1.62× woken for each token, 1.04–1.40× dozing 4 ms; docs/performance.md). A doze
-/// starts at 4 ms and doubles while it finds a few dozen streams or fewer (`pool.rs`): at 25–100
+/// starts at 4 ms and doubles while it finds 3–63 streams waiting (`pool.rs`): at 25–100
 /// streams a 4 ms doze's wake-up still cost the delivery thread more than its deliveries, and
 /// 16 ms took half of that thread's CPU away. From some hundreds of streams up a doze stays at
 /// 4 ms. 16 ms is under two of a model's tokens (10–20 ms apart), below anything a reader sees;
