@@ -128,7 +128,7 @@ impl Outbox {
                 if !delivered.go_on && self.shared.request_cancel() {
                     self.shared.cancel.notify_one();
                 }
-                if self.state.after_batch(&mut receiver.batch) {
+                if self.state.after_batch(&mut receiver.batch, runner == Runner::Worker) {
                     Pass::Idle
                 } else {
                     Pass::More

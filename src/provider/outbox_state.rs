@@ -17,12 +17,13 @@
 //! Backpressure: `send` reports whether the queue has room; a pass that empties a full queue says
 //! so, and the caller wakes the producer.
 //!
-//! Spent events go back: a pass leaves what it delivered in `spent`, and the task's next `send`
-//! takes it and drops it. The task made those events, so their memory returns to its own
-//! thread's allocator cache, where its next token's allocations find it; dropped by a pool
-//! worker, every token's memory crossed threads through the allocator's slow path both ways.
-//! The vectors circulate (pending → queued → batch → spent → pending), so none is allocated
-//! per token.
+//! Spent events go back: a pool worker's pass leaves what it delivered in `spent`, and the task's
+//! next `send` takes it and drops it. The task made those events, so their memory returns to its
+//! own thread's allocator cache, where its next token's allocations find it; dropped by a pool
+//! worker, every token's memory crossed threads through the allocator's slow path both ways. A
+//! pass on the task's own thread (inline, or a mailbox with room) drops them as it ends. The
+//! vectors circulate (pending → queued → batch → spent → pending), so none is allocated per
+//! token.
 
 use super::sync::{lock, Mutex};
 
@@ -117,13 +118,16 @@ impl<E> OutboxState<E> {
         Take::Batch { was_full }
     }
 
-    /// The end of a pass that delivered `batch`: its events go back to the task (left empty,
-    /// `batch` is ready for the next pass). True when the token was given back (nothing arrived
-    /// meanwhile); false when the stream must be passed on.
-    pub fn after_batch(&self, batch: &mut Vec<E>) -> bool {
+    /// The end of a pass that delivered `batch`: its events go back to the task when
+    /// `hand_back` (a pool worker's pass), else they are dropped here (a pass on the task's own
+    /// thread, which made them a moment ago: dropped now, they are still in its cache; handed
+    /// back, the task's next send would find them cold). `batch` is left empty, ready for the
+    /// next pass. True when the token was given back (nothing arrived meanwhile); false when
+    /// the stream must be passed on.
+    pub fn after_batch(&self, batch: &mut Vec<E>, hand_back: bool) -> bool {
         let mut s = lock(&self.state);
         // Full only if the task has not sent since the last pass: then these are dropped here.
-        if s.spent.is_empty() {
+        if hand_back && s.spent.is_empty() {
             std::mem::swap(&mut s.spent, batch);
         }
         let drained = s.queued.is_empty() && !s.closed;

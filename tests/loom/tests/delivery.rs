@@ -334,7 +334,7 @@ fn a_stream_delivers_every_event_once_in_order_then_its_end() {
                                 }
                                 // Delivered events stay in `batch`: `after_batch` hands them back.
                                 delivered.extend(batch.iter().copied());
-                                next = if outbox.after_batch(&mut batch) { q.next(false, LINGER, DOZE).0 } else { Some(q.pass_on(Item::Stream)) };
+                                next = if outbox.after_batch(&mut batch, true) { q.next(false, LINGER, DOZE).0 } else { Some(q.pass_on(Item::Stream)) };
                             }
                             Take::Terminal(end) => {
                                 delivered.push(end.expect("the task's terminal event"));
