@@ -215,42 +215,39 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
     // would sit in every open stream.
     let mut pending = Vec::new();
     let mut wait = Wait { cancel_armed: false, idle, idle_timer };
+    let request_id = request_id.as_deref();
     loop {
         if outlet.cancel_requested() {
             return Err(cancelled());
         }
-        let item = {
+        let step = {
             let mut next = std::pin::pin!(stream.recv());
-            match poll_once(next.as_mut()).await {
-                Some(item) => item,
+            let first = poll_once(next.as_mut(), |item| intake(item, &mut run.translator, &mut pending, request_id)).await;
+            match first {
+                Some(step) => step,
                 None => {
                     // Nothing more without waiting for the network: deliver what we have first.
                     let waited = !hold && hand_over(outlet, &mut pending, cancel.as_mut()).await?;
                     // `next` has just been polled with this task's waker and said it would wait;
                     // unless the hand-over waited too (a wake-up from `next` may have come and
                     // gone meanwhile), polling it again before that wake-up finds nothing.
-                    let warm = || {
-                        outlet.warm();
-                        run.translator.warm();
-                        crate::prefetch::span(pending.as_ptr().cast(), std::mem::size_of::<Event>());
-                    };
-                    wait.next(next.as_mut(), !waited, outlet.as_ref(), cancel.as_mut(), warm).await?
+                    let take = Take { translator: &mut run.translator, pending: &mut pending, request_id };
+                    wait.next(next.as_mut(), !waited, outlet.as_ref(), cancel.as_mut(), take).await?
                 }
             }
         };
-        let event = match item {
-            Err(e) => {
+        match step {
+            Step::Event => {}
+            // Held output goes out once the answer is known to be whole and not refused.
+            Step::End if hold && !run.translator.ends_well() => return Ok(()),
+            Step::End => return hand_over(outlet, &mut pending, cancel.as_mut()).await.map(drop),
+            Step::Failed(e) => {
                 if !hold {
                     hand_over(outlet, &mut pending, cancel.as_mut()).await?;
                 }
-                return Err(errors::from_stream_error(e, request_id.as_deref()));
+                return Err(e);
             }
-            // Held output goes out once the answer is known to be whole and not refused.
-            Ok(None) if hold && !run.translator.ends_well() => return Ok(()),
-            Ok(None) => return hand_over(outlet, &mut pending, cancel.as_mut()).await.map(drop),
-            Ok(Some(event)) => event,
-        };
-        run.translator.on(event, &mut pending);
+        }
         // `start` is the first event of a stream and comes once: at the head of `pending` only then.
         if hold && matches!(pending.first(), Some(Event::Start { .. })) {
             let mut start = vec![pending.remove(0)];
@@ -267,11 +264,54 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
     }
 }
 
-/// Polls `future` once: its output if it is ready now, None if it would wait (its waker is then
-/// registered, so it can be awaited next).
-async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Option<F::Output> {
+/// One item of the SDK's event stream, as `drive` goes on from it.
+enum Step {
+    /// Translated into `pending`.
+    Event,
+    /// The stream ended.
+    End,
+    Failed(Error),
+}
+
+/// The SDK's item for one event: ~300 bytes.
+type Item = std::result::Result<Option<aws_sdk_bedrockruntime::types::ConverseStreamOutput>, aws_sdk_bedrockruntime::error::SdkError<aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError, aws_smithy_types::event_stream::RawMessage>>;
+
+/// Uses up the SDK's item where it was polled. An item returned out of the poll would be kept in
+/// the task's state across the loop's awaits, written there and copied back out for every token.
+fn intake(item: Item, translator: &mut Translator, pending: &mut Vec<Event>, request_id: Option<&str>) -> Step {
+    match item {
+        Ok(Some(event)) => {
+            translator.on(event, pending);
+            Step::Event
+        }
+        Ok(None) => Step::End,
+        Err(e) => Step::Failed(errors::from_stream_error(e, request_id)),
+    }
+}
+
+/// What a wait hands the item it got to, and warms as it wakes.
+struct Take<'a> {
+    translator: &'a mut Translator,
+    pending: &'a mut Vec<Event>,
+    request_id: Option<&'a str>,
+}
+
+impl Take<'_> {
+    fn warm(&self) {
+        self.translator.warm();
+        crate::prefetch::span(self.pending.as_ptr().cast(), std::mem::size_of::<Event>());
+    }
+
+    fn take(&mut self, item: Item) -> Step {
+        intake(item, self.translator, self.pending, self.request_id)
+    }
+}
+
+/// Polls `future` once: what `take` made of its output if it is ready now, None if it would wait
+/// (its waker is then registered, so it can be awaited next).
+async fn poll_once<F: Future, T>(mut future: Pin<&mut F>, mut take: impl FnMut(F::Output) -> T) -> Option<T> {
     std::future::poll_fn(|cx| Poll::Ready(match future.as_mut().poll(cx) {
-        Poll::Ready(v) => Some(v),
+        Poll::Ready(v) => Some(take(v)),
         Poll::Pending => None,
     }))
     .await
@@ -306,9 +346,9 @@ struct Wait<'a> {
 }
 
 impl Wait<'_> {
-    /// The next item of `next`; `just_polled`: `next` was polled with this task's waker since
-    /// it last woke the task, so the first look leaves it alone.
-    async fn next<F: Future, O: Outlet>(&mut self, mut next: Pin<&mut F>, just_polled: bool, outlet: &O, mut cancel: Pin<&mut Notified<'_>>, warm: impl Fn()) -> Result<F::Output> {
+    /// The next item of `next`, as `take` made it a step; `just_polled`: `next` was polled with
+    /// this task's waker since it last woke the task, so the first look leaves it alone.
+    async fn next<F: Future<Output = Item>, O: Outlet>(&mut self, mut next: Pin<&mut F>, just_polled: bool, outlet: &O, mut cancel: Pin<&mut Notified<'_>>, mut take: Take<'_>) -> Result<Step> {
         let mut skip = just_polled;
         let due = tokio::time::Instant::now() + self.idle;
         std::future::poll_fn(|cx| {
@@ -317,9 +357,10 @@ impl Wait<'_> {
             // cancel flag and the timer are looked at (the loop reads the flag before handing
             // it over; a stream that got an event was not idle).
             if !std::mem::take(&mut skip) {
-                warm();
+                outlet.warm();
+                take.warm();
                 if let Poll::Ready(item) = next.as_mut().poll(cx) {
-                    return Poll::Ready(Ok(item));
+                    return Poll::Ready(Ok(take.take(item)));
                 }
             }
             if !self.cancel_armed {
