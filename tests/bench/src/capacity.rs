@@ -310,8 +310,12 @@ pub fn direct_level(direct: &crate::direct::Direct, streams: usize, ramp: Durati
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..streams)
         .map(|i| {
-            let (client, delays, stop, seeds) = (direct.client.clone(), delays.clone(), stop.clone(), seeds.clone());
-            direct.rt.spawn(async move {
+            let (handle, client) = match direct.shards.get(i % direct.shards.len().max(1)) {
+                Some((h, c)) => (h.clone(), c.clone()),
+                None => (direct.rt.handle().clone(), direct.client.clone()),
+            };
+            let (delays, stop, seeds) = (delays.clone(), stop.clone(), seeds.clone());
+            handle.spawn(async move {
                 tokio::time::sleep_until((t0 + ramp.mul_f64(i as f64 / streams as f64)).into()).await;
                 while !stop.load(Ordering::Relaxed) {
                     crate::direct::paced_stream(&client, seeds.fetch_add(1, Ordering::Relaxed), &delays).await;
@@ -418,6 +422,8 @@ pub struct Options {
     pub gather_ms: Option<u64>,
     /// The direct client's runtime workers (2, as the plugin's default, unless asked).
     pub direct_threads: usize,
+    /// Runtimes of one thread each for the direct client instead (0: the one runtime above).
+    pub direct_shards: usize,
     /// Rounds of bisection between each client's last level within the delay budget and its
     /// first past it (3 unless asked: the bracket narrowed to a factor 1.125).
     pub bisect: usize,
@@ -481,7 +487,7 @@ pub fn run(o: &Options) -> String {
     }
     let config = config.to_string();
     let provider = plugin.provider(&config);
-    let direct = crate::direct::Direct::with_ca(&endpoint, &std::fs::read(&ca).unwrap(), o.direct_threads);
+    let direct = crate::direct::Direct::with_ca(&endpoint, &std::fs::read(&ca).unwrap(), o.direct_threads, o.direct_shards);
     let node = std::env::var("BENCH_NODE").unwrap_or_else(|_| "node".into());
     let mut node_env = vec![
         ("CAPACITY_ENDPOINT", endpoint.clone()),

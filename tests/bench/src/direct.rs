@@ -8,6 +8,10 @@ use aws_sdk_bedrockruntime::Client;
 pub struct Direct {
     pub rt: tokio::runtime::Runtime,
     pub client: Client,
+    /// With `--direct-shards N`: N single-threaded runtimes, each on a thread of its own with a
+    /// client (so a connection) of its own, as the plugin runs its streams; the streams are dealt
+    /// to them in turn.
+    pub shards: Vec<(tokio::runtime::Handle, Client)>,
 }
 
 /// What one directly consumed stream saw (times from `crate::now_ns`).
@@ -29,28 +33,41 @@ impl Direct {
             .endpoint_url(endpoint)
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .build();
-        Direct { rt, client: Client::from_conf(config) }
+        Direct { rt, client: Client::from_conf(config), shards: Vec::new() }
     }
 
     /// Over HTTPS, trusting `ca_pem`: the SDK's default HTTPS client (hyper 1, rustls with
     /// aws-lc, ALPN h2 then http/1.1) given a trust store, as an application would build it, on
-    /// a runtime of `workers` threads.
-    pub fn with_ca(endpoint: &str, ca_pem: &[u8], workers: usize) -> Direct {
-        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    /// a runtime of `workers` threads, or on `shards` runtimes of one thread each.
+    pub fn with_ca(endpoint: &str, ca_pem: &[u8], workers: usize, shards: usize) -> Direct {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).thread_name("direct-sdk").enable_all().build().unwrap();
-        let context = TlsContext::builder().with_trust_store(TrustStore::empty().with_native_roots(false).with_pem_certificate(ca_pem.to_vec())).build().expect("the test CA");
-        let http = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(context).build_https();
-        let config = aws_sdk_bedrockruntime::Config::builder()
-            .behavior_version_latest()
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(crate::ACCESS_KEY, crate::SECRET_KEY, None, None, "bench"))
-            .endpoint_url(endpoint)
-            .http_client(http)
-            // As the plugin configures it: its own watchdog is the stall check.
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .build();
-        Direct { rt, client: Client::from_conf(config) }
+        let shards = (0..shards)
+            .map(|_| {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let handle = rt.handle().clone();
+                std::thread::Builder::new().name("direct-shard".into()).spawn(move || rt.block_on(std::future::pending::<()>())).unwrap();
+                (handle, https_client(endpoint, ca_pem))
+            })
+            .collect();
+        Direct { rt, client: https_client(endpoint, ca_pem), shards }
     }
+}
+
+/// A client with an HTTPS client (so a connection pool) of its own.
+fn https_client(endpoint: &str, ca_pem: &[u8]) -> Client {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let context = TlsContext::builder().with_trust_store(TrustStore::empty().with_native_roots(false).with_pem_certificate(ca_pem.to_vec())).build().expect("the test CA");
+    let http = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc)).tls_context(context).build_https();
+    let config = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(crate::ACCESS_KEY, crate::SECRET_KEY, None, None, "bench"))
+        .endpoint_url(endpoint)
+        .http_client(http)
+        // As the plugin configures it: its own watchdog is the stall check.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .build();
+    Client::from_conf(config)
 }
 
 /// One stream of the capacity scenario's mix, every token's added delay recorded.

@@ -4,7 +4,7 @@
 //!   cargo run --release -p bench -- [--quick] [--reps N] [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
 //!   cargo run --release -p bench -- --soak [--plugin PATH]     (see soak.rs)
 //!   cargo run --release -p bench -- --capacity [--h1] [--hol] [--quick] [--reps N] [--clients abcdef]
-//!       [--min-streams N] [--max-streams N] [--bisect N] [--runtime-threads N] [--gather-ms N] [--direct-threads N]
+//!       [--min-streams N] [--max-streams N] [--bisect N] [--runtime-threads N] [--gather-ms N] [--direct-threads N] [--direct-shards N]
 //!       [--plugin PATH] [--out FILE]                               (see capacity.rs)
 //!
 //! The README's capacity figures come from `make ship && cargo run --profile ship -p bench --
@@ -401,6 +401,7 @@ fn main() {
             runtime_threads: value("--runtime-threads").and_then(|v| v.parse().ok()),
             gather_ms: value("--gather-ms").and_then(|v| v.parse().ok()),
             direct_threads: value("--direct-threads").and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(2),
+            direct_shards: value("--direct-shards").and_then(|v| v.parse().ok()).unwrap_or(0),
             hol: args.iter().any(|a| a == "--hol"),
             bisect: value("--bisect").and_then(|v| v.parse().ok()).unwrap_or(3),
         };
