@@ -16,11 +16,16 @@ pub struct Settings {
     /// The HTTPS client every SDK client shares (`http_client`): the SDK crates are built without
     /// a default client of their own.
     pub http_client: aws_smithy_runtime_api::client::http::SharedHttpClient,
+    /// One HTTPS client per runtime thread that runs streams (`provider/shards.rs`): its own
+    /// pool, so its own connection, driven on that thread.
+    pub stream_http_clients: Vec<aws_smithy_runtime_api::client::http::SharedHttpClient>,
+    /// The clients offer h2 (not told to speak HTTP/1.1 only): streams may share a connection.
+    pub may_share_connections: bool,
     /// The deadline of one control-plane call (`discovery.callTimeoutSeconds`).
     pub call_timeout: std::time::Duration,
     /// How long a pooled connection may stay unused (`provider.idleConnectionSeconds`).
     pub idle_connection: std::time::Duration,
-    /// The runtime's worker threads (`provider.runtimeThreads`).
+    /// The threads that run streams, each a runtime of its own (`provider.runtimeThreads`).
     pub runtime_threads: usize,
     /// The longest a delivery thread gathers events (`provider.deliveryGatherMs`).
     pub delivery_gather: std::time::Duration,
@@ -31,6 +36,15 @@ pub struct Built {
     pub generation: u64,
     pub runtime: aws_sdk_bedrockruntime::Client,
     pub control: aws_sdk_bedrock::Client,
+    /// The runtime client of each stream thread (`Settings::stream_http_clients`).
+    pub streaming: Vec<aws_sdk_bedrockruntime::Client>,
+}
+
+impl Built {
+    /// The client for a stream running on `shard`.
+    pub fn stream_client(&self, shard: usize) -> &aws_sdk_bedrockruntime::Client {
+        self.streaming.get(shard).unwrap_or(&self.runtime)
+    }
 }
 
 pub struct Clients {
@@ -94,6 +108,7 @@ async fn build(s: &Settings, generation: u64) -> Built {
     }
     Built {
         generation,
+        streaming: s.stream_http_clients.iter().map(|h| aws_sdk_bedrockruntime::Client::from_conf(runtime.clone().http_client(h.clone()).build())).collect(),
         runtime: aws_sdk_bedrockruntime::Client::from_conf(runtime.build()),
         control: aws_sdk_bedrock::Client::from_conf(control.build()),
     }

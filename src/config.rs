@@ -39,8 +39,9 @@ pub struct ProviderConfig {
     pub idle_connection: std::time::Duration,
     /// `httpVersion`: None when the config names none (then `AWS_BEDROCK_FORCE_HTTP1` decides).
     pub http_version: Option<HttpVersion>,
-    /// The runtime's worker threads (`runtimeThreads`): they run the connections, decode and
-    /// translate every stream's events; the delivery pool that calls the host is apart.
+    /// The threads that run streams (`runtimeThreads`), each a runtime with a connection of its
+    /// own: they decode and translate every stream's events; the delivery pool that calls the
+    /// host is apart.
     pub runtime_threads: usize,
     /// The longest a delivery thread whose work keeps arriving sleeps between looks, gathering
     /// events instead of being woken for each (`deliveryGatherMs`; zero: never).

@@ -204,16 +204,21 @@ unsafe extern "C" fn through_host_thread(user: *mut c_void, json: *const c_char,
     0
 }
 
-/// The runtime's worker threads (named `bp-runtime`, as the delivery pool's are: the pool starts
-/// with the first stream, so right after `bp_provider_new` only the workers carry the name, once
+/// The threads that run the streams, each a runtime of its own (`bp-stream`).
+fn stream_threads() -> usize {
+    threads_where(|name| name == "bp-stream")
+}
+
+/// The main runtime's worker (named `bp-runtime`, as the delivery pool's are: the pool starts
+/// with the first stream, so right after `bp_provider_new` only the worker carries the name, once
 /// the blocking threads start-up used, if any, have left after their idle second).
 fn runtime_named_threads() -> usize {
     threads_where(|name| name == "bp-runtime")
 }
 
-/// `provider.runtimeThreads` sets how many workers run the connections and decode the streams:
-/// one, three, and the default two, counted by name after `bp_provider_new`; a chat streams to
-/// its end through each.
+/// `provider.runtimeThreads` sets how many threads run the connections and decode the streams:
+/// one, three, and the default two, counted by name after `bp_provider_new`, beside the one
+/// worker for the rest; a chat streams to its end through each.
 #[test]
 fn runtime_threads_sets_how_many_workers_decode_streams() {
     let _serial = init();
@@ -224,18 +229,24 @@ fn runtime_threads_sets_how_many_workers_decode_streams() {
             config["provider"]["runtimeThreads"] = json!(n);
         }
         let want = workers.unwrap_or(2);
-        let before = runtime_named_threads();
+        let (before, workers_before) = (stream_threads(), runtime_named_threads());
         let p = Provider::try_new(&config.to_string()).expect("provider");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while runtime_named_threads() != before + want {
-            assert!(Instant::now() < deadline, "{} bp-runtime threads for runtimeThreads {workers:?}, want {want} more than {before}", runtime_named_threads());
+        while stream_threads() != before + want || runtime_named_threads() != workers_before + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{} bp-stream threads for runtimeThreads {workers:?}, want {want} more than {before}; {} bp-runtime, want one more than {workers_before}",
+                stream_threads(),
+                runtime_named_threads()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let events = chat(&p, "emulator: chunks=5", json!({}));
         assert_eq!(events.last().unwrap()["type"], "done", "runtimeThreads {workers:?}: {events:?}");
         assert!(!text_of(&events).is_empty(), "runtimeThreads {workers:?}: no text");
         drop(p);
-        assert_eq!(runtime_named_threads(), before, "bp_provider_free joined the runtime's threads");
+        assert_eq!(stream_threads(), before, "bp_provider_free waited for the stream threads to exit");
+        assert_eq!(runtime_named_threads(), workers_before, "bp_provider_free joined the runtime's threads");
     }
 }
 

@@ -50,8 +50,9 @@ fn fifteen_hundred_open_streams_all_receive_events_on_a_handful_of_threads() {
     let ended = streams.iter().filter(|s| s.collector.events.lock().unwrap().iter().any(is_terminal)).count();
     assert_eq!(ended, 0, "all {STREAMS} streams were receiving at once, none had to end first");
     assert!(emulator.stats().max_open_streams >= STREAMS as u64, "peak {} open streams", emulator.stats().max_open_streams);
-    // Control thread, two runtime workers, the delivery pool's two core threads, and a few the
-    // pool may add for a moment when the machine is busy: not one per stream.
+    // Control thread, the runtime's worker, two stream threads, the delivery pool's two core
+    // threads, and a few the pool may add for a moment when the machine is busy: not one per
+    // stream.
     assert!(peak_threads <= 12, "{peak_threads} plugin threads for {STREAMS} open streams");
     wait_until(Duration::from_secs(60), "every stream ends", || streams.iter().all(|s| s.collector.events.lock().unwrap().iter().any(is_terminal)));
     for (i, s) in streams.iter().enumerate() {
@@ -128,8 +129,9 @@ fn callbacks_that_block_hold_only_their_own_streams() {
         assert_eq!(events.iter().filter(|e| is_terminal(e)).count(), 1);
         unsafe { (api().stream_release)(*handle) };
     }
-    // Threads added for blocked callbacks leave once idle.
-    wait_until(Duration::from_secs(30), "the pool shrinks back once nothing blocks", || plugin_threads() <= before.max(5));
+    // Threads added for blocked callbacks leave once idle: the pool's two core threads (started
+    // with the first stream) stay.
+    wait_until(Duration::from_secs(30), "the pool shrinks back once nothing blocks", || plugin_threads() <= before + 2);
     drop(free);
     assert_eq!(p.free(10_000), 0);
 }
@@ -219,10 +221,12 @@ fn http1_streams_cancelled_halfway_close_their_connections() {
 
 /// Issue #19: Bedrock's runtime endpoint speaks HTTP/2 and the SDK's client offers it first (ALPN
 /// `h2`, then `http/1.1`), so over TLS concurrent streams share a connection instead of taking one
-/// each (a socket, a TLS session and its buffers per stream). Once one stream has run (the pool
-/// learns from ALPN that the host speaks h2; a burst before that opens a connection per stream),
-/// 100 concurrent streams against the emulator serving HTTPS with `h2` offered are all HTTP/2 on
-/// the one connection, every stream exact; with HTTP/1.1 only, one connection per stream: when
+/// each (a socket, a TLS session and its buffers per stream). A burst of 100 concurrent streams,
+/// the first on a cold pool, against the emulator serving HTTPS with `h2` offered: all HTTP/2, on
+/// one connection per stream thread (`runtimeThreads`, 2), every stream exact. (The pool learns
+/// only from a finished handshake that the host speaks h2: without a stream thread's first
+/// request opening its connection alone, the burst took 51 connections, `converse/connecting.rs`.)
+/// With HTTP/1.1 only, one connection per stream: when
 /// the server speaks only HTTP/1.1, or when the plugin is told to (`httpVersion: "1.1"`, the
 /// switch for a network that mishandles HTTP/2) although the server offers h2.
 #[test]
@@ -240,7 +244,6 @@ fn concurrent_streams_share_one_http2_connection_over_tls() {
             config["provider"]["httpVersion"] = json!(v);
         }
         let p = Provider::try_new(&config.to_string()).expect("provider");
-        assert_eq!(text_of(&chat(&p, "emulator: chunks=1", json!({}))), "w0 ");
         let streams: Vec<Stream> = (0..STREAMS).map(|_| start(&p, &request("emulator.echo", "emulator: chunks=4 delay_ms=150", json!({})))).collect();
         wait_until(Duration::from_secs(60), "every stream ends", || streams.iter().all(|s| s.collector.events.lock().unwrap().iter().any(is_terminal)));
         for (i, s) in streams.iter().enumerate() {
@@ -258,7 +261,7 @@ fn concurrent_streams_share_one_http2_connection_over_tls() {
         assert!(stats.max_open_streams >= STREAMS as u64 / 2, "the streams overlapped: peak {}", stats.max_open_streams);
         if http2 {
             assert_eq!(stats.http2_requests, stats.requests, "every request over HTTP/2");
-            assert_eq!(stats.connections, 1, "{} connections for {STREAMS} streams and the first", stats.connections);
+            assert_eq!(stats.connections, 2, "{} connections for a burst of {STREAMS} streams on two stream threads", stats.connections);
         } else {
             assert_eq!(stats.http2_requests, 0);
             assert!(stats.connections >= stats.max_open_streams, "one connection per open stream: {} for a peak of {}", stats.connections, stats.max_open_streams);

@@ -1,6 +1,7 @@
 //! Bedrock `ConverseStream`: request building, event translation, error classification and the
 //! per-stream task that ties them to the SDK client.
 
+pub mod connecting;
 pub mod document;
 mod documents;
 pub mod errors;

@@ -4,6 +4,7 @@
 //! `BATCH` events), so a burst costs the deliverer one wake-up, not one per event; when the
 //! outlet is full the task stops reading the HTTP body (real backpressure).
 
+use super::connecting::Lane;
 use super::errors;
 use super::outlet::Outlet;
 use super::profile_base::ProfileBases;
@@ -13,6 +14,7 @@ use crate::clients::Clients;
 use crate::error::{Error, Kind, Result};
 use crate::events::Event;
 use crate::log;
+use aws_sdk_bedrockruntime::error::SdkError;
 use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamOutput;
 use aws_sdk_bedrockruntime::operation::RequestId;
 use std::future::Future;
@@ -67,7 +69,8 @@ fn idle_timeout(ms: u128) -> Error {
 /// application-profile base models (passed down: the clients know nothing of Converse).
 /// `request` comes boxed: a task keeps its arguments for its whole life, and the request is needed
 /// only until the response starts.
-pub async fn run<O: Outlet>(clients: Arc<Clients>, profile_bases: Arc<ProfileBases>, request: Box<StreamRequest>, outlet: Arc<O>) {
+/// `lane`: the client of the thread it runs on, and that client's connection.
+pub async fn run<O: Outlet>(clients: Arc<Clients>, profile_bases: Arc<ProfileBases>, lane: Lane, request: Box<StreamRequest>, outlet: Arc<O>) {
     let translator = Translator::new(&request.model.id, request.model.cost, request.tool_names.clone());
     let mut run = Run { translator, outlet: Some(outlet.clone()) };
     let model_id = request.model.id.clone();
@@ -75,7 +78,7 @@ pub async fn run<O: Outlet>(clients: Arc<Clients>, profile_bases: Arc<ProfileBas
         log::debug("converse", &format!("{model_id}: stream starting"));
     }
     let hold = request.hold_output;
-    let outcome = drive(&clients, &profile_bases, request, &mut run, &outlet).await;
+    let outcome = drive(&clients, &profile_bases, &lane, request, &mut run, &outlet).await;
     let terminal = match outcome.and_then(|()| run.translator.finish()) {
         Ok(done) => done,
         Err(e) => {
@@ -103,14 +106,14 @@ fn needs_profile(e: &Error) -> bool {
 
 /// Sends the request, retrying once with fresh credentials when Bedrock calls them expired or
 /// unknown, and once with the inference profile when the model is not offered on demand.
-async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut Run<O>) -> Result<ConverseStreamOutput> {
+async fn open<O: Outlet>(clients: &Clients, lane: &Lane, request: &StreamRequest, run: &mut Run<O>) -> Result<ConverseStreamOutput> {
     let mut built = clients.current();
     let mut model_id = request.model.id.clone();
     let mut fallback = request.fallback_model_id.clone();
     let mut refreshed = false;
     loop {
-        let call = built
-            .runtime
+        let client = built.stream_client(lane.client);
+        let call = client
             .converse_stream()
             .model_id(model_id.as_str())
             .set_messages(Some(request.messages.clone()))
@@ -124,7 +127,21 @@ async fn open<O: Outlet>(clients: &Clients, request: &StreamRequest, run: &mut R
             .set_performance_config(request.performance.clone())
             .set_request_metadata(request.request_metadata.clone())
             .set_additional_model_response_field_paths(request.response_field_paths.clone());
-        let sent = call.customize().config_override(request.retry.config(built.runtime.config().retry_config())).send().await;
+        let opener = lane.connecting.enter().await;
+        let sent = call.customize().config_override(request.retry.config(client.config().retry_config())).send().await;
+        // A response, an error response too, came over a connection the next requests can share.
+        let responded = match &sent {
+            Ok(_) => true,
+            Err(e) => matches!(e, SdkError::ServiceError(_) | SdkError::ResponseError(_)),
+        };
+        match (opener, responded) {
+            (Some(opener), true) => opener.opened(),
+            (opener, false) => {
+                drop(opener);
+                lane.connecting.cooled();
+            }
+            (None, true) => {}
+        }
         let e = match sent {
             Ok(output) => {
                 if model_id != request.model.id {
@@ -172,7 +189,7 @@ async fn with_profile_base(clients: &Clients, profile_bases: &ProfileBases, mut 
 
 /// Sends the request (once its application profile is resolved, when it names one), under the
 /// idle timeout and the stream's cancel.
-async fn connect<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, request: Box<StreamRequest>, run: &mut Run<O>, outlet: &Arc<O>) -> Result<ConverseStreamOutput> {
+async fn connect<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, lane: &Lane, request: Box<StreamRequest>, run: &mut Run<O>, outlet: &Arc<O>) -> Result<ConverseStreamOutput> {
     let idle = request.idle_timeout;
     // Only an application profile not yet resolved waits here; every other stream goes straight on.
     let request = if request.unresolved_profile.is_some() {
@@ -187,14 +204,14 @@ async fn connect<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, req
     tokio::select! {
         biased;
         _ = outlet.cancelled().notified() => Err(cancelled()),
-        r = tokio::time::timeout(idle, open(clients, &request, run)) => match r {
+        r = tokio::time::timeout(idle, open(clients, lane, &request, run)) => match r {
             Err(_) => Err(idle_timeout(idle.as_millis())),
             Ok(r) => r,
         },
     }
 }
 
-async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, request: Box<StreamRequest>, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
+async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, lane: &Lane, request: Box<StreamRequest>, run: &mut Run<O>, outlet: &Arc<O>) -> Result<()> {
     let idle = request.idle_timeout;
     // Refusal-safe: events wait in `pending` until the stream ended well; on any failure they
     // are dropped with it. Only `start` goes out at once: hosts time the first event (OpenClaw's
@@ -202,7 +219,7 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, reque
     let hold = request.hold_output;
     // Boxed: sending (the SDK's future, ~12 KB) is needed only until the response starts; inline,
     // it would size this task for the whole stream. The request goes with it.
-    let output = Box::pin(connect(clients, profile_bases, request, run, outlet)).await?;
+    let output = Box::pin(connect(clients, profile_bases, lane, request, run, outlet)).await?;
     let request_id = output.request_id().map(str::to_string);
     let mut stream = output.stream;
     // One registration each for the stream's life, touched only when the task is about to wait

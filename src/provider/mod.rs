@@ -18,6 +18,7 @@ mod pool;
 mod run_queue;
 mod runtime_thread;
 mod scratch;
+mod shards;
 mod shown;
 mod sync;
 mod tls_key;
@@ -94,6 +95,9 @@ impl Provider {
         let bundles = crate::tls::bundles(config.provider.ca_bundle.as_deref(), env)?;
         let http_version = crate::config::HttpVersion::resolve(config.provider.http_version, env);
         let http_client = crate::http_client::build(&bundles, config.provider.idle_connection, http_version)?;
+        let stream_http_clients = (0..config.provider.runtime_threads)
+            .map(|_| crate::http_client::build(&bundles, config.provider.idle_connection, http_version))
+            .collect::<Result<Vec<_>>>()?;
         let url_region = base_url.as_deref().and_then(region::from_base_url);
         let (runtime_region, region_source) = region::resolve(
             &[
@@ -128,6 +132,8 @@ impl Provider {
             control_endpoint,
             auth,
             http_client,
+            stream_http_clients,
+            may_share_connections: http_version != crate::config::HttpVersion::Http1,
             call_timeout: Duration::from_secs(config.discovery.call_timeout_secs),
             idle_connection: config.provider.idle_connection,
             runtime_threads: config.provider.runtime_threads,

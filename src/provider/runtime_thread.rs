@@ -7,6 +7,7 @@ use super::control::{Command, Control, Live, Registry, Reply};
 use std::time::Instant;
 use super::outbox::Outbox;
 use super::pool::{self, Pool};
+use super::shards::{self, Shards};
 use crate::converse::stream;
 use crate::discovery::Discovery;
 use crate::error::{Error, Kind, Result};
@@ -84,8 +85,10 @@ fn run(args: Args) {
     // SAFETY: naming the calling thread; the name is a NUL-terminated literal under 16 bytes.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), c"bp-control".as_ptr()) };
     let (started, stopped) = (control.clone(), control.clone());
+    // One worker for what is not a stream (discoveries, embeddings, the delivery pool's
+    // threads, the trim timer); the streams run on the shards.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.runtime_threads)
+        .worker_threads(1)
         // The delivery pool's threads, plus room for the SDK's own blocking work (DNS lookups).
         .max_blocking_threads(pool::MAX_THREADS + 64)
         .thread_keep_alive(Duration::from_secs(1))
@@ -93,18 +96,22 @@ fn run(args: Args) {
         .enable_all()
         .on_thread_start(move || {
             started.threads.started();
-            super::tls_key::thread_started();
-            super::scratch::thread_started();
+            shards::thread_started();
         })
         .on_thread_stop(move || {
-            super::scratch::thread_stopping();
-            super::tls_key::thread_stopping();
+            shards::thread_stopping();
             stopped.threads.stopping();
         })
         .build();
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => return control.set_ready(Err(Error::internal(format!("could not start the plugin's runtime: {e}")))),
+    };
+    let (started, stopped) = (control.clone(), control.clone());
+    let hooks = shards::Hooks { started: Arc::new(move || started.threads.started()), stopping: Arc::new(move || stopped.threads.stopping()) };
+    let shards = match Shards::start(settings.runtime_threads, settings.may_share_connections, &hooks) {
+        Ok(shards) => shards,
+        Err(e) => return control.set_ready(Err(Error::internal(e))),
     };
     let (idle_connection, delivery_gather) = (settings.idle_connection, settings.delivery_gather);
     // Passed down to every stream beside the clients (which know nothing of Converse).
@@ -128,7 +135,8 @@ fn run(args: Args) {
                 let model_id = request.model.id.clone();
                 let fault = request.fault;
                 let outbox = Outbox::new(shared, callback, pool.clone(), registry.clone(), live.clone(), model_id, fault);
-                runtime.spawn(stream::run(clients.clone(), profile_bases.clone(), request, outbox));
+                let (clients, profile_bases) = (clients.clone(), profile_bases.clone());
+                shards.spawn(|lane| stream::run(clients, profile_bases, lane, request, outbox));
             }
             Command::Discover { refresh, reply } => {
                 let answer = Answer { reply: Some(reply), what: "discovery" };
@@ -172,6 +180,7 @@ fn run(args: Args) {
     drop(discovery);
     pool.close();
     let deadline = control.stop_deadline();
+    shards.stop(deadline);
     runtime.shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
     control.threads.wait_gone(deadline);
     let stranded = pool.left_behind();
@@ -201,7 +210,8 @@ mod tests {
         // response starts; inline they made the task 8.4 KB. The SDK's item for each event is
         // used up where it is polled: kept across the loop's awaits, it was written into the task
         // and copied back out for every token, and made the task 2,568 bytes (2,088 without).
-        let task = size_of_output(|c: Arc<Clients>, p: Arc<ProfileBases>, r: Box<StreamRequest>, o: Arc<Outbox>| stream::run(c, p, r, o));
+        let lane = || crate::converse::connecting::Lane { client: 0, connecting: Arc::new(crate::converse::connecting::Connecting::new(true)) };
+        let task = size_of_output(|c: Arc<Clients>, p: Arc<ProfileBases>, r: Box<StreamRequest>, o: Arc<Outbox>| stream::run(c, p, lane(), r, o));
         assert!(task <= 2560, "a stream's task is {task} bytes: something large is held across its awaits (box what only its start needs; use up what a poll returns before awaiting)");
     }
 }
