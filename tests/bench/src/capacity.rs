@@ -2,8 +2,10 @@
 //! added delay, for (a) the plugin through its C ABI, (b) aws-sdk-bedrockruntime consumed
 //! directly, (c) pi-ai's built-in Bedrock provider on @aws-sdk/client-bedrock-runtime in Node,
 //! (d) the Node binding (`bindings/node/capacity.js` runs one level of (c) or (d)), (e) the
-//! plugin through its C ABI again, taking events from a mailbox instead of callbacks, and (f) the
-//! plugin with inline callbacks (ABI 1.8: called on the runtime thread that decoded the event).
+//! plugin through its C ABI again, taking events from a mailbox instead of callbacks, (f) the
+//! plugin with inline callbacks (ABI 1.8: called on the runtime thread that decoded the event),
+//! and (g) the SDK consumed directly as the plugin runs its streams: one single-threaded runtime
+//! per thread, each with its own client and connection (as many as (b) has workers).
 //!
 //! A level keeps N streams open for the whole run (a finished stream is replaced by the next of
 //! the seeded mix, `paced.rs`), started evenly over the ramp; the window after the ramp is
@@ -432,13 +434,14 @@ pub struct Options {
     pub hol: bool,
 }
 
-const CLIENTS: [(char, &str); 6] = [
+const CLIENTS: [(char, &str); 7] = [
     ('a', "plugin (C ABI)"),
     ('b', "Rust SDK direct"),
     ('c', "pi-ai built-in (Node)"),
     ('d', "Node binding"),
     ('e', "plugin (C ABI, mailbox)"),
     ('f', "plugin (C ABI, inline)"),
+    ('g', "Rust SDK direct, a runtime per thread"),
 ];
 
 fn client_name(c: char) -> &'static str {
@@ -487,7 +490,11 @@ pub fn run(o: &Options) -> String {
     }
     let config = config.to_string();
     let provider = plugin.provider(&config);
-    let direct = crate::direct::Direct::with_ca(&endpoint, &std::fs::read(&ca).unwrap(), o.direct_threads, o.direct_shards);
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let direct = crate::direct::Direct::with_ca(&endpoint, &ca_pem, o.direct_threads, o.direct_shards);
+    // (g): the SDK run as the plugin runs its streams, one runtime per thread, each with its own
+    // connection (as many as (b) has workers).
+    let per_thread = o.clients.contains(&'g').then(|| crate::direct::Direct::with_ca(&endpoint, &ca_pem, 1, o.direct_threads));
     let node = std::env::var("BENCH_NODE").unwrap_or_else(|_| "node".into());
     let mut node_env = vec![
         ("CAPACITY_ENDPOINT", endpoint.clone()),
@@ -545,6 +552,7 @@ pub fn run(o: &Options) -> String {
                     'a' => Some(plugin_level(&plugin, &provider, streams, ramp, window, &seeds, None, false)),
                     'f' => Some(plugin_level(&plugin, &provider, streams, ramp, window, &seeds, None, true)),
                     'b' => Some(direct_level(&direct, streams, ramp, window, &seeds)),
+                    'g' => per_thread.as_ref().map(|d| direct_level(d, streams, ramp, window, &seeds)),
                     'e' => Some(mailbox_level(&plugin, &provider, streams, ramp, window, &seeds)),
                     'c' => node_level(&node, &script, "pi-ai", &node_env, streams, ramp, window, base),
                     _ => node_level(&node, &script, "binding", &node_env, streams, ramp, window, base),
@@ -649,18 +657,18 @@ pub fn run(o: &Options) -> String {
     let per_core = |c: char| best.get(&c).map(|(_, s)| s.streams_per_core());
     let most = |c: char| best.get(&c).map(|(n, _)| *n as f64);
     md.push('\n');
-    for (x, y) in [('a', 'b'), ('e', 'b'), ('f', 'b'), ('a', 'c'), ('e', 'c'), ('f', 'c'), ('d', 'c')] {
+    for (x, y) in [('a', 'b'), ('e', 'b'), ('f', 'b'), ('a', 'g'), ('f', 'g'), ('a', 'c'), ('e', 'c'), ('f', 'c'), ('d', 'c')] {
         if let (Some(px), Some(py), Some(nx), Some(ny)) = (per_core(x), per_core(y), most(x), most(y)) {
             md.push_str(&format!("- ({x}) / ({y}): {:.2}× the streams per core, {:.1}× the open streams within the delay budget\n", px / py, nx / ny));
         }
     }
     let median = |v: &[f64]| Spread::of(v).median;
-    for x in ['a', 'e', 'f'] {
+    for (x, y) in [('a', 'b'), ('e', 'b'), ('f', 'b'), ('a', 'g'), ('f', 'g')] {
         let same: Vec<String> = cpu_reps
             .iter()
             .filter(|((_, c), _)| *c == x)
             .filter_map(|((n, _), (round_a, a))| {
-                let (round_b, b) = cpu_reps.get(&(*n, 'b'))?;
+                let (round_b, b) = cpu_reps.get(&(*n, y))?;
                 let ratio = median(a) / median(b);
                 // Runs of different rounds were not beside each other: no pairs to form.
                 if round_a != round_b {
@@ -671,7 +679,7 @@ pub fn run(o: &Options) -> String {
             })
             .collect();
         if !same.is_empty() {
-            md.push_str(&format!("- ({x}) / (b) CPU per stream-second at the same level, the ratio of the medians (the median of each repetition's ratio to (b)'s run beside it, and their range): {}\n", same.join(", ")));
+            md.push_str(&format!("- ({x}) / ({y}) CPU per stream-second at the same level, the ratio of the medians (the median of each repetition's ratio to ({y})'s run beside it, and their range): {}\n", same.join(", ")));
         }
     }
     md.push_str("\nEvery level:\n\n");

@@ -3,7 +3,7 @@
 //!
 //!   cargo run --release -p bench -- [--quick] [--reps N] [--plugin PATH] [--max-streams N] [--only 1,3,...] [--out FILE]
 //!   cargo run --release -p bench -- --soak [--plugin PATH]     (see soak.rs)
-//!   cargo run --release -p bench -- --capacity [--h1] [--hol] [--quick] [--reps N] [--clients abcdef]
+//!   cargo run --release -p bench -- --capacity [--h1] [--hol] [--quick] [--reps N] [--clients abcdefg]
 //!       [--min-streams N] [--max-streams N] [--bisect N] [--runtime-threads N] [--gather-ms N] [--direct-threads N] [--direct-shards N]
 //!       [--plugin PATH] [--out FILE]                               (see capacity.rs)
 //!
@@ -395,7 +395,7 @@ fn main() {
             reps,
             quick,
             http1: args.iter().any(|a| a == "--h1"),
-            clients: value("--clients").map(|v| v.chars().filter(|c| ('a'..='f').contains(c)).collect()).unwrap_or_else(|| vec!['a', 'f', 'e', 'b', 'c', 'd']),
+            clients: value("--clients").map(|v| v.chars().filter(|c| ('a'..='g').contains(c)).collect()).unwrap_or_else(|| vec!['a', 'f', 'e', 'b', 'g', 'c', 'd']),
             max_streams: value("--max-streams").and_then(|v| v.parse().ok()).unwrap_or(if quick { 400 } else { 16_000 }),
             min_streams: value("--min-streams").and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(25),
             runtime_threads: value("--runtime-threads").and_then(|v| v.parse().ok()),
