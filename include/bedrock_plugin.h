@@ -259,11 +259,12 @@ void bp_mailbox_free(bp_mailbox *mailbox);
  * wake-up per event), for a callback that returns at once, because it copies or queues the event
  * and signals its own thread. Same order, terminal, cancel and user_data rules as bp_stream_start.
  * The difference is isolation. While the callback runs, that runtime thread serves no other
- * stream (provider.runtimeThreads share all streams, default 2): a callback that blocks delays
- * every stream on its thread, and one that never returns makes bp_provider_free return
- * BP_ERR_BUSY. From inside it, bp_stream_start*, bp_stream_cancel and bp_stream_release may be
- * called; bp_discover, bp_embed, bp_mailbox_wait and bp_provider_free return
- * BP_ERR_INVALID_ARGUMENT (each would wait, some for the very thread the callback holds).
+ * stream (each of provider.runtimeThreads, default 2, runs its share of the streams): a callback
+ * that blocks delays every stream on its thread, and one that never returns makes
+ * bp_provider_free return BP_ERR_BUSY. From inside it, bp_stream_start*, bp_stream_cancel and
+ * bp_stream_release may be called; bp_discover, bp_embed, bp_mailbox_wait and bp_provider_free
+ * return BP_ERR_INVALID_ARGUMENT (each would wait; bp_provider_free for the very thread the
+ * callback holds).
  */
 int32_t bp_stream_start_inline(bp_provider *provider, const char *request_json, bp_event_fn on_event,
                                void *user_data, bp_stream **out, char **err_json);
