@@ -1,16 +1,22 @@
 //! One request at a time opens a stream thread's connection; the others that come meanwhile wait
-//! until it has a response, then share its connection.
+//! until it has a response, or for `WAIT` at most, then share its connection.
 //!
 //! The SDK's HTTPS client offers h2 and http/1.1 and learns which one the server speaks only when
 //! a TLS handshake is done, so until then every request that finds no pooled connection dials
 //! its own. Each stream thread has a pool of its own (`provider/shards.rs`): a burst that found a
 //! thread's pool cold opened one connection per stream (51 for 100 streams in
-//! `tests/scale.rs`), each a TLS handshake and its buffers kept until the idle timeout. Waiting
-//! costs the requests that come during the first one's round trip that round trip, once; over
-//! HTTP/1.1 (a server without h2) each then dials its own, as before.
+//! `tests/scale.rs`), each a TLS handshake and its buffers kept until the idle timeout. Over HTTP/2
+//! the pool shares a connection as soon as its handshake is done, before any response: `WAIT`
+//! covers a handshake with Bedrock's regional endpoint (tens of milliseconds) and bounds what a
+//! service that answers only once the model starts could cost the requests behind the first.
+//! Over HTTP/1.1 (a server without h2) each then dials its own, as before.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// The longest a request waits for another to open the connection.
+const WAIT: Duration = Duration::from_millis(200);
 
 /// Where a stream runs: which of the clients' stream clients it uses (that of its thread), and
 /// the gate of that client's connection.
@@ -35,6 +41,8 @@ pub struct Connecting {
     settled: Notify,
     /// Off when the client speaks only HTTP/1.1: no connection is shared, nothing to wait for.
     enabled: bool,
+    /// `WAIT`, shorter in the tests.
+    wait: Duration,
 }
 
 /// Held by the request that opens the connection; dropped unfinished (cancelled, or failed
@@ -46,19 +54,24 @@ pub struct Opener<'a> {
 
 impl Connecting {
     pub fn new(enabled: bool) -> Connecting {
-        Connecting { state: Mutex::new(State::Cold), settled: Notify::new(), enabled }
+        Connecting::waiting(enabled, WAIT)
+    }
+
+    fn waiting(enabled: bool, wait: Duration) -> Connecting {
+        Connecting { state: Mutex::new(State::Cold), settled: Notify::new(), enabled, wait }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Before a request: `Some` when this request opens the connection, `None` when it is open;
-    /// waits while another request opens it.
+    /// Before a request: `Some` when this request opens the connection, `None` when it is open
+    /// or another request has been opening it for as long as this one waits.
     pub async fn enter(&self) -> Option<Opener<'_>> {
         if !self.enabled {
             return None;
         }
+        let give_up = tokio::time::Instant::now() + self.wait;
         loop {
             // Created before the state is read: a `notify_waiters` after the read still reaches it.
             let settled = self.settled.notified();
@@ -73,7 +86,9 @@ impl Connecting {
                     State::Opening => {}
                 }
             }
-            settled.await;
+            if tokio::time::timeout_at(give_up, settled).await.is_err() {
+                return None;
+            }
         }
     }
 
@@ -113,7 +128,7 @@ mod tests {
     #[test]
     fn the_first_request_opens_and_the_others_wait_for_its_response() {
         rt().block_on(async {
-            let gate = Arc::new(Connecting::new(true));
+            let gate = Arc::new(Connecting::waiting(true, Duration::from_secs(30)));
             let opener = gate.enter().await.expect("the first request opens the connection");
             let waiter = {
                 let gate = gate.clone();
@@ -130,7 +145,7 @@ mod tests {
     #[test]
     fn an_opener_that_fails_or_is_dropped_hands_the_opening_on() {
         rt().block_on(async {
-            let gate = Arc::new(Connecting::new(true));
+            let gate = Arc::new(Connecting::waiting(true, Duration::from_secs(30)));
             let opener = gate.enter().await.unwrap();
             let waiter = {
                 let gate = gate.clone();
@@ -142,6 +157,22 @@ mod tests {
             assert!(gate.enter().await.is_none());
             gate.cooled();
             assert!(gate.enter().await.is_some(), "once cooled, the next request opens it again");
+        });
+    }
+
+    #[test]
+    fn a_request_waits_for_the_opener_no_longer_than_its_wait() {
+        rt().block_on(async {
+            let gate = Arc::new(Connecting::waiting(true, Duration::from_millis(100)));
+            let _slow = gate.enter().await.expect("opens");
+            let waiter = {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.enter().await.is_none() })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(!waiter.is_finished(), "it waits while the opener is under way");
+            let went_on = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("it stops waiting").unwrap();
+            assert!(went_on, "it goes on without opening: the connection is the opener's");
         });
     }
 
