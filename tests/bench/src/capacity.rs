@@ -304,7 +304,8 @@ fn take_until_closed(api: &bedrock_plugin_abi::BpApi, mailbox: MailboxPtr, delay
     }
 }
 
-/// (b): the SDK consumed directly, one task per open stream on a runtime like the plugin's.
+/// (b) and (g): the SDK consumed directly, one task per open stream, on one runtime of two workers
+/// or (with shards) dealt in turn to one-thread runtimes.
 pub fn direct_level(direct: &crate::direct::Direct, streams: usize, ramp: Duration, window: Duration, seeds: &Arc<AtomicU64>) -> Level {
     let delays = Delays::new();
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,5 +1,6 @@
-//! The baseline: the same streams consumed with aws-sdk-bedrockruntime directly, in tasks on a
-//! runtime like the plugin's (2 workers), with no plugin, no JSON and no callback.
+//! The baseline: the same streams consumed with aws-sdk-bedrockruntime directly, in tasks on one
+//! runtime of two workers as applications usually run it (or, with shards, on one single-threaded
+//! runtime per thread as the plugin runs its streams), with no plugin, no JSON and no callback.
 
 use aws_sdk_bedrockruntime::config::{Credentials, Region, StalledStreamProtectionConfig};
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
