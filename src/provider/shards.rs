@@ -4,10 +4,11 @@
 //! On tokio's shared multi-threaded runtime a token crossed threads on its way: the connection's
 //! task decoded a frame on one worker and woke the stream's task, which another worker could
 //! steal, and both took the connection's lock (found contended in the profile). The SDK consumed
-//! directly used 13–25% less CPU per stream at 1,600–3,200 real-pace streams this way
-//! (`docs/performance.md`, "One runtime per thread"), and a wake-up stays on the thread that made it.
-//! A thread per shard also means a shard's streams never wait for another's: a stream goes to
-//! the shard with the fewest open, and the work of thousands of streams spreads evenly.
+//! directly used 14–25% less CPU per stream at 1,600–3,200 real-pace streams this way
+//! (`docs/performance.md`, "One runtime per stream thread"), and a wake-up stays on the thread
+//! that made it. A stream goes to the shard with the fewest open and stays there: with thousands
+//! of streams at a model's pace the counts even the work out, though a shard whose streams all
+//! turn busy at once hands none to another.
 
 use crate::converse::connecting::{Connecting, Lane};
 use std::future::Future;
