@@ -125,16 +125,21 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 
+    /// A second request, started while `gate`'s opener is under way and given the time to reach
+    /// its wait; `then` reads what `enter` gave it.
+    async fn request_behind(gate: &Arc<Connecting>, then: fn(Option<Opener<'_>>) -> bool) -> tokio::task::JoinHandle<bool> {
+        let gate = gate.clone();
+        let waiter = tokio::spawn(async move { then(gate.enter().await) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waiter
+    }
+
     #[test]
     fn the_first_request_opens_and_the_others_wait_for_its_response() {
         rt().block_on(async {
             let gate = Arc::new(Connecting::waiting(true, Duration::from_secs(30)));
             let opener = gate.enter().await.expect("the first request opens the connection");
-            let waiter = {
-                let gate = gate.clone();
-                tokio::spawn(async move { gate.enter().await.is_none() })
-            };
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let waiter = request_behind(&gate, |o| o.is_none()).await;
             assert!(!waiter.is_finished(), "a request waits while the connection is being opened");
             opener.opened();
             assert!(waiter.await.unwrap(), "it then goes on over the open connection");
@@ -147,11 +152,7 @@ mod tests {
         rt().block_on(async {
             let gate = Arc::new(Connecting::waiting(true, Duration::from_secs(30)));
             let opener = gate.enter().await.unwrap();
-            let waiter = {
-                let gate = gate.clone();
-                tokio::spawn(async move { gate.enter().await.map(Opener::opened).is_some() })
-            };
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let waiter = request_behind(&gate, |o| o.map(Opener::opened).is_some()).await;
             drop(opener);
             assert!(waiter.await.unwrap(), "the waiter opens it instead");
             assert!(gate.enter().await.is_none());
@@ -165,11 +166,7 @@ mod tests {
         rt().block_on(async {
             let gate = Arc::new(Connecting::waiting(true, Duration::from_millis(100)));
             let _slow = gate.enter().await.expect("opens");
-            let waiter = {
-                let gate = gate.clone();
-                tokio::spawn(async move { gate.enter().await.is_none() })
-            };
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let waiter = request_behind(&gate, |o| o.is_none()).await;
             assert!(!waiter.is_finished(), "it waits while the opener is under way");
             let went_on = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("it stops waiting").unwrap();
             assert!(went_on, "it goes on without opening: the connection is the opener's");
