@@ -117,8 +117,8 @@ const MAX_RUNTIME_THREADS: u64 = 64;
 /// streams a 4 ms doze's wake-up still cost the delivery thread more than its deliveries, and
 /// 16 ms took half of that thread's CPU away. From some hundreds of streams up a doze stays at
 /// 4 ms. 16 ms is under two of a model's tokens (10–20 ms apart), below anything a reader sees;
-/// what cannot wait (a stream's first token, a stream whose queue is full) rouses a dozer at
-/// once.
+/// what cannot wait (a stream's first token, its end, a stream whose queue is full) rouses a
+/// dozer at once.
 const DEFAULT_DELIVERY_GATHER: std::time::Duration = std::time::Duration::from_millis(16);
 /// Past a few tokens' time a gather would bunch a stream's tokens together.
 const MAX_DELIVERY_GATHER_MS: u64 = 50;

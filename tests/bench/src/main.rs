@@ -431,8 +431,15 @@ fn main() {
     }
 
     if args.iter().any(|a| a == "--soak") {
+        // The provider's threads and doze as `--capacity` takes them, to see what each costs here.
+        let mut soak_config: serde_json::Value = serde_json::from_str(&config).unwrap();
+        for (flag, key) in [("--runtime-threads", "runtimeThreads"), ("--gather-ms", "deliveryGatherMs")] {
+            if let Some(n) = value(flag).and_then(|v| v.parse::<u64>().ok()) {
+                soak_config["provider"][key] = n.into();
+            }
+        }
         let plugin = Plugin::load(&build, &copies.join("soak.so"));
-        let provider = plugin.provider(&config);
+        let provider = plugin.provider(&soak_config.to_string());
         let warm = Sink::new(false, Duration::ZERO);
         drop({
             let s = provider.start(20, &warm);

@@ -4,7 +4,7 @@
 //! measured 20 s after the last burst (the pool's 10 s idle timeout and 10 s to spare), with no
 //! further request.
 //!
-//!   cargo run --release -p bench -- --soak [--plugin PATH]
+//!   cargo run --release -p bench -- --soak [--plugin PATH] [--gather-ms N] [--runtime-threads N]
 
 use crate::plugin::{Provider, Sink};
 use crate::{percentile, proc_status, threads_named};

@@ -177,6 +177,9 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<tokio_rustls::
             a = listener.accept() => a,
         };
         let Ok((stream, _)) = accepted else { continue };
+        // As Bedrock's front ends do: an event frame written while the one before it is
+        // unacknowledged goes out now, not after the client's delayed ACK (up to 40 ms here).
+        let _ = stream.set_nodelay(true);
         state.stats.lock().unwrap().connections += 1;
         let state = state.clone();
         let tls = tls.clone();
