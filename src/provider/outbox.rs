@@ -260,10 +260,10 @@ impl Outlet for Outbox {
     }
 
     fn finish(self: &Arc<Self>, terminal: Event) {
-        // Urgent, as the first token is: what the host does next (run the tool called, answer
-        // the user, start the next turn) waits for the end, and held for a doze it added up to
-        // a doze to every stream (a tenth of the time of a short stream one after another).
-        // Once per stream, so the wake-up it costs is not a token's.
+        // Urgent, as the first token is: what the host does next (run the tool called, start
+        // the next turn) waits for the end. Held for a doze, it added up to one to every stream:
+        // short streams one after another ran at a tenth of the rate. Once per stream, so the
+        // wake-up it costs is not paid per token.
         if self.state.finish(terminal) {
             self.hand_over(true);
         } else {

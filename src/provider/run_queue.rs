@@ -19,9 +19,9 @@
 //! one wake-up; the price is at most one `doze` of added delay per event. Where that price is
 //! not worth paying, the producer says its work is urgent (a stream's first token and its end;
 //! a stream whose queue is full and that stopped reading the network): a rouse costs the
-//! wake-up a doze saves, and only those events pay it. The worker decides when to doze (`pool.rs`) and the
-//! producer what is urgent (`outbox.rs`); this file keeps the promise below whichever they
-//! choose. A rouse is a shortcut, never a promise: a doze ends on its own anyway.
+//! wake-up a doze saves, and only those events pay it. The worker decides when to doze
+//! (`pool.rs`) and the producer what is urgent (`outbox.rs`); this file keeps the promise below
+//! whichever they choose. A rouse is a shortcut, never a promise: a doze ends on its own anyway.
 //!
 //! Transitions:
 //! - `schedule(item, urgent)`: the item joins the queue; if a worker dozes, an urgent item

@@ -177,8 +177,9 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<tokio_rustls::
             a = listener.accept() => a,
         };
         let Ok((stream, _)) = accepted else { continue };
-        // As Bedrock's front ends do: an event frame written while the one before it is
-        // unacknowledged goes out now, not after the client's delayed ACK (up to 40 ms here).
+        // Each event frame goes out as it is written. With Nagle's algorithm on, a frame written
+        // while the one before it was unacknowledged waited for the client's delayed ACK (40 ms
+        // here), which hid the plugin's own delays from the tests that time them.
         let _ = stream.set_nodelay(true);
         state.stats.lock().unwrap().connections += 1;
         let state = state.clone();
