@@ -9,6 +9,7 @@ use super::delivery::{deliver, Runner};
 use super::mailbox::Mailbox;
 use super::outbox_state::{OutboxState, Take};
 use super::pool::{Beat, Pool};
+use super::run_queue::Ahead;
 use super::shown::Shown;
 use crate::converse::outlet::Outlet;
 use crate::converse::stream::cancelled;
@@ -16,7 +17,7 @@ use crate::error::{Error, Kind};
 use crate::events::{AssistantMessage, Event};
 use crate::fault::Fault;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -34,8 +35,8 @@ struct Receiver {
 
 /// Who runs a stream's delivery passes.
 enum PassesOn {
-    /// A pool worker: host code runs there, isolated from the runtime.
-    Pool,
+    /// A pool worker: host code runs there, isolated from the runtime. `host_data` as in `Task`.
+    Pool { host_data: usize },
     /// The stream's own task while its mailbox has room (filing runs no host code); a pool
     /// worker waits out a full box.
     TaskWhileRoom(Arc<Mailbox>),
@@ -73,6 +74,12 @@ pub struct Outbox {
     first_token_sent: AtomicBool,
     /// Who runs this stream's delivery passes, fixed by its callback.
     passes_on: PassesOn,
+    /// Where the events the task queued last are: for a worker to ask for before it comes to
+    /// this stream (`warm_ahead`). Written only for streams a pool worker delivers.
+    queued: Whereabouts,
+    /// Where the events a worker last handed back are: for the task to ask for as it wakes, so
+    /// its next send drops them warm (`outbox_state.rs`).
+    spent: Whereabouts,
     fault: Fault,
 }
 
@@ -89,7 +96,7 @@ impl Outbox {
         let passes_on = match &callback {
             Callback::Mailbox { mailbox, .. } => PassesOn::TaskWhileRoom(mailbox.clone()),
             Callback::Inline { user_data, .. } => PassesOn::Task { host_data: *user_data as usize },
-            Callback::Each { .. } | Callback::Batched { .. } => PassesOn::Pool,
+            Callback::Each { user_data, .. } | Callback::Batched { user_data, .. } => PassesOn::Pool { host_data: *user_data as usize },
         };
         Arc::new(Outbox {
             shared,
@@ -103,6 +110,8 @@ impl Outbox {
             ended: AtomicBool::new(false),
             first_token_sent: AtomicBool::new(false),
             passes_on,
+            queued: Whereabouts::default(),
+            spent: Whereabouts::default(),
             fault,
         })
     }
@@ -127,6 +136,9 @@ impl Outbox {
                 receiver.shown.note(&receiver.batch[..delivered.shown]);
                 if !delivered.go_on && self.shared.request_cancel() {
                     self.shared.cancel.notify_one();
+                }
+                if runner == Runner::Worker {
+                    self.spent.note(&receiver.batch);
                 }
                 if self.state.after_batch(&mut receiver.batch, runner == Runner::Worker) {
                     Pass::Idle
@@ -192,9 +204,26 @@ impl Outbox {
     /// Whether the stream's next pass runs on its own task rather than on a pool worker.
     fn runs_on_task(&self) -> bool {
         match &self.passes_on {
-            PassesOn::Pool => false,
+            PassesOn::Pool { .. } => false,
             PassesOn::TaskWhileRoom(mailbox) => mailbox.has_room(),
             PassesOn::Task { .. } => true,
+        }
+    }
+
+    /// Asks for what a worker's pass over this stream will touch, as the run queue puts it
+    /// `ahead` of the worker (`RunQueue::with_warm`): the outbox itself when it is second in
+    /// line; once first, what the outbox points to (its lines came in meanwhile): the shared
+    /// state, the queued events and their text, the host's data for its callback.
+    pub fn warm_ahead(&self, ahead: Ahead) {
+        match ahead {
+            Ahead::Second => crate::prefetch::lines_of(self),
+            Ahead::First => {
+                crate::prefetch::lines_of(&*self.shared);
+                self.queued.ask();
+                if let PassesOn::Pool { host_data } = self.passes_on {
+                    crate::prefetch::line(host_data as *const u8);
+                }
+            }
         }
     }
 
@@ -232,6 +261,9 @@ impl Outlet for Outbox {
         let first = !self.first_token_sent.load(Ordering::Relaxed);
         if first && events.iter().any(carries_answer) {
             self.first_token_sent.store(true, Ordering::Relaxed);
+        }
+        if let PassesOn::Pool { .. } = self.passes_on {
+            self.queued.note(events);
         }
         let sent = self.state.send(events);
         // A full queue stops the task reading the network: a doze must not hold it up too.
@@ -277,13 +309,43 @@ impl Outlet for Outbox {
         crate::prefetch::lines_of(&*self.shared);
         // An inline callback runs next on this thread, and a host's callback reads its own
         // per-stream data first.
-        if let PassesOn::Task { host_data } = self.passes_on {
-            crate::prefetch::line(host_data as *const u8);
+        match self.passes_on {
+            PassesOn::Task { host_data } => crate::prefetch::line(host_data as *const u8),
+            // The events a worker handed back, which this wake's send drops.
+            PassesOn::Pool { .. } => self.spent.ask(),
+            PassesOn::TaskWhileRoom(_) => {}
         }
     }
 
     fn fault(&self) -> Fault {
         self.fault
+    }
+}
+
+/// Where a batch of events is, and the text of its last delta: written by the thread that had
+/// them last, for the thread that touches them next to ask for (`prefetch.rs`) before it does.
+/// Hints only: never read through, and wrong at worst (another batch has taken the place).
+#[derive(Default)]
+struct Whereabouts {
+    events: AtomicUsize,
+    text: AtomicUsize,
+}
+
+impl Whereabouts {
+    fn note(&self, events: &[Event]) {
+        self.events.store(events.as_ptr() as usize, Ordering::Relaxed);
+        let text = events.iter().rev().find_map(|e| match e {
+            Event::TextDelta { delta, .. } | Event::ThinkingDelta { delta, .. } | Event::ToolcallDelta { delta, .. } => Some(delta.as_ptr() as usize),
+            _ => None,
+        });
+        self.text.store(text.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Asks for the first event, and for the text with the allocator's header before it (freeing
+    /// the text writes there).
+    fn ask(&self) {
+        crate::prefetch::span(self.events.load(Ordering::Relaxed) as *const u8, std::mem::size_of::<Event>());
+        crate::prefetch::span((self.text.load(Ordering::Relaxed) as *const u8).wrapping_sub(8), 16);
     }
 }
 

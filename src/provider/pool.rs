@@ -99,7 +99,7 @@ impl Pool {
     /// `gather`: the longest a worker whose work keeps arriving dozes (zero: it never does).
     pub fn new(runtime: Handle, gather: Duration) -> Arc<Pool> {
         let pool = Arc::new(Pool {
-            queue: RunQueue::with_warm(CORE, MAX_THREADS, |outbox| crate::prefetch::lines_of::<Outbox>(outbox)),
+            queue: RunQueue::with_warm(CORE, MAX_THREADS, |outbox, ahead| outbox.warm_ahead(ahead)),
             gather: Some(gather).filter(|g| !g.is_zero()),
             beats: Mutex::default(),
             help: Notify::new(),
@@ -296,6 +296,30 @@ mod tests {
         assert_eq!(super::next_doze(ms(16), 1, first, gather), ms(8), "a stream or two: halved");
         assert_eq!(super::next_doze(ms(8), 0, first, gather), ms(4), "and back to the first");
         assert_eq!(super::next_doze(ms(4), 10, ms(4), ms(4)), ms(4), "a gather of 4 ms dozes 4 ms, as before");
+    }
+
+    /// A worker that takes a stream asks for the two queued behind it: the next one's pointees
+    /// (`Ahead::First`: its own lines were asked for a take earlier) and the one after's own
+    /// lines (`Ahead::Second`); with one left behind, only that one; with none, nothing.
+    #[test]
+    fn a_worker_taking_a_stream_asks_for_the_two_behind_it() {
+        use super::super::run_queue::Ahead;
+        type Asked = std::sync::Mutex<Vec<(u32, Ahead)>>;
+        let asked = Arc::new(Asked::default());
+        let q = RunQueue::with_warm(1, 1, |item: &(u32, Arc<Asked>), ahead| item.1.lock().unwrap().push((item.0, ahead)));
+        assert_eq!(q.schedule((1, asked.clone()), false), Scheduled::StartWorker);
+        for i in 2..=4 {
+            q.schedule((i, asked.clone()), false);
+        }
+        let mut taken = vec![q.next(true, super::EXTRA_IDLE, None).0.expect("queued").0];
+        while taken.len() < 4 {
+            taken.push(q.next(false, super::EXTRA_IDLE, None).0.expect("queued").0);
+        }
+        assert_eq!(taken, [1, 2, 3, 4]);
+        assert_eq!(
+            *asked.lock().unwrap(),
+            [(2, Ahead::First), (3, Ahead::Second), (3, Ahead::First), (4, Ahead::Second), (4, Ahead::First)]
+        );
     }
 
     /// The loom models end a doze at any point; this is the std side they cannot check: an

@@ -79,6 +79,15 @@ pub struct Behind {
     pub found: usize,
 }
 
+/// Where an item a worker is asked to warm stands behind the one it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ahead {
+    /// Taken next: its own lines were asked for at the last take.
+    First,
+    /// Taken after that.
+    Second,
+}
+
 /// The watchdog's verdict at one look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Watch {
@@ -111,8 +120,8 @@ pub struct RunQueue<T> {
     dozers: Condvar,
     core: usize,
     max: usize,
-    /// Asks for the item a worker takes next, as it takes one: a hint only (see `with_warm`).
-    warm: Option<fn(&T)>,
+    /// Asks for the items a worker takes next, as it takes one: a hint only (see `with_warm`).
+    warm: Option<fn(&T, Ahead)>,
 }
 
 impl<T> RunQueue<T> {
@@ -137,19 +146,27 @@ impl<T> RunQueue<T> {
         }
     }
 
-    /// A queue whose workers, each time one takes an item, call `warm` on the item queued behind
-    /// it (under the lock: it must only ask for memory, never block). A queued stream's state has
-    /// gone cold by its turn; fetched while the worker delivers the one before, it is there when
-    /// the worker comes to it. It changes no transition, so the models run without it.
-    pub fn with_warm(core: usize, max: usize, warm: fn(&T)) -> RunQueue<T> {
+    /// A queue whose workers, each time one takes an item, call `warm` on the two items queued
+    /// behind it (under the lock: it must only ask for memory, never block). A queued stream's
+    /// state has gone cold by its turn; fetched while the worker delivers the one before, it is
+    /// there when the worker comes to it. Two deep, because what a stream's state points to can
+    /// be asked for only once the state itself is in: the second item behind is asked for first
+    /// (`Ahead::Second`), and by the next take, when it is the first behind (`Ahead::First`),
+    /// what it points to. It changes no transition, so the models run without it.
+    pub fn with_warm(core: usize, max: usize, warm: fn(&T, Ahead)) -> RunQueue<T> {
         RunQueue { warm: Some(warm), ..RunQueue::new(core, max) }
     }
 
-    /// Takes the oldest item and asks for the one behind it.
+    /// Takes the oldest item and asks for the two behind it.
     fn take(&self, s: &mut State<T>) -> Option<T> {
         let item = s.queue.pop_front()?;
-        if let (Some(warm), Some(behind)) = (self.warm, s.queue.front()) {
-            warm(behind);
+        if let Some(warm) = self.warm {
+            if let Some(first) = s.queue.front() {
+                warm(first, Ahead::First);
+            }
+            if let Some(second) = s.queue.get(1) {
+                warm(second, Ahead::Second);
+            }
         }
         Some(item)
     }
