@@ -212,8 +212,9 @@ impl Outbox {
 
     /// Asks for what a worker's pass over this stream will touch, as the run queue puts it
     /// `ahead` of the worker (`RunQueue::with_warm`): the outbox itself when it is second in
-    /// line; once first, what the outbox points to (its lines came in meanwhile): the shared
-    /// state, the queued events and their text, the host's data for its callback.
+    /// line; once first, what the outbox points to (its lines were asked for at the last take,
+    /// unless it was queued too late to be second): the shared state, the queued events and their
+    /// text, the host's data for its callback.
     pub fn warm_ahead(&self, ahead: Ahead) {
         match ahead {
             Ahead::Second => crate::prefetch::lines_of(self),
@@ -307,9 +308,9 @@ impl Outlet for Outbox {
     fn warm(&self) {
         crate::prefetch::lines_of(self);
         crate::prefetch::lines_of(&*self.shared);
-        // An inline callback runs next on this thread, and a host's callback reads its own
-        // per-stream data first.
         match self.passes_on {
+            // An inline callback runs next on this thread, and a host's callback reads its own
+            // per-stream data first.
             PassesOn::Task { host_data } => crate::prefetch::line(host_data as *const u8),
             // The events a worker handed back, which this wake's send drops.
             PassesOn::Pool { .. } => self.spent.ask(),
