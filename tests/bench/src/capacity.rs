@@ -13,7 +13,7 @@
 //! baseline per open stream, and the delay it adds to each token (the time it sees the token
 //! minus the time the stand-in sent it, one clock). Levels double until the client saturates its
 //! share of the cores or its p99 added delay passes 50 ms; then the bracket between a client's
-//! last level within that budget and its first past it is bisected (`--bisect`, 3 rounds unless
+//! last level within that budget and its first past it is bisected (`--bisect`, 4 rounds unless
 //! asked), so that two clients a few percent apart are not reported a factor 2 apart.
 
 use crate::paced::monotonic_ns;
@@ -428,7 +428,7 @@ pub struct Options {
     /// Runtimes of one thread each for the direct client instead (0: the one runtime above).
     pub direct_shards: usize,
     /// Rounds of bisection between each client's last level within the delay budget and its
-    /// first past it (3 unless asked: the bracket narrowed to a factor 1.125).
+    /// first past it (4 unless asked: the bracket narrowed to a factor 1.0625).
     pub bisect: usize,
     /// Only the head-of-line check: (a) at `max_streams` streams, with and without one slow
     /// consumer among them.
@@ -615,8 +615,9 @@ pub fn run(o: &Options) -> String {
     // A doubling ladder puts a client's capacity somewhere in [last level within budget, first
     // past it]: two clients a few percent apart land a whole factor 2 apart whenever the line
     // falls between them. Bisecting each client's bracket (interleaved as above) narrows it to
-    // a factor 1.5, 1.25, then 1.125 of its lower end: between 1,600 and 3,200 streams the last
-    // step is 200, finer than the 10% that the capacity target is about.
+    // a factor 1.5, 1.25, 1.125, then 1.0625 of its lower end: between 3,200 and 6,400 streams
+    // the last step is 200. Three rounds leave steps of 400 there, 12.5%, coarser than the 10%
+    // that the capacity target is about: two clients a step apart read 0.89× whatever their gap.
     for _ in 0..o.bisect {
         let plan: Vec<(char, usize)> = past
             .iter()

@@ -403,7 +403,7 @@ fn main() {
             direct_threads: value("--direct-threads").and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(2),
             direct_shards: value("--direct-shards").and_then(|v| v.parse().ok()).unwrap_or(0),
             hol: args.iter().any(|a| a == "--hol"),
-            bisect: value("--bisect").and_then(|v| v.parse().ok()).unwrap_or(3),
+            bisect: value("--bisect").and_then(|v| v.parse().ok()).unwrap_or(4),
         };
         let md = capacity::run(&options);
         let _ = std::fs::remove_dir_all(&copies);
