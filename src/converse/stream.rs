@@ -8,6 +8,7 @@ use super::connecting::Lane;
 use super::errors;
 use super::outlet::Outlet;
 use super::profile_base::ProfileBases;
+use super::receiver::{Item, Receiver, Tap};
 use super::request::StreamRequest;
 use super::translate::Translator;
 use crate::clients::Clients;
@@ -105,8 +106,9 @@ fn needs_profile(e: &Error) -> bool {
 }
 
 /// Sends the request, retrying once with fresh credentials when Bedrock calls them expired or
-/// unknown, and once with the inference profile when the model is not offered on demand.
-async fn open<O: Outlet>(clients: &Clients, lane: &Lane, request: &StreamRequest, run: &mut Run<O>) -> Result<ConverseStreamOutput> {
+/// unknown, and once with the inference profile when the model is not offered on demand. The
+/// `Tap` holds the successful response's body (`receiver.rs`).
+async fn open<O: Outlet>(clients: &Clients, lane: &Lane, request: &StreamRequest, run: &mut Run<O>) -> Result<(ConverseStreamOutput, Tap)> {
     let mut built = clients.current();
     let mut model_id = request.model.id.clone();
     let mut fallback = request.fallback_model_id.clone();
@@ -128,7 +130,8 @@ async fn open<O: Outlet>(clients: &Clients, lane: &Lane, request: &StreamRequest
             .set_request_metadata(request.request_metadata.clone())
             .set_additional_model_response_field_paths(request.response_field_paths.clone());
         let opener = lane.connecting.enter().await;
-        let sent = call.customize().config_override(request.retry.config(client.config().retry_config())).send().await;
+        let tap = Tap::default();
+        let sent = call.customize().config_override(request.retry.config(client.config().retry_config()).interceptor(tap.clone())).send().await;
         // A response, an error response too, came over a connection the next requests can share.
         let responded = match &sent {
             Ok(_) => true,
@@ -147,7 +150,7 @@ async fn open<O: Outlet>(clients: &Clients, lane: &Lane, request: &StreamRequest
                 if model_id != request.model.id {
                     run.translator.served_by(&model_id);
                 }
-                return Ok(output);
+                return Ok((output, tap));
             }
             Err(e) => clients.explain(errors::from_send_error(e, &request.retry)),
         };
@@ -189,7 +192,7 @@ async fn with_profile_base(clients: &Clients, profile_bases: &ProfileBases, mut 
 
 /// Sends the request (once its application profile is resolved, when it names one), under the
 /// idle timeout and the stream's cancel.
-async fn connect<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, lane: &Lane, request: Box<StreamRequest>, run: &mut Run<O>, outlet: &Arc<O>) -> Result<ConverseStreamOutput> {
+async fn connect<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, lane: &Lane, request: Box<StreamRequest>, run: &mut Run<O>, outlet: &Arc<O>) -> Result<(ConverseStreamOutput, Tap)> {
     let idle = request.idle_timeout;
     // Only an application profile not yet resolved waits here; every other stream goes straight on.
     let request = if request.unresolved_profile.is_some() {
@@ -219,9 +222,9 @@ async fn drive<O: Outlet>(clients: &Clients, profile_bases: &ProfileBases, lane:
     let hold = request.hold_output;
     // Boxed: sending (the SDK's future, ~12 KB) is needed only until the response starts; inline,
     // it would size this task for the whole stream. The request goes with it.
-    let output = Box::pin(connect(clients, profile_bases, lane, request, run, outlet)).await?;
+    let (output, tap) = Box::pin(connect(clients, profile_bases, lane, request, run, outlet)).await?;
     let request_id = output.request_id().map(str::to_string);
-    let mut stream = output.stream;
+    let mut stream = Receiver::new(output.stream, &tap);
     // One registration each for the stream's life, touched only when the task is about to wait
     // (`Wait`): the per-event path touches no timer and no waiter list.
     let mut cancel = std::pin::pin!(outlet.cancelled().notified());
@@ -289,9 +292,6 @@ enum Step {
     End,
     Failed(Error),
 }
-
-/// The SDK's item for one event: ~300 bytes.
-type Item = std::result::Result<Option<aws_sdk_bedrockruntime::types::ConverseStreamOutput>, aws_sdk_bedrockruntime::error::SdkError<aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError, aws_smithy_types::event_stream::RawMessage>>;
 
 /// Uses up the SDK's item where it was polled. An item returned out of the poll would be kept in
 /// the task's state across the loop's awaits, written there and copied back out for every token.
