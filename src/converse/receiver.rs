@@ -323,8 +323,10 @@ mod tests {
         assert_eq!(read(vec![d, unframable]), vec!["delta:a".to_string(), "sdk:14".into(), "end".into()]);
     }
 
-    /// Through the SDK's own client against the emulator: the tapped body gives the same events
-    /// as the SDK's receiver alone, and its text deltas were read here.
+    /// Through the SDK's own client against the emulator, for answers of every shape the
+    /// emulator scripts (reasoning, a tool call, an exception, a damaged, cut or unframable
+    /// message, a dropped connection, a body that ends early): the tapped body gives the same
+    /// events and the same error as the SDK's receiver alone, and its text deltas were read here.
     #[test]
     fn a_real_response_reads_as_the_sdk_reads_it() {
         let emulator = bedrock_emulator::Emulator::start(bedrock_emulator::Config::default());
@@ -338,12 +340,11 @@ mod tests {
             .http_client(http)
             .build();
         let client = aws_sdk_bedrockruntime::Client::from_conf(config);
-        let events = |tapped: bool| {
+        let events = |directive: &str, tapped: bool| {
             rt.block_on(async {
-                let text = "emulator: reasoning=1 tool=get_weather chunks=6";
                 let message = aws_sdk_bedrockruntime::types::Message::builder()
                     .role(aws_sdk_bedrockruntime::types::ConversationRole::User)
-                    .content(aws_sdk_bedrockruntime::types::ContentBlock::Text(text.into()))
+                    .content(aws_sdk_bedrockruntime::types::ContentBlock::Text(format!("emulator: {directive}")))
                     .build()
                     .unwrap();
                 let tap = Tap::default();
@@ -352,18 +353,44 @@ mod tests {
                 let mut receiver = Receiver::new(output.stream, &tap);
                 assert_eq!(receiver.own.is_some(), tapped, "the body was tapped only when asked");
                 let mut seen = Vec::new();
-                while let Some(event) = receiver.recv().await.unwrap() {
-                    seen.push(format!("{event:?}"));
+                let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                    loop {
+                        match receiver.recv().await {
+                            Ok(Some(event)) => seen.push(format!("{event:?}")),
+                            Ok(None) => break,
+                            Err(e) => {
+                                seen.push(format!("error: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)));
+                                break;
+                            }
+                        }
+                    }
+                })
+                .await;
+                if read.is_err() {
+                    seen.push("still waiting after 10 s".into());
                 }
                 (seen, receiver.read_here)
             })
         };
-        let ((sdk, none), (ours, read_here)) = (events(false), events(true));
-        assert_eq!(ours, sdk);
-        assert_eq!(none, 0);
-        let text_deltas = ours.iter().filter(|e| e.contains("delta: Some(Text(")).count();
-        assert!(text_deltas >= 6, "{ours:#?}");
-        assert_eq!(read_here, text_deltas, "every text delta was read here");
-        assert!(ours.iter().any(|e| e.contains("ToolUse")) && ours.iter().any(|e| e.contains("Metadata")), "{ours:#?}");
+        let scenarios = [
+            "reasoning=1 tool=get_weather chunks=6",
+            "reasoning=redacted chunks=2",
+            "chunks=4 error=throttlingException at=mid after=3",
+            "chunks=5 corrupt=crc after=3",
+            "chunks=5 corrupt=cut after=3",
+            "chunks=5 corrupt=json after=3",
+            "chunks=5 corrupt=unknown after=3",
+            "chunks=5 corrupt=huge after=3",
+            "chunks=5 drop=3",
+            "chunks=5 end=3",
+        ];
+        for directive in scenarios {
+            let ((sdk, none), (ours, read_here)) = (events(directive, false), events(directive, true));
+            assert_eq!(ours, sdk, "{directive}");
+            assert_eq!(none, 0);
+            let text_deltas = ours.iter().filter(|e| e.contains("delta: Some(Text(")).count();
+            assert!(text_deltas >= 2, "{directive}: {ours:#?}");
+            assert_eq!(read_here, text_deltas, "{directive}: every text delta was read here");
+        }
     }
 }
