@@ -12,6 +12,8 @@ use serde::Deserialize;
 const PRELUDE: usize = 12;
 const CHECKSUM: usize = 4;
 const TYPE_STRING: u8 = 7;
+/// The longest header value the SDK's decoder accepts.
+const MAX_VALUE: usize = i16::MAX as usize;
 
 /// How much of `buf` the first message takes.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,7 +61,8 @@ pub fn text_delta(message: &[u8]) -> Option<(i32, String)> {
     Some((event.content_block_index, event.delta.text))
 }
 
-/// Whether the headers say "an event, `contentBlockDelta`"; None when they cannot be read.
+/// Whether the headers say "an event, `contentBlockDelta`"; None when they cannot be read, or when
+/// the SDK's decoder would refuse them (a name or string that is not UTF-8, a value too long).
 fn is_delta_event(mut headers: &[u8]) -> Option<bool> {
     let (mut event, mut delta) = (false, false);
     while !headers.is_empty() {
@@ -78,6 +81,13 @@ fn is_delta_event(mut headers: &[u8]) -> Option<bool> {
             _ => return None,
         };
         let value = rest.get(..value_len)?;
+        std::str::from_utf8(name).ok()?;
+        if kind == TYPE_STRING {
+            std::str::from_utf8(&value[2..]).ok()?;
+        }
+        if matches!(kind, 6 | 7) && value_len - 2 > MAX_VALUE {
+            return None;
+        }
         match name {
             b":message-type" => event = kind == TYPE_STRING && &value[2..] == b"event",
             b":event-type" => delta = kind == TYPE_STRING && &value[2..] == b"contentBlockDelta",
@@ -152,6 +162,23 @@ pub mod tests {
         for m in [other_delta, both, stop, exception, no_index] {
             assert_eq!(text_delta(&m), None, "{:?}", String::from_utf8_lossy(&m));
         }
+    }
+
+    #[test]
+    fn headers_the_sdks_decoder_would_refuse_are_left_to_it() {
+        let payload = r#"{"contentBlockIndex":0,"delta":{"text":"a"}}"#;
+        let not_utf8 = [(":event-type", "contentBlockDelta"), (":message-type", "event"), ("x-\u{fffd}", "v")];
+        let mut m = message(&not_utf8, payload);
+        // The third header's name, made invalid UTF-8 (its checksums made again).
+        let at = m.windows(2).position(|w| w == b"x-").unwrap() + 2;
+        m[at] = 0xFF;
+        let total = m.len();
+        let crc = crc32fast::hash(&m[..total - CHECKSUM]).to_be_bytes();
+        m[total - CHECKSUM..].copy_from_slice(&crc);
+        assert_eq!(text_delta(&m), None);
+        let long = "v".repeat(MAX_VALUE + 1);
+        assert_eq!(text_delta(&message(&[(":event-type", "contentBlockDelta"), (":message-type", "event"), ("x-long", &long)], payload)), None);
+        assert!(text_delta(&message(&[(":event-type", "contentBlockDelta"), (":message-type", "event"), ("x-ok", "v")], payload)).is_some());
     }
 
     #[test]

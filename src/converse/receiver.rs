@@ -76,8 +76,11 @@ pub struct Receiver {
 
 struct Own {
     body: SdkBody,
-    /// Received and not yet a whole message.
+    /// Received and not yet a whole message: the body's own chunk while messages come whole in
+    /// one (nothing copied), ...
     pending: Bytes,
+    /// ... or the bytes of a message that spans chunks, gathered here (each byte copied once).
+    spanning: BytesMut,
     feed: Arc<Mutex<FeedState>>,
     /// Handed to the SDK and not yet answered by its receiver: asked first, so a `recv` dropped
     /// part-way keeps the order.
@@ -94,7 +97,7 @@ enum Next {
 
 impl Receiver {
     pub fn new(sdk: EventReceiver<ConverseStreamOutput, ConverseStreamOutputError>, tap: &Tap) -> Receiver {
-        let own = lock(&tap.0).take().map(|t| Own { body: t.body, pending: Bytes::new(), feed: t.feed, sdk_owes: false, closed: false });
+        let own = lock(&tap.0).take().map(|t| Own { body: t.body, pending: Bytes::new(), spanning: BytesMut::new(), feed: t.feed, sdk_owes: false, closed: false });
         Receiver {
             sdk,
             own,
@@ -127,9 +130,9 @@ impl Own {
             return Poll::Ready(Next::Sdk);
         }
         loop {
-            match frame::split(&self.pending) {
+            match frame::split(if self.spanning.is_empty() { &self.pending } else { &self.spanning }) {
                 Split::Whole(n) => {
-                    let message = self.pending.split_to(n);
+                    let message = if self.spanning.is_empty() { self.pending.split_to(n) } else { self.spanning.split_to(n).freeze() };
                     if let Some((index, text)) = frame::text_delta(&message) {
                         return Poll::Ready(Next::Delta(delta_event(index, text)));
                     }
@@ -137,7 +140,7 @@ impl Own {
                     return Poll::Ready(Next::Sdk);
                 }
                 Split::Unframable => {
-                    let rest = std::mem::take(&mut self.pending);
+                    let rest = self.take_rest();
                     self.to_sdk(rest);
                     self.close(None);
                     return Poll::Ready(Next::Sdk);
@@ -153,7 +156,7 @@ impl Own {
                 }
                 Poll::Ready(end) => {
                     // The end, or a transport error: after what is left, the SDK's to report.
-                    let rest = std::mem::take(&mut self.pending);
+                    let rest = self.take_rest();
                     if !rest.is_empty() {
                         self.to_sdk(rest);
                     }
@@ -165,13 +168,22 @@ impl Own {
     }
 
     fn received(&mut self, data: Bytes) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.spanning.is_empty() {
             self.pending = data;
+            return;
+        }
+        if !self.pending.is_empty() {
+            self.spanning.extend_from_slice(&std::mem::take(&mut self.pending));
+        }
+        self.spanning.extend_from_slice(&data);
+    }
+
+    /// Whatever was received and not yet handed on.
+    fn take_rest(&mut self) -> Bytes {
+        if self.spanning.is_empty() {
+            std::mem::take(&mut self.pending)
         } else {
-            let mut joined = BytesMut::with_capacity(self.pending.len() + data.len());
-            joined.extend_from_slice(&self.pending);
-            joined.extend_from_slice(&data);
-            self.pending = joined.freeze();
+            self.spanning.split().freeze()
         }
     }
 
@@ -278,7 +290,7 @@ mod tests {
     fn read(chunks: Vec<Vec<u8>>) -> Vec<String> {
         let body = SdkBody::from_body_1_x(Chunks(chunks.into_iter().map(Bytes::from).collect()));
         let feed = Arc::new(Mutex::new(FeedState::default()));
-        let mut own = Own { body, pending: Bytes::new(), feed: feed.clone(), sdk_owes: false, closed: false };
+        let mut own = Own { body, pending: Bytes::new(), spanning: BytesMut::new(), feed: feed.clone(), sdk_owes: false, closed: false };
         let mut cx = Context::from_waker(Waker::noop());
         let mut seen = Vec::new();
         for _ in 0..1000 {
