@@ -143,7 +143,8 @@ pub mod tests {
         m
     }
 
-    const DELTA: [(&str, &str); 3] = [(":event-type", "contentBlockDelta"), (":content-type", "application/json"), (":message-type", "event")];
+    /// The headers of a `contentBlockDelta` event, as Bedrock sends them.
+    pub const DELTA: [(&str, &str); 3] = [(":event-type", "contentBlockDelta"), (":content-type", "application/json"), (":message-type", "event")];
 
     #[test]
     fn a_text_delta_is_read_with_its_escapes_and_padding() {

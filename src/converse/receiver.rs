@@ -262,9 +262,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::converse::frame::tests::message;
-
-    const DELTA: [(&str, &str); 3] = [(":event-type", "contentBlockDelta"), (":content-type", "application/json"), (":message-type", "event")];
+    use crate::converse::frame::tests::{message, DELTA};
 
     fn delta(text: &str) -> Vec<u8> {
         message(&DELTA, &format!(r#"{{"contentBlockIndex":0,"delta":{{"text":"{text}"}},"p":"abc"}}"#))
